@@ -1,0 +1,19 @@
+//! rpl-web: the RPL anomaly-segmentation network (Residual Pattern Learning, Liu et al.,
+//! ICCV 2023) in Rust with burn, for the browser (WebGPU) and the command line.
+//!
+//! Layers, from the bottom: [`model`] (burn modules, backend-generic), [`weights`] (checkpoint
+//! formats and key mapping), [`scoring`], [`preprocess`] and [`visualize`] (images in and out),
+//! [`inference`] (one image through it all), [`backend`] (where it runs).
+
+pub mod backend;
+pub mod inference;
+pub mod model;
+pub mod npy;
+pub mod preprocess;
+pub mod scoring;
+pub mod visualize;
+pub mod weights;
+
+pub use inference::{Prediction, predict};
+pub use model::{RplConfig, RplLogits, RplNetwork};
+pub use scoring::ScoreMode;

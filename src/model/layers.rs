@@ -1,0 +1,60 @@
+//! Small building blocks shared by the trunk, the ASPPs and the decoder.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+
+/// Every BatchNorm of the reference has eps 1e-5.
+const BN_EPS: f64 = 1e-5;
+
+/// A bias-free convolution with square kernel, equal padding and dilation (the reference's only kind).
+pub fn conv(cin: usize, cout: usize, kernel: usize, stride: usize, dilation: usize, device: &Device) -> Conv2d {
+    conv_with_bias(cin, cout, kernel, stride, dilation, false, device)
+}
+
+pub fn conv_with_bias(
+    cin: usize,
+    cout: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    bias: bool,
+    device: &Device,
+) -> Conv2d {
+    // "same" padding for odd kernels: (k - 1) / 2 taps, stretched by the dilation.
+    let pad = dilation * (kernel - 1) / 2;
+    Conv2dConfig::new([cin, cout], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_dilation([dilation, dilation])
+        .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+        .with_bias(bias)
+        .init(device)
+}
+
+pub fn batch_norm(channels: usize, device: &Device) -> BatchNorm {
+    BatchNormConfig::new(channels).with_epsilon(BN_EPS).init(device)
+}
+
+/// BatchNorm followed by ReLU: the reference's pre-activation `bnX` (keys `bnX.0.*`).
+pub fn bn_relu(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    relu(bn.forward(x))
+}
+
+/// Convolution, BatchNorm, ReLU (keys `.0` conv and `.1` BatchNorm).
+#[derive(Module, Debug)]
+pub struct ConvBnRelu {
+    pub conv: Conv2d,
+    pub bn: BatchNorm,
+}
+
+impl ConvBnRelu {
+    pub fn new(cin: usize, cout: usize, kernel: usize, dilation: usize, device: &Device) -> Self {
+        Self { conv: conv(cin, cout, kernel, 1, dilation, device), bn: batch_norm(cout, device) }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        relu(self.bn.forward(self.conv.forward(x)))
+    }
+}

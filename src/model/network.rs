@@ -1,0 +1,101 @@
+//! The whole RPL network: DeepLabV3+ on WideResNet-38 with the RPL residual block.
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::tensor::{Device, Tensor};
+
+use super::aspp::Aspp;
+use super::config::{RplConfig, released};
+use super::decoder::SegmentationHead;
+use super::layers::conv;
+use super::residual_block::ResidualAnomalyBlock;
+use super::resize_to;
+use super::trunk::WiderResNet38;
+
+/// Both heads' logits at the input's resolution, `[N, classes, H, W]`.
+#[derive(Debug, Clone)]
+pub struct RplLogits {
+    /// The closed-set (inlier) segmentation: the original DeepLabV3+ output.
+    pub out1: Tensor<4>,
+    /// With the RPL residual added: the logits the anomaly score is computed from.
+    pub out2: Tensor<4>,
+}
+
+/// Intermediate maps of one forward pass, named as in the reference fixtures.
+#[derive(Debug, Clone)]
+pub struct RplTrace {
+    pub mod1: Tensor<4>,
+    pub m2: Tensor<4>,
+    pub mod7: Tensor<4>,
+    pub aspp: Tensor<4>,
+    pub res: Tensor<4>,
+    pub logits: RplLogits,
+}
+
+#[derive(Module, Debug)]
+pub struct RplNetwork {
+    pub trunk: WiderResNet38,
+    pub aspp: Aspp,
+    /// 1x1: fine features (m2) -> 48 channels.
+    pub bot_fine: Conv2d,
+    /// 1x1: ASPP output -> 256 channels.
+    pub bot_aspp: Conv2d,
+    pub head: SegmentationHead,
+    pub residual_block: ResidualAnomalyBlock,
+    #[module(skip)]
+    pub config: RplConfig,
+}
+
+impl RplNetwork {
+    /// A network of the given widths; parameters are initialised lazily, so building the
+    /// released model to inspect its shapes allocates no weights.
+    pub fn new(config: RplConfig, device: &Device) -> Self {
+        let branch = config.width(released::ASPP_BRANCH);
+        Self {
+            trunk: WiderResNet38::new(&config, device),
+            aspp: Aspp::new(&config, device),
+            bot_fine: conv(config.width(128), config.width(released::FINE), 1, 1, 1, device),
+            bot_aspp: conv(config.aspp_channels(), branch, 1, 1, 1, device),
+            head: SegmentationHead::new(&config, device),
+            residual_block: ResidualAnomalyBlock::new(&config, device),
+            config,
+        }
+    }
+
+    /// `x`: normalised images `[N, 3, H, W]`.
+    pub fn forward(&self, x: Tensor<4>) -> RplLogits {
+        self.forward_inner(x, false).0
+    }
+
+    /// The forward pass that also returns the intermediate maps (for parity debugging).
+    pub fn forward_traced(&self, x: Tensor<4>) -> RplTrace {
+        let (logits, trace) = self.forward_inner(x, true);
+        let trace = trace.expect("traced forward pass keeps its maps");
+        RplTrace { logits, ..trace }
+    }
+
+    fn forward_inner(&self, x: Tensor<4>, traced: bool) -> (RplLogits, Option<RplTrace>) {
+        let [_, _, h, w] = x.dims();
+        let features = self.trunk.forward(x, traced);
+        let [_, _, h2, w2] = features.m2.dims();
+
+        let aspp = self.aspp.forward(features.mod7.clone());
+        let dec0_up = resize_to(self.bot_aspp.forward(aspp.clone()), [h2, w2]);
+        let dec0 = Tensor::cat(vec![self.bot_fine.forward(features.m2.clone()), dec0_up], 1);
+        let res = self.residual_block.forward(features.mod7.clone(), [h2, w2]);
+
+        let out1 = resize_to(self.head.forward(dec0.clone()), [h, w]);
+        let out2 = resize_to(self.head.forward(dec0 + res.clone()), [h, w]);
+        let logits = RplLogits { out1, out2 };
+
+        let trace = traced.then(|| RplTrace {
+            mod1: features.mod1.expect("mod1 kept when traced"),
+            m2: features.m2,
+            mod7: features.mod7,
+            aspp,
+            res,
+            logits: logits.clone(),
+        });
+        (logits, trace)
+    }
+}

@@ -1,0 +1,49 @@
+//! Pictures for people: the Cityscapes palette and a heat-map overlay of the anomaly score.
+
+/// Cityscapes train-id names, in train-id order.
+pub const CITYSCAPES_CLASSES: [&str; 19] = [
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation",
+    "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle",
+];
+
+/// The Cityscapes colour of each train id.
+pub const CITYSCAPES_PALETTE: [[u8; 3]; 19] = [
+    [128, 64, 128], [244, 35, 232], [70, 70, 70], [102, 102, 156], [190, 153, 153], [153, 153, 153],
+    [250, 170, 30], [220, 220, 0], [107, 142, 35], [152, 251, 152], [70, 130, 180], [220, 20, 60],
+    [255, 0, 0], [0, 0, 142], [0, 0, 70], [0, 60, 100], [0, 80, 100], [0, 0, 230], [119, 11, 32],
+];
+
+/// Colour for class ids outside the palette.
+const UNKNOWN_COLOUR: [u8; 3] = [0, 0, 0];
+
+/// Interleaved RGB of a class map.
+pub fn colorize_classes(classes: &[u8]) -> Vec<u8> {
+    classes
+        .iter()
+        .flat_map(|&c| CITYSCAPES_PALETTE.get(c as usize).copied().unwrap_or(UNKNOWN_COLOUR))
+        .collect()
+}
+
+/// A blue-to-red ramp through cyan, green and yellow, for t in [0, 1].
+pub fn heat_colour(t: f32) -> [u8; 3] {
+    let t = if t.is_finite() { t.clamp(0.0, 1.0) } else { 0.0 };
+    let channel = |centre: f32| ((1.5 - (4.0 * t - centre).abs()).clamp(0.0, 1.0) * 255.0).round() as u8;
+    [channel(3.0), channel(2.0), channel(1.0)]
+}
+
+/// The score's heat map (scaled to its own finite range) blended over the RGB image.
+/// `opacity` is the heat map's weight in [0, 1].
+pub fn score_overlay(rgb: &[u8], score: &[f32], opacity: f32) -> Vec<u8> {
+    let finite = score.iter().copied().filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    rgb.chunks_exact(3)
+        .zip(score)
+        .flat_map(|(px, &s)| {
+            let heat = heat_colour((s - lo) / span);
+            std::array::from_fn::<u8, 3, _>(|c| {
+                (px[c] as f32 * (1.0 - opacity) + heat[c] as f32 * opacity).round() as u8
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,175 @@
+//! Checkpoint formats and the mapping of their keys onto the network.
+//!
+//! A checkpoint is read as a [`TensorSource`] (PyTorch `.pth` natively, safetensors anywhere);
+//! [`load_network`] recognises the width from the shapes, checks every entry strictly, then
+//! fills a lazily built [`RplNetwork`] one tensor at a time.
+
+mod error;
+mod layout;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod pth;
+pub mod safetensors;
+
+use std::collections::BTreeMap;
+
+use burn::tensor::Device;
+
+pub use error::{MismatchReport, ShapeMismatch, WeightsError};
+pub use layout::{ParamEntry, expected_entries};
+
+use crate::model::{RplConfig, RplNetwork, config::released};
+
+/// The first parameter of the network: its presence and shape identify an RPL checkpoint.
+pub const ANCHOR_KEY: &str = "branch1.mod1.conv1.weight";
+/// The logit layer: its first dimension is the number of classes.
+const CLASSIFIER_KEY: &str = "branch1.final.6.weight";
+/// Keys under which training scripts nest the state dict.
+const WRAPPER_KEYS: [&str; 3] = ["model", "model_state", "state_dict"];
+/// BatchNorm's step counter: saved by PyTorch, meaningless at inference.
+const IGNORED_SUFFIX: &str = ".num_batches_tracked";
+
+/// How a checkpoint stores its floating-point numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloatEncoding {
+    F32,
+    F16,
+    BF16,
+    F64,
+}
+
+impl FloatEncoding {
+    /// Little-endian bytes to float32 (every format we read is little-endian).
+    pub fn decode(self, bytes: &[u8]) -> Vec<f32> {
+        match self {
+            Self::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Self::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Self::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+            Self::F64 => bytes
+                .chunks_exact(8)
+                .map(|b| f64::from_le_bytes(b.try_into().expect("8-byte chunk")) as f32)
+                .collect(),
+        }
+    }
+}
+
+/// A checkpoint's tensors, by their state-dict names (wrapper and `module.` prefixes removed).
+pub trait TensorSource {
+    /// The file name or URL, for error messages.
+    fn origin(&self) -> &str;
+    /// Every tensor name, prefixes removed.
+    fn tensor_names(&self) -> Vec<String>;
+    fn shape(&self, name: &str) -> Option<Vec<usize>>;
+    /// The tensor's values as float32, whatever float type the checkpoint stores.
+    fn read_f32(&self, name: &str) -> Result<Vec<f32>, WeightsError>;
+}
+
+/// The prefix in front of the state dict's keys: "", "module.", "model.", "model.module.", ...
+/// Found from the anchor key, so that other top-level entries (epoch, optimizer) are left out.
+pub(crate) fn state_dict_prefix<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    let mut allowed = vec![String::new(), "module.".to_string()];
+    for wrapper in WRAPPER_KEYS {
+        allowed.push(format!("{wrapper}."));
+        allowed.push(format!("{wrapper}.module."));
+    }
+    let found: Vec<&str> = names.into_iter().filter_map(|name| name.strip_suffix(ANCHOR_KEY)).collect();
+    allowed.into_iter().find(|prefix| found.contains(&prefix.as_str()))
+}
+
+/// The names of a checkpoint under `prefix`, stripped of it.
+pub(crate) fn strip_prefix_map<T>(entries: impl IntoIterator<Item = (String, T)>, prefix: &str) -> BTreeMap<String, T> {
+    entries
+        .into_iter()
+        .filter_map(|(name, value)| name.strip_prefix(prefix).map(|n| (n.to_string(), value)))
+        .collect()
+}
+
+/// A short list of names for "found instead" hints.
+pub(crate) fn sample_names(names: &[String]) -> String {
+    let mut sorted = names.to_vec();
+    sorted.sort();
+    let shown: Vec<&str> = sorted.iter().take(5).map(String::as_str).collect();
+    if shown.is_empty() { "no tensors at all".to_string() } else { format!("e.g. {}", shown.join(", ")) }
+}
+
+/// Recognises the network's width and class count from the checkpoint's shapes.
+pub fn detect_config(source: &dyn TensorSource) -> Result<RplConfig, WeightsError> {
+    let Some(stem) = source.shape(ANCHOR_KEY) else {
+        return Err(WeightsError::NotAnRplCheckpoint {
+            origin: source.origin().to_string(),
+            found: sample_names(&source.tensor_names()),
+        });
+    };
+    let unknown_width = || WeightsError::UnknownWidth {
+        origin: source.origin().to_string(),
+        key: ANCHOR_KEY.to_string(),
+        shape: stem.clone(),
+    };
+    let stem_channels = match stem.as_slice() {
+        [c, 3, 3, 3] if *c > 0 && released::STEM % c == 0 => *c,
+        _ => return Err(unknown_width()),
+    };
+    let num_classes = source.shape(CLASSIFIER_KEY).and_then(|s| s.first().copied()).unwrap_or(19);
+    let config = RplConfig { width_divisor: released::STEM / stem_channels, num_classes };
+    if config.is_valid() { Ok(config) } else { Err(unknown_width()) }
+}
+
+/// Loads a checkpoint of any RPL width (recognised from its shapes) onto `device`.
+pub fn load_network(source: &dyn TensorSource, device: &Device) -> Result<RplNetwork, WeightsError> {
+    let config = detect_config(source)?;
+    load_network_as(source, config, device)
+}
+
+/// Loads a checkpoint that must be of the given width; anything else is an error naming
+/// every missing key, unexpected key and shape difference.
+pub fn load_network_as(
+    source: &dyn TensorSource,
+    config: RplConfig,
+    device: &Device,
+) -> Result<RplNetwork, WeightsError> {
+    let mut network = RplNetwork::new(config, device);
+    let expected = expected_entries(&mut network);
+    let report = MismatchReport::compare(&expected, source);
+    if !report.is_empty() {
+        let found = detect_config(source).ok().filter(|found| *found != config);
+        return Err(WeightsError::Mismatch {
+            origin: source.origin().to_string(),
+            expected: config.describe(),
+            found: found.map(|c| c.describe()),
+            report,
+        });
+    }
+    layout::fill_network(&mut network, source, device)?;
+    Ok(network)
+}
+
+/// Checks a checkpoint strictly against the width it declares, without building tensors.
+pub fn validate(source: &dyn TensorSource, device: &Device) -> Result<RplConfig, WeightsError> {
+    let config = detect_config(source)?;
+    let expected = expected_entries(&mut RplNetwork::new(config, device));
+    let report = MismatchReport::compare(&expected, source);
+    if report.is_empty() {
+        Ok(config)
+    } else {
+        Err(WeightsError::Mismatch { origin: source.origin().to_string(), expected: config.describe(), found: None, report })
+    }
+}
+
+/// Opens a checkpoint file: safetensors, or a PyTorch `.pth` (told apart by their first bytes).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn open_checkpoint(path: &std::path::Path) -> Result<Box<dyn TensorSource>, WeightsError> {
+    use std::io::Read;
+    let mut head = [0u8; 9];
+    let read = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|source| WeightsError::Io { path: path.display().to_string(), source })?;
+    // safetensors opens with an 8-byte header length and a JSON object.
+    if read == head.len() && head[8] == b'{' {
+        Ok(Box::new(safetensors::SafetensorsCheckpoint::open(path)?))
+    } else {
+        Ok(Box::new(pth::PthCheckpoint::open(path)?))
+    }
+}
+
+pub(crate) fn is_ignored(name: &str) -> bool {
+    name.ends_with(IGNORED_SUFFIX)
+}

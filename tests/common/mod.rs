@@ -1,0 +1,91 @@
+//! Shared by the integration tests: the reference fixtures and the comparison rule.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::path::PathBuf;
+
+use safetensors::SafeTensors;
+use safetensors::tensor::Dtype;
+
+/// The three reference cases computed by the paper's code on the width-1/8 network.
+pub const CASES: [&str; 3] = ["case_64x128", "case_97x161", "case_304x320"];
+
+/// In float32 a faithful port agrees with the reference to this fraction of the largest magnitude.
+pub const FLOAT32_TOLERANCE: f32 = 1e-4;
+
+pub fn fixture(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(relative)
+}
+
+/// One case's stored tensors.
+pub struct ReferenceCase {
+    pub name: &'static str,
+    bytes: Vec<u8>,
+}
+
+impl ReferenceCase {
+    pub fn load(name: &'static str) -> Self {
+        let bytes = std::fs::read(fixture(&format!("rpl_w8/{name}.safetensors"))).expect("fixture case is readable");
+        Self { name, bytes }
+    }
+
+    pub fn png(&self) -> PathBuf {
+        fixture(&format!("rpl_w8/{}.png", self.name))
+    }
+
+    pub fn has(&self, key: &str) -> bool {
+        SafeTensors::deserialize(&self.bytes).unwrap().tensor(key).is_ok()
+    }
+
+    pub fn shape(&self, key: &str) -> Vec<usize> {
+        SafeTensors::deserialize(&self.bytes).unwrap().tensor(key).unwrap().shape().to_vec()
+    }
+
+    /// A float32 tensor, flattened in C order.
+    pub fn f32(&self, key: &str) -> Vec<f32> {
+        let tensors = SafeTensors::deserialize(&self.bytes).unwrap();
+        let view = tensors.tensor(key).unwrap_or_else(|_| panic!("{}: no tensor {key}", self.name));
+        assert_eq!(view.dtype(), Dtype::F32, "{}: {key} is float32", self.name);
+        view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    }
+}
+
+/// Asserts max |actual - expected| <= tolerance * max |expected|, over the entries where the
+/// reference is finite. Returns the relative error for reporting.
+pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], tolerance: f32) -> f32 {
+    assert_eq!(actual.len(), expected.len(), "{what}: {} values, the reference has {}", actual.len(), expected.len());
+    let scale = expected.iter().filter(|v| v.is_finite()).fold(0f32, |m, v| m.max(v.abs()));
+    let (mut worst, mut at) = (0f32, 0);
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        if !e.is_finite() {
+            continue;
+        }
+        let diff = (a - e).abs();
+        // A NaN in our output is a failure, never a small difference.
+        if diff.is_nan() || diff > worst {
+            worst = if diff.is_nan() { f32::INFINITY } else { diff };
+            at = i;
+        }
+    }
+    let relative = worst / scale.max(f32::MIN_POSITIVE);
+    assert!(
+        worst <= tolerance * scale,
+        "{what}: max abs diff {worst:e} at flat index {at} (ours {}, reference {}) exceeds {tolerance:e} x max|reference| {scale:e}",
+        actual[at],
+        expected[at]
+    );
+    relative
+}
+
+/// Argmax over the class axis of `[classes, H*W]` logits, and whether the top two are
+/// clearly apart (a near tie may flip between two correct implementations).
+pub fn argmax_with_margin(logits: &[f32], classes: usize, margin: f32) -> Vec<Option<u8>> {
+    let plane = logits.len() / classes;
+    (0..plane)
+        .map(|p| {
+            let mut order: Vec<usize> = (0..classes).collect();
+            order.sort_by(|&a, &b| logits[b * plane + p].total_cmp(&logits[a * plane + p]));
+            let gap = logits[order[0] * plane + p] - logits[order[1] * plane + p];
+            (gap > margin).then_some(order[0] as u8)
+        })
+        .collect()
+}
