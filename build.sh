@@ -40,16 +40,65 @@ ensure_debian_packages() {
   fi
 }
 
+ensure_node_packages() {
+  command -v npm >/dev/null || ensure_debian_packages nodejs npm
+  # playwright-core drives Debian's Chromium (never a downloaded browser); binaryen brings wasm-opt.
+  if [ ! -x node_modules/.bin/wasm-opt ] || [ ! -d node_modules/playwright-core ]; then
+    say "npm ci"
+    npm ci --no-audit --no-fund --silent
+  fi
+}
+
+# wasm-bindgen's CLI must be exactly the version of the wasm-bindgen crate in Cargo.lock.
+ensure_wasm_tools() {
+  rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown \
+    || { say "rustup target add wasm32-unknown-unknown"; rustup target add wasm32-unknown-unknown; }
+  local want have
+  want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3 }' Cargo.lock)
+  have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')
+  if [ "$have" != "$want" ]; then
+    say "cargo install wasm-bindgen-cli --version $want (a few minutes, once)"
+    cargo install wasm-bindgen-cli --version "$want" --force --quiet
+  fi
+}
+
+# Builds the browser module into www/pkg/; with "optimize", also runs wasm-opt (minutes).
+build_wasm() {
+  ensure_wasm_tools
+  say "cargo build --target wasm32-unknown-unknown (the first build takes a quarter of an hour)"
+  cargo build --release --locked --lib --target wasm32-unknown-unknown --no-default-features --features ndarray,wgpu
+  wasm-bindgen --target web --no-typescript --out-dir www/pkg target/wasm32-unknown-unknown/release/rpl_web.wasm
+  if [ "${1:-}" = optimize ]; then
+    say "wasm-opt -O3 (binaryen from npm: Debian's version corrupts wasm-bindgen's output)"
+    node_modules/.bin/wasm-opt -O3 --enable-bulk-memory --enable-nontrapping-float-to-int \
+      --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
+      www/pkg/rpl_web_bg.wasm -o www/pkg/rpl_web_bg.opt.wasm
+    mv www/pkg/rpl_web_bg.opt.wasm www/pkg/rpl_web_bg.wasm
+  fi
+  say "www/pkg/rpl_web_bg.wasm: $(du -h www/pkg/rpl_web_bg.wasm | cut -f1) ($(gzip -c www/pkg/rpl_web_bg.wasm | wc -c | awk '{printf "%.1f MB gzipped", $1 / 1e6}'))"
+}
+
 cmd_test() {
   ensure_rust
-  # Native wgpu tests run on Mesa's lavapipe (software Vulkan) where there is no GPU.
-  ensure_debian_packages mesa-vulkan-drivers libvulkan1
-  say "cargo test --release (a cold build of burn takes about half an hour on 2 cores)"
+  # Native wgpu tests run on Mesa's lavapipe (software Vulkan) where there is no GPU;
+  # browser tests run Debian's Chromium, whose SwiftShader provides WebGPU.
+  ensure_debian_packages mesa-vulkan-drivers libvulkan1 chromium python3
+  ensure_node_packages
+  say "cargo test --release (a cold build of burn takes about 20 minutes on 2 cores)"
   cargo test --release --locked
+  build_wasm
+  say "browser tests (headless Chromium)"
+  node --test --test-reporter=spec tests/browser/
 }
 
 cmd_serve() {
-  die "the demo page is not built yet; the command line works: cargo run --release -- infer --help"
+  ensure_rust
+  ensure_debian_packages python3
+  ensure_node_packages
+  build_wasm optimize
+  local port="${PORT:-8000}"
+  say "serving on http://127.0.0.1:$port/ (Ctrl-C stops)"
+  exec python3 -m http.server "$port" --bind 127.0.0.1
 }
 
 case "${1:-}" in

@@ -1,6 +1,7 @@
-//! One image through the network: class map, anomaly score and (optionally) both heads' logits.
+//! One image through the network: class map, anomaly scores and (optionally) both heads' logits.
+//! The same computation is read back synchronously (natively) or asynchronously (the browser,
+//! where synchronous readback is impossible).
 
-use burn::tensor::kind::Basic;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use thiserror::Error;
 
@@ -14,6 +15,22 @@ pub enum InferenceError {
     Readback { what: &'static str, reason: String },
 }
 
+/// What to compute besides the class map and the anomaly score of out2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PredictOptions {
+    pub mode: ScoreMode,
+    /// Also score out1, the closed-set network without the RPL block (for comparison).
+    pub closed_set_score: bool,
+    /// Also return both heads' logits.
+    pub keep_logits: bool,
+}
+
+impl Default for PredictOptions {
+    fn default() -> Self {
+        Self { mode: ScoreMode::Energy, closed_set_score: false, keep_logits: false }
+    }
+}
+
 /// What the network says about one image, at the image's size.
 #[derive(Debug, Clone)]
 pub struct Prediction {
@@ -21,43 +38,95 @@ pub struct Prediction {
     pub height: usize,
     /// Train id per pixel: argmax of out1, the closed-set segmentation.
     pub classes: Vec<u8>,
-    /// The blurred anomaly score of out2, row-major H x W.
-    pub score: Vec<f32>,
     pub mode: ScoreMode,
+    /// The blurred anomaly score of out2 (with RPL), row-major H x W.
+    pub score: Vec<f32>,
+    /// The same score of out1 (without RPL), when asked for.
+    pub closed_set_score: Option<Vec<f32>>,
     /// out1 and out2 as `[classes, H, W]`, when asked for.
     pub logits: Option<[Vec<f32>; 2]>,
 }
 
+/// The results, computed (or queued) on the device, not yet read back.
+struct DeviceResults {
+    classes: Tensor<4, Int>,
+    score: Tensor<3>,
+    closed_set_score: Option<Tensor<3>>,
+    logits: Option<[Tensor<4>; 2]>,
+}
+
+fn compute(network: &RplNetwork, image: &RgbImage, options: PredictOptions, device: &Device) -> DeviceResults {
+    let logits = network.forward(image.to_input(device));
+    DeviceResults {
+        classes: logits.out1.clone().argmax(1),
+        score: anomaly_score(logits.out2.clone(), options.mode),
+        closed_set_score: options.closed_set_score.then(|| anomaly_score(logits.out1.clone(), options.mode)),
+        logits: options.keep_logits.then_some([logits.out1, logits.out2]),
+    }
+}
+
+/// Runs and reads back synchronously (native backends).
 pub fn predict(
     network: &RplNetwork,
     image: &RgbImage,
-    mode: ScoreMode,
-    keep_logits: bool,
+    options: PredictOptions,
     device: &Device,
 ) -> Result<Prediction, InferenceError> {
-    let logits = network.forward(image.to_input(device));
-    let classes = logits.out1.clone().argmax(1);
-    let score = anomaly_score(logits.out2.clone(), mode);
-    let kept = if keep_logits { Some([read_f32(logits.out1, "out1")?, read_f32(logits.out2, "out2")?]) } else { None };
+    let results = compute(network, image, options, device);
+    let classes = results.classes.try_into_data();
+    let score = results.score.try_into_data();
+    let closed = results.closed_set_score.map(|t| t.try_into_data());
+    let logits = results.logits.map(|l| l.map(|t| t.try_into_data()));
+    assemble(image, options, classes, score, closed, logits)
+}
+
+/// Runs and reads back asynchronously (required in the browser).
+pub async fn predict_async(
+    network: &RplNetwork,
+    image: &RgbImage,
+    options: PredictOptions,
+    device: &Device,
+) -> Result<Prediction, InferenceError> {
+    let results = compute(network, image, options, device);
+    let classes = results.classes.into_data_async().await;
+    let score = results.score.into_data_async().await;
+    let closed = match results.closed_set_score {
+        Some(t) => Some(t.into_data_async().await),
+        None => None,
+    };
+    let logits = match results.logits {
+        Some([out1, out2]) => Some([out1.into_data_async().await, out2.into_data_async().await]),
+        None => None,
+    };
+    assemble(image, options, classes, score, closed, logits)
+}
+
+type Read<E> = Result<TensorData, E>;
+
+fn assemble<E: std::fmt::Debug>(
+    image: &RgbImage,
+    options: PredictOptions,
+    classes: Read<E>,
+    score: Read<E>,
+    closed_set_score: Option<Read<E>>,
+    logits: Option<[Read<E>; 2]>,
+) -> Result<Prediction, InferenceError> {
+    let floats = |data: Read<E>, what: &'static str| -> Result<Vec<f32>, InferenceError> {
+        let failed = |reason: String| InferenceError::Readback { what, reason };
+        data.map_err(|e| failed(format!("{e:?}")))?.try_into_vec::<f32>().map_err(|e| failed(format!("{e:?}")))
+    };
+    let classes = classes.map_err(|e| InferenceError::Readback { what: "class map", reason: format!("{e:?}") })?;
     Ok(Prediction {
         width: image.width,
         height: image.height,
-        classes: read_classes(classes)?,
-        score: read_f32(score, "anomaly score")?,
-        mode,
-        logits: kept,
+        // Class ids are below 256; the integer width of the readback depends on the backend.
+        classes: classes.iter::<i64>().map(|c| c as u8).collect(),
+        mode: options.mode,
+        score: floats(score, "anomaly score")?,
+        closed_set_score: closed_set_score.map(|d| floats(d, "closed-set score")).transpose()?,
+        logits: match logits {
+            Some([out1, out2]) => Some([floats(out1, "out1 logits")?, floats(out2, "out2 logits")?]),
+            None => None,
+        },
     })
-}
-
-fn read<const D: usize, K: Basic>(tensor: Tensor<D, K>, what: &'static str) -> Result<TensorData, InferenceError> {
-    tensor.try_into_data().map_err(|e| InferenceError::Readback { what, reason: format!("{e:?}") })
-}
-
-fn read_f32<const D: usize>(tensor: Tensor<D>, what: &'static str) -> Result<Vec<f32>, InferenceError> {
-    read(tensor, what)?.try_into_vec::<f32>().map_err(|e| InferenceError::Readback { what, reason: format!("{e:?}") })
-}
-
-fn read_classes(classes: Tensor<4, Int>) -> Result<Vec<u8>, InferenceError> {
-    // Class ids are below 256; the integer width of the readback depends on the backend.
-    Ok(read(classes, "class map")?.iter::<i64>().map(|c| c as u8).collect())
 }

@@ -13,7 +13,9 @@ pub mod preprocess;
 pub mod scoring;
 pub mod visualize;
 pub mod weights;
+#[cfg(target_arch = "wasm32")]
+pub mod web;
 
-pub use inference::{Prediction, predict};
+pub use inference::{PredictOptions, Prediction, predict, predict_async};
 pub use model::{RplConfig, RplLogits, RplNetwork};
 pub use scoring::ScoreMode;

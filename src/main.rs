@@ -10,6 +10,7 @@ use rpl_web::preprocess::RgbImage;
 use rpl_web::scoring::ScoreMode;
 use rpl_web::weights::safetensors::{StorageType, write_safetensors};
 use rpl_web::weights::{load_network, open_checkpoint};
+use rpl_web::inference::PredictOptions;
 use rpl_web::{npy, predict, visualize};
 
 #[derive(Parser)]
@@ -118,7 +119,8 @@ fn infer_one(
 ) -> Result<(usize, usize), String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
     let image = RgbImage::decode(&path.display().to_string(), &bytes).map_err(|e| e.to_string())?;
-    let prediction = predict(network, &image, mode, save_logits, device).map_err(|e| e.to_string())?;
+    let options = PredictOptions { mode, keep_logits: save_logits, ..PredictOptions::default() };
+    let prediction = predict(network, &image, options, device).map_err(|e| e.to_string())?;
     let (w, h) = (prediction.width, prediction.height);
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
     let file = |suffix: &str| out.join(format!("{stem}_{suffix}"));

@@ -47,3 +47,8 @@ pub fn score_overlay(rgb: &[u8], score: &[f32], opacity: f32) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Interleaved RGB to RGBA with opaque alpha (what a canvas's ImageData holds).
+pub fn rgb_to_rgba(rgb: &[u8]) -> Vec<u8> {
+    rgb.chunks_exact(3).flat_map(|px| [px[0], px[1], px[2], 255]).collect()
+}

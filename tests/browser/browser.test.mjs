@@ -1,0 +1,81 @@
+// The browser path: the page's Worker runs the fixture network on WebGPU (Chromium's
+// SwiftShader where there is no GPU), then on the CPU fallback, and reproduces the reference.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import {
+  FIXTURES, FLOAT32_TOLERANCE, startServer, launchBrowser, convertedFixtureModel, readSafetensors,
+  assertClose, argmaxWithMargin,
+} from './harness.mjs';
+
+const CASES = ['case_64x128', 'case_97x161'];
+const DEFAULT_BINDING_LIMIT = 128 * 1024 * 1024; // WebGPU's default maxStorageBufferBindingSize
+let server;
+let modelUrl;
+
+before(async () => {
+  server = await startServer();
+  modelUrl = convertedFixtureModel();
+});
+after(() => server?.close());
+
+async function runCases({ webgpu }) {
+  const browser = await launchBrowser({ webgpu });
+  try {
+    const page = await browser.context.newPage();
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`${server.url}/index.html`);
+    const info = await page.evaluate(async () => {
+      const info = await window.rpl.ready;
+      const adapter = navigator.gpu && (await navigator.gpu.requestAdapter());
+      return { ...info, adapterLimit: adapter ? adapter.limits.maxStorageBufferBindingSize : null };
+    });
+    const description = await page.evaluate((url) => window.rpl.loadModelFromUrl(url), modelUrl);
+    assert.match(description, /width 1\/8/);
+    const results = [];
+    for (const name of CASES) {
+      const result = await page.evaluate(async (url) => {
+        const blob = await (await fetch(url)).blob();
+        const r = await window.rpl.segmentBlob(blob);
+        return { width: r.width, height: r.height, ms: r.ms, classes: Array.from(r.classes), energy: Array.from(r.energy), energyOut1: Array.from(r.energyOut1) };
+      }, `/tests/fixtures/rpl_w8/${name}.png`);
+      results.push({ name, ...result });
+    }
+    assert.deepEqual(errors, [], 'no uncaught errors in the page');
+    return { info, results };
+  } finally {
+    await browser.close();
+  }
+}
+
+function compareWithReference(label, results) {
+  for (const r of results) {
+    const reference = readSafetensors(join(FIXTURES, `${r.name}.safetensors`));
+    const [, classes, height, width] = reference.out1.shape;
+    assert.deepEqual([r.height, r.width], [height, width]);
+    const e2 = assertClose(`${label} ${r.name} energy`, r.energy, reference.energy.data, FLOAT32_TOLERANCE);
+    const e1 = assertClose(`${label} ${r.name} energy_out1`, r.energyOut1, reference.energy_out1.data, FLOAT32_TOLERANCE);
+    const expected = argmaxWithMargin(reference.out1.data, classes, 1e-3);
+    const wrong = expected.filter((c, i) => c !== null && c !== r.classes[i]).length;
+    assert.equal(wrong, 0, `${label} ${r.name}: class map is the argmax of out1`);
+    console.log(`${label} ${r.name}: energy rel. error ${e2.toExponential(2)}, energy_out1 ${e1.toExponential(2)}, ${r.ms.toFixed(0)} ms`);
+  }
+}
+
+test('WebGPU in the Worker reproduces the reference energies and class maps', { timeout: 600_000 }, async () => {
+  const { info, results } = await runCases({ webgpu: true });
+  assert.equal(info.backend, 'webgpu', `ran on ${info.backend}: ${info.fallbackReason}`);
+  // The device was asked for the adapter's own limit, above WebGPU's default.
+  assert.equal(info.maxStorageBufferBindingSize, info.adapterLimit);
+  assert.ok(info.maxStorageBufferBindingSize > DEFAULT_BINDING_LIMIT, `binding limit ${info.maxStorageBufferBindingSize}`);
+  console.log(`adapter: ${info.adapter}, maxStorageBufferBindingSize ${info.maxStorageBufferBindingSize}`);
+  compareWithReference('webgpu', results);
+});
+
+test('without WebGPU the same page falls back to the CPU and reproduces them too', { timeout: 600_000 }, async () => {
+  const { info, results } = await runCases({ webgpu: false });
+  assert.equal(info.backend, 'cpu');
+  assert.match(info.fallbackReason, /WebGPU/);
+  compareWithReference('cpu', results);
+});

@@ -1,0 +1,127 @@
+// Shared by the browser tests and the benchmark: a static server, Debian's Chromium driven
+// by playwright-core, the reference fixtures, and the comparison rule of the native tests.
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const FIXTURES = join(ROOT, 'tests', 'fixtures', 'rpl_w8');
+export const FLOAT32_TOLERANCE = 1e-4;
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Serves the repository root on loopback; returns {url, close}. */
+export async function startServer() {
+  const port = await freePort();
+  const child = spawn('python3', ['-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', ROOT], {
+    stdio: 'ignore',
+  });
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    try {
+      if ((await fetch(`${url}/index.html`)).ok) return { url, close: () => child.kill() };
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  child.kill();
+  throw new Error('the static server did not start');
+}
+
+/** Headless Chromium, with WebGPU (SwiftShader where there is no GPU) unless webgpu is false. */
+export async function launchBrowser({ webgpu }) {
+  const profile = mkdtempSync(join(tmpdir(), 'rpl-chromium-'));
+  const args = [
+    '--headless=new', '--no-sandbox', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--disable-quic',
+  ];
+  if (webgpu) args.push('--enable-unsafe-webgpu');
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM, headless: true, args, ignoreDefaultArgs: ['--headless'],
+  });
+  return {
+    context,
+    close: async () => {
+      await context.close();
+      rmSync(profile, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Converts the fixture checkpoint with the project's own CLI; returns its path under the server root. */
+export function convertedFixtureModel(f16 = false) {
+  const outDir = join(ROOT, 'target', 'browser-test');
+  mkdirSync(outDir, { recursive: true });
+  const name = f16 ? 'rpl_w8_f16.safetensors' : 'rpl_w8.safetensors';
+  const bin = process.env.RPL_BIN ?? join(ROOT, 'target', 'release', 'rpl');
+  const args = ['convert', join(FIXTURES, 'rpl_w8.pth'), join(outDir, name)];
+  execFileSync(bin, f16 ? [...args, '--f16'] : args);
+  return `/target/browser-test/${name}`;
+}
+
+/** The tensors of a safetensors file: name -> {dtype, shape, data}. */
+export function readSafetensors(path) {
+  const bytes = readFileSync(path);
+  const headerLength = Number(bytes.readBigUInt64LE(0));
+  const header = JSON.parse(bytes.subarray(8, 8 + headerLength).toString('utf8'));
+  const dataStart = 8 + headerLength;
+  const tensors = {};
+  for (const [name, info] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    const [begin, end] = info.data_offsets;
+    const raw = bytes.buffer.slice(bytes.byteOffset + dataStart + begin, bytes.byteOffset + dataStart + end);
+    const data = info.dtype === 'F32' ? new Float32Array(raw) : new Uint8Array(raw);
+    tensors[name] = { dtype: info.dtype, shape: info.shape, data };
+  }
+  return tensors;
+}
+
+/** max |actual - expected| <= tolerance * max |expected| where the reference is finite; returns the relative error. */
+export function assertClose(what, actual, expected, tolerance) {
+  if (actual.length !== expected.length) throw new Error(`${what}: ${actual.length} values, the reference has ${expected.length}`);
+  let scale = 0;
+  for (const e of expected) if (Number.isFinite(e)) scale = Math.max(scale, Math.abs(e));
+  let worst = 0;
+  let at = 0;
+  for (let i = 0; i < expected.length; i++) {
+    if (!Number.isFinite(expected[i])) continue;
+    const diff = Math.abs(actual[i] - expected[i]);
+    if (!(diff <= worst)) {
+      worst = Number.isNaN(diff) ? Infinity : diff;
+      at = i;
+    }
+  }
+  if (worst > tolerance * scale) {
+    throw new Error(`${what}: max abs diff ${worst} at ${at} (ours ${actual[at]}, reference ${expected[at]}) exceeds ${tolerance} x ${scale}`);
+  }
+  return worst / scale;
+}
+
+/** Argmax over the classes of [classes, H*W] logits, or null where the top two are within margin. */
+export function argmaxWithMargin(logits, classes, margin) {
+  const plane = logits.length / classes;
+  const out = new Array(plane);
+  for (let p = 0; p < plane; p++) {
+    let best = -Infinity, second = -Infinity, arg = 0;
+    for (let c = 0; c < classes; c++) {
+      const v = logits[c * plane + p];
+      if (v > best) { second = best; best = v; arg = c; } else if (v > second) second = v;
+    }
+    out[p] = best - second > margin ? arg : null;
+  }
+  return out;
+}

@@ -1,0 +1,63 @@
+// The Web Worker that owns the network: all inference runs here, off the page's thread.
+// Messages: {id, op, ...args}; replies: {id, ok: true, result} or {id, ok: false, error}.
+import init, { initBackend, loadWeights, loadRandomWeights, segment } from './pkg/rpl_web.js';
+
+const wasmReady = (async () => {
+  const started = performance.now();
+  await init();
+  return performance.now() - started;
+})();
+
+// Why WebGPU is not used, or null when it is available.
+async function webgpuUnavailableReason() {
+  if (!('gpu' in navigator)) return 'this browser has no WebGPU (navigator.gpu is missing)';
+  try {
+    const adapter = await navigator.gpu.requestAdapter();
+    return adapter ? null : 'WebGPU found no adapter';
+  } catch (e) {
+    return `WebGPU adapter request failed: ${e.message}`;
+  }
+}
+
+const ops = {
+  async init({ preferCpu }) {
+    const wasmMs = await wasmReady;
+    let reason = preferCpu ? 'CPU requested' : await webgpuUnavailableReason();
+    if (reason === null) {
+      try {
+        return { ...(await initBackend(true)), wasmMs };
+      } catch (e) {
+        reason = `WebGPU device failed: ${e.message}`;
+      }
+    }
+    return { ...(await initBackend(false)), fallbackReason: reason, wasmMs };
+  },
+  load({ name, bytes }) {
+    return { description: loadWeights(name, new Uint8Array(bytes)) };
+  },
+  loadRandom({ widthDivisor }) {
+    return { description: loadRandomWeights(widthDivisor) };
+  },
+  async segment({ width, height, rgba }) {
+    const result = await segment(width, height, new Uint8Array(rgba));
+    return result;
+  },
+};
+
+// One operation at a time, in arrival order: an await inside one must not let the next start.
+let queue = Promise.resolve();
+self.onmessage = ({ data }) => {
+  const { id, op, ...args } = data;
+  queue = queue.then(async () => {
+    const started = performance.now();
+    try {
+      if (!(op in ops)) throw new Error(`unknown operation ${op}`);
+      const result = await ops[op](args);
+      const ms = performance.now() - started;
+      const transfer = Object.values(result).filter((v) => ArrayBuffer.isView(v)).map((v) => v.buffer);
+      self.postMessage({ id, ok: true, result: { ...result, ms } }, transfer);
+    } catch (e) {
+      self.postMessage({ id, ok: false, error: e?.message ?? String(e) });
+    }
+  });
+};
