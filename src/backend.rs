@@ -1,5 +1,6 @@
 //! Choosing where the network runs: burn's CPU backend or wgpu (Vulkan, Metal, DX12, WebGPU).
 
+#[cfg(not(target_arch = "wasm32"))]
 use burn::tensor::Device;
 use thiserror::Error;
 

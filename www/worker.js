@@ -8,24 +8,30 @@ const wasmReady = (async () => {
   return performance.now() - started;
 })();
 
-// Why WebGPU is not used, or null when it is available.
-async function webgpuUnavailableReason() {
-  if (!('gpu' in navigator)) return 'this browser has no WebGPU (navigator.gpu is missing)';
+// {adapter} where WebGPU has one, else {reason} why it is not used.
+async function probeWebgpu() {
+  if (!('gpu' in navigator)) return { reason: 'this browser has no WebGPU (navigator.gpu is missing)' };
   try {
     const adapter = await navigator.gpu.requestAdapter();
-    return adapter ? null : 'WebGPU found no adapter';
+    return adapter ? { adapter } : { reason: 'WebGPU found no adapter' };
   } catch (e) {
-    return `WebGPU adapter request failed: ${e.message}`;
+    return { reason: `WebGPU adapter request failed: ${e.message}` };
   }
+}
+
+// The browser names its adapters better than wgpu can see through WebGPU.
+function describeAdapter({ info }) {
+  const parts = [info.vendor, info.architecture, info.description].filter(Boolean);
+  return parts.length ? parts.join(' ') : 'unnamed adapter';
 }
 
 const ops = {
   async init({ preferCpu }) {
     const wasmMs = await wasmReady;
-    let reason = preferCpu ? 'CPU requested' : await webgpuUnavailableReason();
-    if (reason === null) {
+    let { adapter, reason } = preferCpu ? { reason: 'CPU requested' } : await probeWebgpu();
+    if (adapter) {
       try {
-        return { ...(await initBackend(true)), wasmMs };
+        return { ...(await initBackend(true)), adapter: describeAdapter(adapter), wasmMs };
       } catch (e) {
         reason = `WebGPU device failed: ${e.message}`;
       }
