@@ -62,18 +62,27 @@ ensure_wasm_tools() {
   fi
 }
 
-# Builds the browser module into www/pkg/; with "optimize", also runs wasm-opt (minutes).
+# Builds the browser module into www/pkg/: cargo, wasm-bindgen, then wasm-opt -O3 (binaryen from
+# npm: Debian's version corrupts wasm-bindgen's output). Skips the last two when cargo's output
+# is unchanged since the last build, since wasm-opt alone takes minutes.
 build_wasm() {
   ensure_wasm_tools
-  say "cargo build --target wasm32-unknown-unknown (the first build takes a quarter of an hour)"
+  say "cargo build --target wasm32-unknown-unknown (the first build takes about 10 minutes)"
   cargo build --release --locked --lib --target wasm32-unknown-unknown --no-default-features --features ndarray,wgpu
-  wasm-bindgen --target web --no-typescript --out-dir www/pkg target/wasm32-unknown-unknown/release/rpl_web.wasm
-  if [ "${1:-}" = optimize ]; then
-    say "wasm-opt -O3 (binaryen from npm: Debian's version corrupts wasm-bindgen's output)"
+  local raw=target/wasm32-unknown-unknown/release/rpl_web.wasm stamp=www/pkg/.built-from
+  local sum
+  sum="$(sha256sum "$raw" | cut -d' ' -f1) wasm-bindgen $(wasm-bindgen --version | awk '{print $2}')"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ] && [ -f www/pkg/rpl_web_bg.wasm ]; then
+    say "www/pkg is up to date"
+  else
+    rm -rf www/pkg
+    wasm-bindgen --target web --no-typescript --out-dir www/pkg "$raw"
+    say "wasm-opt -O3 (about 6 minutes)"
     node_modules/.bin/wasm-opt -O3 --enable-bulk-memory --enable-nontrapping-float-to-int \
       --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
       www/pkg/rpl_web_bg.wasm -o www/pkg/rpl_web_bg.opt.wasm
     mv www/pkg/rpl_web_bg.opt.wasm www/pkg/rpl_web_bg.wasm
+    echo "$sum" > "$stamp"
   fi
   say "www/pkg/rpl_web_bg.wasm: $(du -h www/pkg/rpl_web_bg.wasm | cut -f1) ($(gzip -c www/pkg/rpl_web_bg.wasm | wc -c | awk '{printf "%.1f MB gzipped", $1 / 1e6}'))"
 }
@@ -86,6 +95,7 @@ cmd_test() {
   ensure_node_packages
   say "cargo test --release (a cold build of burn takes about 20 minutes on 2 cores)"
   cargo test --release --locked
+  # The browser tests check the module exactly as the page serves it, wasm-opt included.
   build_wasm
   say "browser tests (headless Chromium)"
   node --test --test-reporter=spec tests/browser/
@@ -95,7 +105,7 @@ cmd_serve() {
   ensure_rust
   ensure_debian_packages python3
   ensure_node_packages
-  build_wasm optimize
+  build_wasm
   local port="${PORT:-8000}"
   say "serving on http://127.0.0.1:$port/ (Ctrl-C stops)"
   exec python3 -m http.server "$port" --bind 127.0.0.1

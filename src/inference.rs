@@ -1,6 +1,5 @@
 //! One image through the network: class map, anomaly scores and (optionally) both heads' logits.
-//! The same computation is read back synchronously (natively) or asynchronously (the browser,
-//! where synchronous readback is impossible).
+//! Results are read back asynchronously, as the browser requires; natively [`predict`] waits.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use thiserror::Error;
@@ -65,19 +64,15 @@ fn compute(network: &RplNetwork, image: &RgbImage, options: PredictOptions, devi
     }
 }
 
-/// Runs and reads back synchronously (native backends).
+/// Runs and waits for the results (native backends; the browser cannot block).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn predict(
     network: &RplNetwork,
     image: &RgbImage,
     options: PredictOptions,
     device: &Device,
 ) -> Result<Prediction, InferenceError> {
-    let results = compute(network, image, options, device);
-    let classes = results.classes.try_into_data();
-    let score = results.score.try_into_data();
-    let closed = results.closed_set_score.map(|t| t.try_into_data());
-    let logits = results.logits.map(|l| l.map(|t| t.try_into_data()));
-    assemble(image, options, classes, score, closed, logits)
+    futures_lite::future::block_on(predict_async(network, image, options, device))
 }
 
 /// Runs and reads back asynchronously (required in the browser).

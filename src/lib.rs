@@ -16,6 +16,8 @@ pub mod weights;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
-pub use inference::{PredictOptions, Prediction, predict, predict_async};
+#[cfg(not(target_arch = "wasm32"))]
+pub use inference::predict;
+pub use inference::{PredictOptions, Prediction, predict_async};
 pub use model::{RplConfig, RplLogits, RplNetwork};
 pub use scoring::ScoreMode;

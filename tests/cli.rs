@@ -52,6 +52,7 @@ fn infer_writes_classes_scores_overlay_and_logits_that_match_the_reference() {
     }
 }
 
+/// Also runs the converted model on wgpu (natively: lavapipe where there is no GPU).
 #[test]
 fn convert_writes_a_loadable_half_size_safetensors() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,9 +64,11 @@ fn convert_writes_a_loadable_half_size_safetensors() {
     let case = ReferenceCase::load("case_64x128");
     let out = dir.path().join("out");
     let output = rpl(&[
-        "infer", "--model", converted.to_str().unwrap(), "--out", out.to_str().unwrap(), case.png().to_str().unwrap(),
+        "infer", "--backend", "wgpu", "--model", converted.to_str().unwrap(), "--out", out.to_str().unwrap(),
+        case.png().to_str().unwrap(),
     ]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("on wgpu"));
     let (_, score) = read_npy(&out.join("case_64x128_score.npy"));
     assert_close("float16 model score", &score, &case.f32("energy"), 2e-2);
 }
