@@ -18,6 +18,7 @@ function draw(canvas, width, height, rgba) {
 }
 
 let backendLine = '';
+let modelLine = 'No model loaded';
 const ready = client.init({ preferCpu: params.get('backend') === 'cpu' }).then((info) => {
   backendLine = info.backend === 'webgpu' ? `WebGPU on ${info.adapter}` : `CPU (${info.fallbackReason})`;
   status(`${backendLine}. Choose a model.`);
@@ -31,7 +32,8 @@ async function loadModel(name, bytes) {
   await ready;
   status(`Loading ${name}…`);
   const { description, ms } = await client.loadWeights(name, bytes);
-  status(`${backendLine}. Model: ${name}, ${description}, loaded in ${ms.toFixed(0)} ms.`);
+  modelLine = `Model: ${name} (${description})`;
+  status(`${backendLine}. ${modelLine}, loaded in ${ms.toFixed(0)} ms.`);
   $('image-file').disabled = false;
   return description;
 }
@@ -45,11 +47,11 @@ async function loadModelFromUrl(url) {
 async function segmentBlob(blob) {
   const image = await decodeImage(blob);
   draw($('input-view'), image.width, image.height, image.data);
-  status(`${backendLine}. Running on ${image.width}x${image.height}…`);
+  status(`${backendLine}. ${modelLine}. Running on ${image.width}x${image.height}…`);
   const result = await client.segment(image);
   draw($('class-view'), result.width, result.height, result.classImage);
   draw($('heat-view'), result.width, result.height, result.heatImage);
-  status(`${backendLine}. Done in ${result.ms.toFixed(0)} ms.`);
+  status(`${backendLine}. ${modelLine}. Done in ${result.ms.toFixed(0)} ms.`);
   return result;
 }
 
