@@ -33,6 +33,10 @@ async function runCases({ webgpu }) {
     });
     const description = await page.evaluate((url) => window.rpl.loadModelFromUrl(url), modelUrl);
     assert.match(description, /width 1\/8/);
+    // A Rust error reaches the page as an Error with its message; the loaded model stays.
+    const message = await page.evaluate(() =>
+      window.rpl.loadModel('garbage.safetensors', new Uint8Array([1, 2, 3, 4]).buffer).then(() => 'loaded', (e) => e.message));
+    assert.match(message, /garbage\.safetensors.*not a readable safetensors/);
     const results = [];
     for (const name of CASES) {
       const result = await page.evaluate(async (url) => {
