@@ -126,32 +126,32 @@ pub fn load_network_as(
     config: RplConfig,
     device: &Device,
 ) -> Result<RplNetwork, WeightsError> {
-    let mut network = RplNetwork::new(config, device);
-    let expected = expected_entries(&mut network);
-    let report = MismatchReport::compare(&expected, source);
-    if !report.is_empty() {
-        let found = detect_config(source).ok().filter(|found| *found != config);
-        return Err(WeightsError::Mismatch {
-            origin: source.origin().to_string(),
-            expected: config.describe(),
-            found: found.map(|c| c.describe()),
-            report,
-        });
-    }
+    let mut network = checked_network(source, config, device)?;
     layout::fill_network(&mut network, source, device)?;
     Ok(network)
 }
 
-/// Checks a checkpoint strictly against the width it declares, without building tensors.
+/// Checks a checkpoint strictly against the width it declares, without reading its tensors.
 pub fn validate(source: &dyn TensorSource, device: &Device) -> Result<RplConfig, WeightsError> {
     let config = detect_config(source)?;
-    let expected = expected_entries(&mut RplNetwork::new(config, device));
-    let report = MismatchReport::compare(&expected, source);
+    checked_network(source, config, device)?;
+    Ok(config)
+}
+
+/// The lazily initialised network of `config`, once every checkpoint entry fits it.
+fn checked_network(source: &dyn TensorSource, config: RplConfig, device: &Device) -> Result<RplNetwork, WeightsError> {
+    let mut network = RplNetwork::new(config, device);
+    let report = MismatchReport::compare(&expected_entries(&mut network), source);
     if report.is_empty() {
-        Ok(config)
-    } else {
-        Err(WeightsError::Mismatch { origin: source.origin().to_string(), expected: config.describe(), found: None, report })
+        return Ok(network);
     }
+    let found = detect_config(source).ok().filter(|found| *found != config);
+    Err(WeightsError::Mismatch {
+        origin: source.origin().to_string(),
+        expected: config.describe(),
+        found: found.map(|c| c.describe()),
+        report,
+    })
 }
 
 /// Opens a checkpoint file: safetensors, or a PyTorch `.pth` (told apart by their first bytes).
