@@ -6,11 +6,11 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use rpl_web::backend::BackendKind;
+use rpl_web::inference::PredictOptions;
 use rpl_web::preprocess::RgbImage;
 use rpl_web::scoring::ScoreMode;
 use rpl_web::weights::safetensors::{StorageType, write_safetensors};
 use rpl_web::weights::{load_network, open_checkpoint};
-use rpl_web::inference::PredictOptions;
 use rpl_web::{npy, predict, visualize};
 
 #[derive(Parser)]

@@ -11,8 +11,8 @@ use wasm_bindgen::prelude::*;
 use crate::inference::{PredictOptions, predict_async};
 use crate::model::{RplConfig, RplNetwork};
 use crate::preprocess::RgbImage;
-use crate::weights::load_network;
 use crate::visualize::{colorize_classes, rgb_to_rgba, score_overlay};
+use crate::weights::load_network;
 use crate::weights::safetensors::SafetensorsCheckpoint;
 
 /// Weight of the heat map over the image in `heatImage`.
@@ -43,7 +43,8 @@ fn error(message: impl std::fmt::Display) -> JsError {
 
 /// Starts the session on WebGPU (with the adapter's maximum buffer and binding sizes), or on
 /// burn's CPU backend when `webgpu` is false. Returns what was chosen:
-/// `{backend, adapter, maxBufferSize, maxStorageBufferBindingSize}`.
+/// `{backend, maxBufferSize, maxStorageBufferBindingSize}` (the Worker names the adapter: the
+/// browser describes it better than wgpu sees it).
 #[wasm_bindgen(js_name = initBackend)]
 pub async fn init_backend(webgpu: bool) -> Result<JsValue, JsError> {
     let info = Object::new();
@@ -52,7 +53,6 @@ pub async fn init_backend(webgpu: bool) -> Result<JsValue, JsError> {
         let (device, setup) = Device::wgpu_options().init_with_setup_async().await.map_err(error)?;
         let limits = setup.device.limits();
         set(&info, "backend", "webgpu");
-        set(&info, "adapter", format!("{:?}", setup.adapter.get_info().device_type));
         set(&info, "maxBufferSize", limits.max_buffer_size as f64);
         set(&info, "maxStorageBufferBindingSize", limits.max_storage_buffer_binding_size as f64);
         device

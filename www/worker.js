@@ -44,9 +44,8 @@ const ops = {
   loadRandom({ widthDivisor }) {
     return { description: loadRandomWeights(widthDivisor) };
   },
-  async segment({ width, height, rgba }) {
-    const result = await segment(width, height, new Uint8Array(rgba));
-    return result;
+  segment({ width, height, rgba }) {
+    return segment(width, height, new Uint8Array(rgba));
   },
 };
 
