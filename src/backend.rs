@@ -8,6 +8,8 @@ use thiserror::Error;
 pub enum BackendKind {
     /// burn's ndarray backend on the CPU.
     Ndarray,
+    /// burn's flex backend on the CPU (multi-threaded, SIMD; the one that can train).
+    Flex,
     /// burn's wgpu backend on the GPU (or a software adapter such as lavapipe).
     Wgpu,
 }
@@ -24,12 +26,13 @@ impl BackendKind {
     pub fn name(self) -> &'static str {
         match self {
             Self::Ndarray => "ndarray",
+            Self::Flex => "flex",
             Self::Wgpu => "wgpu",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::Ndarray, Self::Wgpu].into_iter().find(|b| b.name() == name)
+        [Self::Ndarray, Self::Flex, Self::Wgpu].into_iter().find(|b| b.name() == name)
     }
 
     /// A ready device of this backend (natively; the browser initialises wgpu asynchronously).
@@ -39,6 +42,8 @@ impl BackendKind {
             #[cfg(feature = "ndarray")]
             #[allow(deprecated)] // burn 0.22 deprecates ndarray for flex; we ship ndarray as designed
             Self::Ndarray => Ok(Device::ndarray()),
+            #[cfg(feature = "flex")]
+            Self::Flex => Ok(Device::flex()),
             #[cfg(feature = "wgpu")]
             Self::Wgpu => Device::wgpu_options().init().map_err(|e| BackendError::NoAdapter(e.to_string())),
             #[allow(unreachable_patterns)]

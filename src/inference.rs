@@ -125,3 +125,53 @@ fn assemble<E: std::fmt::Debug>(
         },
     })
 }
+
+/// Both heads' logits kept on the device, for follow-up questions about one image without
+/// running the network again: other score modes, class maps, one pixel's probabilities.
+pub struct LiveResult {
+    pub width: usize,
+    pub height: usize,
+    logits: crate::model::RplLogits,
+}
+
+fn read_floats(data: Result<TensorData, impl std::fmt::Debug>, what: &'static str) -> Result<Vec<f32>, InferenceError> {
+    let failed = |reason: String| InferenceError::Readback { what, reason };
+    data.map_err(|e| failed(format!("{e:?}")))?.try_into_vec::<f32>().map_err(|e| failed(format!("{e:?}")))
+}
+
+fn read_classes(data: Result<TensorData, impl std::fmt::Debug>, what: &'static str) -> Result<Vec<u8>, InferenceError> {
+    let data = data.map_err(|e| InferenceError::Readback { what, reason: format!("{e:?}") })?;
+    // Class ids are below 256; the integer width of the readback depends on the backend.
+    Ok(data.iter::<i64>().map(|c| c as u8).collect())
+}
+
+impl LiveResult {
+    pub fn run(network: &RplNetwork, image: &RgbImage, device: &Device) -> Self {
+        Self { width: image.width, height: image.height, logits: network.forward(image.to_input(device)) }
+    }
+
+    fn heads(&self) -> [Tensor<4>; 2] {
+        [self.logits.out1.clone(), self.logits.out2.clone()]
+    }
+
+    /// The blurred score of out1 and of out2, row-major H x W each.
+    pub async fn scores(&self, mode: ScoreMode) -> Result<[Vec<f32>; 2], InferenceError> {
+        let [out1, out2] = self.heads().map(|l| anomaly_score(l, mode));
+        Ok([read_floats(out1.into_data_async().await, "out1 score")?, read_floats(out2.into_data_async().await, "out2 score")?])
+    }
+
+    /// Train ids (argmax) of out1 and of out2.
+    pub async fn class_maps(&self) -> Result<[Vec<u8>; 2], InferenceError> {
+        let [c1, c2] = self.heads().map(|l| l.argmax(1));
+        Ok([read_classes(c1.into_data_async().await, "out1 classes")?, read_classes(c2.into_data_async().await, "out2 classes")?])
+    }
+
+    /// Both heads' logits at one pixel (`x < width`, `y < height`).
+    pub async fn pixel_logits(&self, x: usize, y: usize) -> Result<[Vec<f32>; 2], InferenceError> {
+        let [l1, l2] = self.heads().map(|l| {
+            let classes = l.dims()[1];
+            l.slice([0..1, 0..classes, y..y + 1, x..x + 1])
+        });
+        Ok([read_floats(l1.into_data_async().await, "out1 logits")?, read_floats(l2.into_data_async().await, "out2 logits")?])
+    }
+}

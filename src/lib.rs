@@ -3,14 +3,24 @@
 //!
 //! Layers, from the bottom: [`model`] (burn modules, backend-generic), [`weights`] (checkpoint
 //! formats and key mapping), [`scoring`], [`preprocess`] and [`visualize`] (images in and out),
-//! [`inference`] (one image through it all), [`backend`] (where it runs).
+//! [`inference`] (one image through it all), [`backend`] (where it runs); [`metrics`] (the
+//! paper's AUROC / AP / FPR95 and mIoU), [`analysis`] (what the page reads from a result);
+//! [`synthetic`] (generated street scenes), `training` (the demo model's two stages) and
+//! `evaluation` (a model on the held-out scenes).
 
+pub mod analysis;
 pub mod backend;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod evaluation;
 pub mod inference;
+pub mod metrics;
 pub mod model;
 pub mod npy;
 pub mod preprocess;
 pub mod scoring;
+pub mod synthetic;
+#[cfg(feature = "train")]
+pub mod training;
 pub mod visualize;
 pub mod weights;
 #[cfg(target_arch = "wasm32")]

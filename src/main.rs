@@ -11,6 +11,10 @@ use rpl_web::preprocess::RgbImage;
 use rpl_web::scoring::ScoreMode;
 use rpl_web::weights::safetensors::{StorageType, write_safetensors};
 use rpl_web::weights::{load_network, open_checkpoint};
+use rpl_web::evaluation::{HeldOutSet, SyntheticReport, evaluate_synthetic, nearest_mean_colour_miou};
+use rpl_web::metrics::OodMetrics;
+use rpl_web::synthetic::OutlierSet;
+use rpl_web::training::{StepReport, TrainConfig, save_network};
 use rpl_web::{npy, predict, visualize};
 
 #[derive(Parser)]
@@ -50,10 +54,83 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Train the demo model from scratch on generated scenes (resumes from --out's checkpoints).
+    Train {
+        /// Run folder: checkpoints, stage outputs and the log.
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the trained model here (safetensors, float16).
+        #[arg(long)]
+        export: Option<PathBuf>,
+        #[arg(long, default_value_t = TrainConfig::default().stage1_steps)]
+        stage1_steps: usize,
+        #[arg(long, default_value_t = TrainConfig::default().stage2_steps)]
+        stage2_steps: usize,
+        #[arg(long, default_value_t = TrainConfig::default().seed)]
+        seed: u64,
+        /// flex (CPU) or wgpu (GPU); ndarray cannot train this network.
+        #[arg(long, default_value = "flex", value_parser = parse_backend)]
+        backend: BackendKind,
+    },
+    /// Evaluate a model: inlier mIoU of out1 and out2, AUROC / AP / FPR95 of RPL's energy
+    /// against the closed-set baseline's.
+    Eval {
+        /// `synthetic`: the fixed held-out set of generated scenes.
+        #[arg(long, default_value = "synthetic")]
+        dataset: String,
+        #[arg(long)]
+        model: PathBuf,
+        /// Scenes in the held-out set.
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        /// Outlier kinds in the scenes: held-out (never trained on), training, or any.
+        #[arg(long, default_value = "held-out", value_parser = parse_outliers)]
+        outliers: OutlierSet,
+        #[arg(long, default_value = "flex", value_parser = parse_backend)]
+        backend: BackendKind,
+        /// Also write the figures as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Write generated scenes: NAME.png, NAME_labels.png (train ids, 254 outliers) and
+    /// NAME_ood.png (0 inlier, 1 OoD, 255 void) per scene, from the held-out seed range.
+    Scenes {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 8)]
+        count: usize,
+        /// Index of the first held-out scene.
+        #[arg(long, default_value_t = 0)]
+        first: usize,
+        /// Outlier kinds: held-out (never trained on), training, any, or none.
+        #[arg(long, default_value = "held-out", value_parser = parse_outliers)]
+        outliers: OutlierSet,
+        /// Scene size, WIDTHxHEIGHT.
+        #[arg(long, default_value = "512x256", value_parser = parse_size)]
+        size: [usize; 2],
+    },
+}
+
+fn parse_outliers(name: &str) -> Result<OutlierSet, String> {
+    match name {
+        "none" => Ok(OutlierSet::None),
+        "training" => Ok(OutlierSet::Training),
+        "held-out" => Ok(OutlierSet::HeldOut),
+        "any" => Ok(OutlierSet::Any),
+        _ => Err(format!("unknown outlier set `{name}` (none, training, held-out or any)")),
+    }
+}
+
+/// `WIDTHxHEIGHT` to `[height, width]`.
+fn parse_size(text: &str) -> Result<[usize; 2], String> {
+    let bad = || format!("`{text}` is not a size like 512x256");
+    let (w, h) = text.split_once('x').ok_or_else(bad)?;
+    let (w, h): (usize, usize) = (w.parse().map_err(|_| bad())?, h.parse().map_err(|_| bad())?);
+    if w < 16 || h < 16 { Err(format!("{text}: scenes need at least 16x16 pixels")) } else { Ok([h, w]) }
 }
 
 fn parse_backend(name: &str) -> Result<BackendKind, String> {
-    BackendKind::from_name(name).ok_or_else(|| format!("unknown backend `{name}` (ndarray or wgpu)"))
+    BackendKind::from_name(name).ok_or_else(|| format!("unknown backend `{name}` (ndarray, flex or wgpu)"))
 }
 
 fn parse_score(name: &str) -> Result<ScoreMode, String> {
@@ -67,6 +144,20 @@ fn main() -> ExitCode {
         Command::Infer { model, out, backend, score, save_logits, images } => {
             infer(&model, &out, backend, score, save_logits, &images)
         }
+        Command::Train { out, export, stage1_steps, stage2_steps, seed, backend } => {
+            if std::env::var_os("BURN_DEVICE").is_none() {
+                // burn restores optimizer state on its default device (the GPU when compiled in)
+                // before moving it to the parameters' own: keep that on the training backend.
+                // SAFETY: no other thread exists yet.
+                unsafe { std::env::set_var("BURN_DEVICE", backend.name()) };
+            }
+            let config = TrainConfig { stage1_steps, stage2_steps, seed, ..TrainConfig::default() };
+            train(&config, &out, export.as_deref(), backend)
+        }
+        Command::Eval { dataset, model, count, outliers, backend, json } => {
+            eval(&dataset, &model, count, outliers, backend, json.as_deref())
+        }
+        Command::Scenes { out, count, first, outliers, size } => scenes(&out, count, first, outliers, size),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -145,4 +236,129 @@ fn save_png(path: &Path, w: usize, h: usize, colour: image::ExtendedColorType, d
 fn save_npy(path: &Path, shape: &[usize], values: &[f32]) -> Result<(), String> {
     let file = std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     npy::write_f32(std::io::BufWriter::new(file), shape, values).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn progress_bar(total: usize, template: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total as u64);
+    let style = indicatif::ProgressStyle::with_template(template).unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style.progress_chars("=> "));
+    bar
+}
+
+fn train(config: &TrainConfig, out: &Path, export: Option<&Path>, backend: BackendKind) -> Result<(), String> {
+    let device = backend.device().map_err(|e| e.to_string())?.autodiff();
+    println!(
+        "training the {} RPL network on {}: stage 1 {} steps, stage 2 {} steps, batch {} crops {}x{}; run folder {}",
+        config.config.describe(),
+        backend.name(),
+        config.stage1_steps,
+        config.stage2_steps,
+        config.batch,
+        config.crop[1],
+        config.crop[0],
+        out.display()
+    );
+    let started = Instant::now();
+    let template = "stage {prefix} [{bar:30}] {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}, {per_sec}]";
+    let bars = [progress_bar(config.stage1_steps, template), progress_bar(config.stage2_steps, template)];
+    bars[0].set_prefix("1");
+    bars[1].set_prefix("2");
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let log_path = out.join("train.log");
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| format!("cannot write {}: {e}", log_path.display()))?;
+    let network = rpl_web::training::train(config, out, &device, |r: &StepReport| {
+        let bar = &bars[usize::from(r.stage - 1)];
+        bar.set_position(r.step as u64);
+        let parts: Vec<String> = r.parts.iter().map(|(name, v)| format!("{name} {v:.4}")).collect();
+        bar.set_message(format!("loss {:.4} ({})", r.loss, parts.join(", ")));
+        let line = format!("stage {} step {}/{} loss {:.5} {} {:.2}s", r.stage, r.step, r.steps, r.loss, parts.join(" "), r.seconds);
+        let _ = std::io::Write::write_all(&mut log, format!("{line}\n").as_bytes());
+        // Without a terminal (a log file, CI) the bars are hidden: print a line now and then.
+        if bar.is_hidden() && (r.step % 25 == 0 || r.step == r.steps) {
+            println!("{line}");
+        }
+        if r.step == r.steps {
+            bar.finish();
+        }
+    })
+    .map_err(|e| e.to_string())?;
+    println!("trained in {:.1} min", started.elapsed().as_secs_f64() / 60.0);
+    if let Some(path) = export {
+        let cpu = BackendKind::Ndarray.device().map_err(|e| e.to_string())?;
+        save_network(&network, path, StorageType::F16, &cpu).map_err(|e| e.to_string())?;
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        println!("wrote {} ({:.1} MB, float16)", path.display(), size as f64 / 1e6);
+    }
+    Ok(())
+}
+
+fn eval(dataset: &str, model: &Path, count: usize, outliers: OutlierSet, backend: BackendKind, json: Option<&Path>) -> Result<(), String> {
+    if dataset != "synthetic" {
+        return Err(format!("unknown dataset `{dataset}` (this build evaluates `synthetic`)"));
+    }
+    let device = backend.device().map_err(|e| e.to_string())?;
+    let source = open_checkpoint(model).map_err(|e| e.to_string())?;
+    let network = load_network(source.as_ref(), &device).map_err(|e| e.to_string())?;
+    let set = HeldOutSet { count, size: [256, 512], outliers };
+    let bar = progress_bar(count, "[{bar:30}] {pos}/{len} images [{elapsed_precise} < {eta_precise}, {per_sec}]");
+    let report = evaluate_synthetic(&network, &set, &device, |done, _| bar.set_position(done as u64)).map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    let colour_only = nearest_mean_colour_miou(&set, 50, network.config.num_classes);
+    print_report(model, &set, &report, colour_only);
+    if let Some(path) = json {
+        std::fs::write(path, report_json(&set, &report, colour_only)).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn print_report(model: &Path, set: &HeldOutSet, r: &SyntheticReport, colour_only: f64) {
+    println!("{}: {} held-out scenes ({}x{}, outliers: {:?})", model.display(), r.images, set.size[1], set.size[0], set.outliers);
+    println!("  inlier mIoU  argmax(out1) {:.4}   argmax(out2) {:.4}   colour-only control {:.4}", r.miou_out1, r.miou_out2, colour_only);
+    println!("  argmax(out2) = argmax(out1) on {:.2} % of inlier pixels", 100.0 * r.agreement);
+    println!("  {:<28} {:>8} {:>8} {:>8}", "anomaly score", "AUROC", "AP", "FPR95");
+    for (name, m) in [("energy of out2 (RPL)", &r.rpl), ("energy of out1 (closed set)", &r.baseline)] {
+        println!("  {name:<28} {:>8.4} {:>8.4} {:>8.4}", m.auroc, m.ap, m.fpr95);
+    }
+    let names = visualize::CITYSCAPES_CLASSES;
+    let per_class: Vec<String> =
+        r.iou_out1.iter().enumerate().filter_map(|(c, iou)| iou.map(|v| format!("{} {v:.2}", names.get(c).unwrap_or(&"?")))).collect();
+    println!("  IoU of out1 per class: {}", per_class.join(", "));
+}
+
+fn report_json(set: &HeldOutSet, r: &SyntheticReport, colour_only: f64) -> String {
+    let metrics = |m: &OodMetrics| format!(r#"{{"auroc": {}, "ap": {}, "fpr95": {}, "n_inlier": {}, "n_ood": {}}}"#, m.auroc, m.ap, m.fpr95, m.n_inlier, m.n_ood);
+    format!(
+        r#"{{"dataset": "synthetic", "images": {}, "size": [{}, {}], "outliers": "{:?}", "miou_out1": {}, "miou_out2": {}, "agreement": {}, "colour_only_miou": {}, "rpl": {}, "baseline": {}}}
+"#,
+        r.images, set.size[0], set.size[1], set.outliers, r.miou_out1, r.miou_out2, r.agreement, colour_only, metrics(&r.rpl), metrics(&r.baseline)
+    )
+}
+
+fn scenes(out: &Path, count: usize, first: usize, outliers: OutlierSet, size: [usize; 2]) -> Result<(), String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    let set = HeldOutSet { count: first + count, size, outliers };
+    let mut manifest = Vec::new();
+    for index in first..first + count {
+        let scene = set.scene(index);
+        let name = format!("scene_{index:04}");
+        let (w, h) = (scene.width, scene.height);
+        save_png(&out.join(format!("{name}.png")), w, h, image::ExtendedColorType::Rgb8, &scene.rgb8)?;
+        save_png(&out.join(format!("{name}_labels.png")), w, h, image::ExtendedColorType::L8, &scene.labels)?;
+        save_png(&out.join(format!("{name}_ood.png")), w, h, image::ExtendedColorType::L8, &scene.ood_mask())?;
+        let kinds: Vec<&str> = scene.outliers.iter().map(|k| k.name()).collect();
+        println!("{name}: {:?}, outliers: {}", scene.context, if kinds.is_empty() { "none".into() } else { kinds.join(", ") });
+        let kinds: Vec<String> = kinds.iter().map(|k| format!("\"{k}\"")).collect();
+        manifest.push(format!(
+            r#"  {{"name": "{name}", "image": "{name}.png", "labels": "{name}_labels.png", "ood": "{name}_ood.png", "context": "{:?}", "outliers": [{}]}}"#,
+            scene.context,
+            kinds.join(", ")
+        ));
+    }
+    // A manifest for the page's sample gallery.
+    let index = out.join("index.json");
+    std::fs::write(&index, format!("[\n{}\n]\n", manifest.join(",\n"))).map_err(|e| format!("cannot write {}: {e}", index.display()))
 }

@@ -31,11 +31,26 @@ pub fn heat_colour(t: f32) -> [u8; 3] {
     [channel(3.0), channel(2.0), channel(1.0)]
 }
 
+/// The finite range `(lo, hi)` of scores (0, 1 when there is none).
+pub fn finite_range<'a>(scores: impl IntoIterator<Item = &'a f32>) -> (f32, f32) {
+    let (lo, hi) = scores
+        .into_iter()
+        .filter(|v| v.is_finite())
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    if lo <= hi { (lo, hi) } else { (0.0, 1.0) }
+}
+
 /// The score's heat map (scaled to its own finite range) blended over the RGB image.
 /// `opacity` is the heat map's weight in [0, 1].
 pub fn score_overlay(rgb: &[u8], score: &[f32], opacity: f32) -> Vec<u8> {
-    let finite = score.iter().copied().filter(|v| v.is_finite());
-    let (lo, hi) = finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = finite_range(score);
+    score_overlay_in_range(rgb, score, (lo, hi), opacity)
+}
+
+/// The heat map of `score` over `range` (so that two maps share one colour scale), blended over
+/// the RGB image with weight `opacity`.
+pub fn score_overlay_in_range(rgb: &[u8], score: &[f32], range: (f32, f32), opacity: f32) -> Vec<u8> {
+    let (lo, hi) = range;
     let span = if hi > lo { hi - lo } else { 1.0 };
     rgb.chunks_exact(3)
         .zip(score)
@@ -45,6 +60,14 @@ pub fn score_overlay(rgb: &[u8], score: &[f32], opacity: f32) -> Vec<u8> {
                 (px[c] as f32 * (1.0 - opacity) + heat[c] as f32 * opacity).round() as u8
             })
         })
+        .collect()
+}
+
+/// The image dimmed, with the pixels of `mask` in solid red: a binary OoD mask.
+pub fn mask_overlay(rgb: &[u8], mask: &[bool]) -> Vec<u8> {
+    rgb.chunks_exact(3)
+        .zip(mask)
+        .flat_map(|(px, &m)| if m { [230, 30, 30] } else { [px[0] / 2, px[1] / 2, px[2] / 2] })
         .collect()
 }
 

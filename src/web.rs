@@ -8,20 +8,23 @@ use burn::tensor::Device;
 use js_sys::{Float32Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
-use crate::inference::{PredictOptions, predict_async};
+use crate::analysis::HeadResults;
+use crate::inference::LiveResult;
 use crate::model::{RplConfig, RplNetwork};
+use crate::npy;
 use crate::preprocess::RgbImage;
-use crate::visualize::{colorize_classes, rgb_to_rgba, score_overlay};
+use crate::scoring::ScoreMode;
+use crate::visualize::{
+    CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, colorize_classes, finite_range, mask_overlay, rgb_to_rgba, score_overlay_in_range,
+};
 use crate::weights::load_network;
 use crate::weights::safetensors::SafetensorsCheckpoint;
-
-/// Weight of the heat map over the image in `heatImage`.
-const HEAT_OPACITY: f32 = 0.6;
 
 struct Session {
     device: Device,
     /// Shared so that a running inference keeps its network while new weights load.
     network: Option<Rc<RplNetwork>>,
+    last: Option<Rc<LastImage>>,
 }
 
 thread_local! {
@@ -62,7 +65,7 @@ pub async fn init_backend(webgpu: bool) -> Result<JsValue, JsError> {
         #[allow(deprecated)] // burn 0.22 deprecates ndarray for flex; we ship ndarray as designed
         Device::ndarray()
     };
-    SESSION.with(|s| *s.borrow_mut() = Some(Session { device, network: None }));
+    SESSION.with(|s| *s.borrow_mut() = Some(Session { device, network: None, last: None }));
     Ok(info.into())
 }
 
@@ -99,30 +102,188 @@ pub fn load_random_weights(width_divisor: usize) -> Result<String, JsError> {
     })
 }
 
-/// Segments an RGBA image. Returns `{width, height, classes: Uint8Array, energy: Float32Array,
-/// energyOut1: Float32Array, classImage, heatImage}`: train ids (argmax of out1), the blurred
-/// energy of out2 (with RPL) and of out1 (without), and RGBA pictures of the class map and of
-/// the energy over the image.
+/// The last segmented image, kept for follow-up questions from the page.
+struct LastImage {
+    image: RgbImage,
+    live: LiveResult,
+    /// The scores of out1 and out2 in the mode last asked for.
+    scores: RefCell<(ScoreMode, [Vec<f32>; 2])>,
+}
+
+fn last_image() -> Result<Rc<LastImage>, JsError> {
+    with_session(|session| session.last.clone().ok_or_else(|| error("no image has been segmented yet")))
+}
+
+fn parse_mode(mode: &str) -> Result<ScoreMode, JsError> {
+    ScoreMode::from_name(mode).ok_or_else(|| error(format!("unknown score mode `{mode}`")))
+}
+
+/// `{mode, baseline, score, scoreOut1, scoreRange}` for the last image's scores.
+fn scores_object(mode: ScoreMode, scores: &[Vec<f32>; 2]) -> Object {
+    let result = Object::new();
+    set(&result, "mode", mode.name());
+    set(&result, "baseline", mode.is_baseline());
+    set(&result, "scoreOut1", Float32Array::from(scores[0].as_slice()));
+    set(&result, "score", Float32Array::from(scores[1].as_slice()));
+    let (lo, hi) = finite_range(scores[0].iter().chain(&scores[1]));
+    set(&result, "scoreRange", js_sys::Array::of2(&JsValue::from(lo), &JsValue::from(hi)));
+    result
+}
+
+/// Segments an RGBA image and scores it in `mode` (energy, entropy, max-softmax, max-logit).
+/// Returns `{width, height, classes, classesOut2, classImage, classImageOut2, mode, baseline,
+/// score, scoreOut1, scoreRange}`: train ids (argmax of out1 and of out2) with their RGBA
+/// pictures, and the blurred score of out2 (with RPL) and of out1 (without), row-major.
 #[wasm_bindgen]
-pub async fn segment(width: usize, height: usize, rgba: Vec<u8>) -> Result<JsValue, JsError> {
+pub async fn segment(width: usize, height: usize, rgba: Vec<u8>, mode: String) -> Result<JsValue, JsError> {
+    let mode = parse_mode(&mode)?;
     let image = RgbImage::from_interleaved(width, height, 4, &rgba).map_err(error)?;
     let (network, device) = with_session(|session| match &session.network {
         Some(network) => Ok((network.clone(), session.device.clone())),
         None => Err(error("no model is loaded")),
     })?;
-    let options = PredictOptions { closed_set_score: true, ..PredictOptions::default() };
-    let prediction = predict_async(&network, &image, options, &device).await.map_err(error)?;
+    let live = LiveResult::run(&network, &image, &device);
+    let [classes1, classes2] = live.class_maps().await.map_err(error)?;
+    let scores = live.scores(mode).await.map_err(error)?;
 
-    let result = Object::new();
+    let result = scores_object(mode, &scores);
     set(&result, "width", width as u32);
     set(&result, "height", height as u32);
-    set(&result, "classes", Uint8Array::from(prediction.classes.as_slice()));
-    set(&result, "energy", Float32Array::from(prediction.score.as_slice()));
-    let closed = prediction.closed_set_score.unwrap_or_default();
-    set(&result, "energyOut1", Float32Array::from(closed.as_slice()));
-    let class_image = rgb_to_rgba(&colorize_classes(&prediction.classes));
-    set(&result, "classImage", Uint8Array::from(class_image.as_slice()));
-    let heat_image = rgb_to_rgba(&score_overlay(&image.pixels, &prediction.score, HEAT_OPACITY));
-    set(&result, "heatImage", Uint8Array::from(heat_image.as_slice()));
+    for (key, classes) in [("classes", &classes1), ("classesOut2", &classes2)] {
+        set(&result, key, Uint8Array::from(classes.as_slice()));
+    }
+    for (key, classes) in [("classImage", &classes1), ("classImageOut2", &classes2)] {
+        set(&result, key, Uint8Array::from(rgb_to_rgba(&colorize_classes(classes)).as_slice()));
+    }
+    let last = LastImage { image, live, scores: RefCell::new((mode, scores)) };
+    with_session(|session| {
+        session.last = Some(Rc::new(last));
+        Ok(())
+    })?;
     Ok(result.into())
+}
+
+/// The last image's scores in another mode (no new network pass).
+#[wasm_bindgen]
+pub async fn rescore(mode: String) -> Result<JsValue, JsError> {
+    let mode = parse_mode(&mode)?;
+    let last = last_image()?;
+    let scores = last.live.scores(mode).await.map_err(error)?;
+    let result = scores_object(mode, &scores);
+    *last.scores.borrow_mut() = (mode, scores);
+    Ok(result.into())
+}
+
+/// One pixel of the last image: `{classes: [out1, out2], names, probabilities: [Float32Array x2],
+/// scores: [out1, out2]}`.
+#[wasm_bindgen(js_name = pixelInfo)]
+pub async fn pixel_info(x: usize, y: usize) -> Result<JsValue, JsError> {
+    let last = last_image()?;
+    if x >= last.live.width || y >= last.live.height {
+        return Err(error(format!("pixel ({x}, {y}) is outside the {}x{} image", last.live.width, last.live.height)));
+    }
+    let logits = last.live.pixel_logits(x, y).await.map_err(error)?;
+    let scores = last.scores.borrow();
+    let results = HeadResults {
+        width: 1,
+        height: 1,
+        classes: logits[0].len(),
+        logits,
+        scores: [vec![scores.1[0][y * last.live.width + x]], vec![scores.1[1][y * last.live.width + x]]],
+    };
+    let report = results.pixel(0, 0).map_err(error)?;
+    let info = Object::new();
+    let name = |c: u8| CITYSCAPES_CLASSES.get(usize::from(c)).copied().unwrap_or("?");
+    set(&info, "classes", js_sys::Array::of2(&report.class[0].into(), &report.class[1].into()));
+    set(&info, "names", js_sys::Array::of2(&name(report.class[0]).into(), &name(report.class[1]).into()));
+    let [p1, p2] = &report.probabilities;
+    set(&info, "probabilities", js_sys::Array::of2(&Float32Array::from(p1.as_slice()), &Float32Array::from(p2.as_slice())));
+    set(&info, "scores", js_sys::Array::of2(&report.score[0].into(), &report.score[1].into()));
+    Ok(info.into())
+}
+
+fn head_index(head: u32) -> Result<usize, JsError> {
+    match head {
+        1 | 2 => Ok(head as usize - 1),
+        _ => Err(error(format!("head {head}: 1 (out1) or 2 (out2)"))),
+    }
+}
+
+/// RGBA: the last image with the score of `head` (1 = out1, 2 = out2) as a heat map over
+/// `[lo, hi]`, blended with weight `opacity`.
+#[wasm_bindgen(js_name = heatImage)]
+pub fn heat_image(head: u32, lo: f32, hi: f32, opacity: f32) -> Result<Uint8Array, JsError> {
+    let head = head_index(head)?;
+    let last = last_image()?;
+    let scores = last.scores.borrow();
+    let rgb = score_overlay_in_range(&last.image.pixels, &scores.1[head], (lo, hi), opacity.clamp(0.0, 1.0));
+    Ok(Uint8Array::from(rgb_to_rgba(&rgb).as_slice()))
+}
+
+/// `{share, rgba}`: the pixels whose score of `head` is above `threshold`, over the dimmed image.
+#[wasm_bindgen(js_name = maskImage)]
+pub fn mask_image(head: u32, threshold: f32) -> Result<JsValue, JsError> {
+    let head = head_index(head)?;
+    let last = last_image()?;
+    let scores = last.scores.borrow();
+    let mask: Vec<bool> = scores.1[head].iter().map(|&s| s > threshold).collect();
+    let share = mask.iter().filter(|&&m| m).count() as f64 / mask.len().max(1) as f64;
+    let result = Object::new();
+    set(&result, "share", share);
+    set(&result, "rgba", Uint8Array::from(rgb_to_rgba(&mask_overlay(&last.image.pixels, &mask)).as_slice()));
+    Ok(result.into())
+}
+
+/// Metrics of both heads' current scores against a ground-truth mask of the image's size
+/// (0 inlier, 1 OoD, 255 ignored): `{out1, out2}`, each `{auroc, ap, fpr95, nInlier, nOod, roc,
+/// pr}` with the curves as flat `[x0, y0, x1, y1, ...]` Float64Arrays.
+#[wasm_bindgen(js_name = evaluateMask)]
+pub fn evaluate_mask(width: usize, height: usize, mask: Vec<u8>) -> Result<JsValue, JsError> {
+    let last = last_image()?;
+    let scores = last.scores.borrow();
+    let results = HeadResults { width: last.live.width, height: last.live.height, classes: 0, logits: [vec![], vec![]], scores: scores.1.clone() };
+    let heads = results.evaluate(&mask, width, height).map_err(error)?;
+    let result = Object::new();
+    for (key, head) in ["out1", "out2"].iter().zip(&heads) {
+        let o = Object::new();
+        let m = &head.metrics;
+        set(&o, "auroc", m.auroc);
+        set(&o, "ap", m.ap);
+        set(&o, "fpr95", m.fpr95);
+        set(&o, "nInlier", m.n_inlier as f64);
+        set(&o, "nOod", m.n_ood as f64);
+        let flat = |points: &[[f64; 2]]| js_sys::Float64Array::from(points.iter().flatten().copied().collect::<Vec<f64>>().as_slice());
+        set(&o, "roc", flat(&head.curves.roc));
+        set(&o, "pr", flat(&head.curves.precision_recall));
+        set(&result, key, o);
+    }
+    Ok(result.into())
+}
+
+/// The current score of `head` as a float32 `.npy` file (H x W), as the command line writes it.
+#[wasm_bindgen(js_name = scoreNpy)]
+pub fn score_npy(head: u32) -> Result<Uint8Array, JsError> {
+    let head = head_index(head)?;
+    let last = last_image()?;
+    let scores = last.scores.borrow();
+    let mut bytes = Vec::new();
+    npy::write_f32(&mut bytes, &[last.live.height, last.live.width], &scores.1[head]).map_err(error)?;
+    Ok(Uint8Array::from(bytes.as_slice()))
+}
+
+/// `[{id, name, colour: [r, g, b]}]` for every Cityscapes train id.
+#[wasm_bindgen(js_name = classLegend)]
+pub fn class_legend() -> js_sys::Array {
+    CITYSCAPES_CLASSES
+        .iter()
+        .zip(CITYSCAPES_PALETTE)
+        .enumerate()
+        .map(|(id, (name, colour))| {
+            let entry = Object::new();
+            set(&entry, "id", id as u32);
+            set(&entry, "name", *name);
+            set(&entry, "colour", colour.iter().map(|&c| JsValue::from(c)).collect::<js_sys::Array>());
+            JsValue::from(entry)
+        })
+        .collect()
 }

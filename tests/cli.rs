@@ -95,3 +95,40 @@ fn a_bad_model_or_image_fails_with_a_message_naming_it() {
     assert!(stderr.contains("notes.png") && stderr.contains("1 of 2 images failed"), "{stderr}");
     assert!(dir.path().join("case_64x128_score.npy").exists(), "the good image is still processed");
 }
+
+#[test]
+fn scenes_writes_images_labels_masks_and_a_manifest_the_same_every_time() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    for dir in &dirs {
+        let output = rpl(&["scenes", "--out", dir.path().to_str().unwrap(), "--count", "2", "--size", "128x64", "--outliers", "any"]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    }
+    for name in ["scene_0000.png", "scene_0001_labels.png", "scene_0001_ood.png", "index.json"] {
+        let [a, b] = [0, 1].map(|i| std::fs::read(dirs[i].path().join(name)).unwrap());
+        assert_eq!(a, b, "{name} is deterministic");
+    }
+    let labels = image::open(dirs[0].path().join("scene_0000_labels.png")).unwrap().into_luma8();
+    let ood = image::open(dirs[0].path().join("scene_0000_ood.png")).unwrap().into_luma8();
+    assert_eq!(labels.dimensions(), (128, 64));
+    for (l, o) in labels.pixels().zip(ood.pixels()) {
+        let expected = match l.0[0] {
+            254 => 1,
+            255 => 255,
+            _ => 0,
+        };
+        assert_eq!(o.0[0], expected, "the OoD mask follows the labels (254 outliers)");
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(dirs[0].path().join("index.json")).unwrap()).unwrap();
+    assert_eq!(manifest.as_array().unwrap().len(), 2);
+    assert_eq!(manifest[0]["ood"], "scene_0000_ood.png");
+}
+
+#[test]
+fn eval_names_an_unknown_dataset_and_a_missing_model() {
+    let output = rpl(&["eval", "--dataset", "cityscapes", "--model", "x.safetensors"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown dataset `cityscapes`"));
+    let output = rpl(&["eval", "--model", "no/such/model.safetensors", "--count", "1"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no/such/model.safetensors"), "{}", String::from_utf8_lossy(&output.stderr));
+}

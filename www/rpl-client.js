@@ -39,10 +39,45 @@ export class RplClient {
     return this.request('loadRandom', { widthDivisor });
   }
 
-  /** Segments RGBA pixels (an ImageData). */
-  segment(imageData) {
+  /** Segments RGBA pixels (an ImageData) and scores them in `mode` (energy, entropy, ...). */
+  segment(imageData, mode = 'energy') {
     const rgba = imageData.data.buffer.slice(0);
-    return this.request('segment', { width: imageData.width, height: imageData.height, rgba }, [rgba]);
+    return this.request('segment', { width: imageData.width, height: imageData.height, rgba, mode }, [rgba]);
+  }
+
+  /** The last image's scores in another mode, without running the network again. */
+  rescore(mode) {
+    return this.request('rescore', { mode });
+  }
+
+  /** One pixel of the last image: classes, probabilities and scores of both heads. */
+  pixel(x, y) {
+    return this.request('pixel', { x, y });
+  }
+
+  /** RGBA heat map of head 1 (out1) or 2 (out2) over the image, on the score range [lo, hi]. */
+  heat(head, lo, hi, opacity) {
+    return this.request('heat', { head, lo, hi, opacity });
+  }
+
+  /** {share, rgba}: the pixels of head 1 or 2 scoring above `threshold`. */
+  mask(head, threshold) {
+    return this.request('mask', { head, threshold });
+  }
+
+  /** Metrics of both heads against a mask (bytes 0 / 1 / 255, the image's size). */
+  evaluate(width, height, mask) {
+    const bytes = mask.buffer.slice(0);
+    return this.request('evaluate', { width, height, mask: bytes }, [bytes]);
+  }
+
+  /** The score of head 1 or 2 as .npy bytes. */
+  npy(head) {
+    return this.request('npy', { head });
+  }
+
+  legend() {
+    return this.request('legend');
   }
 }
 

@@ -1,6 +1,9 @@
 // The Web Worker that owns the network: all inference runs here, off the page's thread.
 // Messages: {id, op, ...args}; replies: {id, ok: true, result} or {id, ok: false, error}.
-import init, { initBackend, loadWeights, loadRandomWeights, segment } from './pkg/rpl_web.js';
+import init, {
+  initBackend, loadWeights, loadRandomWeights, segment, rescore, pixelInfo, heatImage, maskImage,
+  evaluateMask, scoreNpy, classLegend,
+} from './pkg/rpl_web.js';
 
 const wasmReady = (async () => {
   const started = performance.now();
@@ -44,8 +47,29 @@ const ops = {
   loadRandom({ widthDivisor }) {
     return { description: loadRandomWeights(widthDivisor) };
   },
-  segment({ width, height, rgba }) {
-    return segment(width, height, new Uint8Array(rgba));
+  segment({ width, height, rgba, mode }) {
+    return segment(width, height, new Uint8Array(rgba), mode);
+  },
+  rescore({ mode }) {
+    return rescore(mode);
+  },
+  pixel({ x, y }) {
+    return pixelInfo(x, y);
+  },
+  heat({ head, lo, hi, opacity }) {
+    return { rgba: heatImage(head, lo, hi, opacity) };
+  },
+  mask({ head, threshold }) {
+    return maskImage(head, threshold);
+  },
+  evaluate({ width, height, mask }) {
+    return evaluateMask(width, height, new Uint8Array(mask));
+  },
+  npy({ head }) {
+    return { bytes: scoreNpy(head) };
+  },
+  legend() {
+    return { classes: classLegend() };
   },
 };
 

@@ -74,14 +74,46 @@ impl RplNetwork {
         RplTrace { logits, ..trace }
     }
 
+    /// out1 only: the closed-set segmentation, without the residual block (training stage 1).
+    pub fn forward_closed_set(&self, x: Tensor<4>) -> Tensor<4> {
+        let [_, _, h, w] = x.dims();
+        let features = self.trunk.forward(x, false);
+        let [_, _, h2, w2] = features.m2.dims();
+        let dec0 = self.decoder_features(features.mod7, features.m2, [h2, w2]);
+        resize_to(self.head.forward(dec0), [h, w])
+    }
+
+    /// Both heads' logits and CoroCL's embeddings (`proj_head`, at mod7's resolution): what
+    /// training stage 2 needs.
+    pub fn forward_with_projection(&self, x: Tensor<4>) -> (RplLogits, Tensor<4>) {
+        let [_, _, h, w] = x.dims();
+        let features = self.trunk.forward(x, false);
+        let [_, _, h2, w2] = features.m2.dims();
+        let (res, projection) = self.residual_block.forward_with_projection(features.mod7.clone(), [h2, w2]);
+        let dec0 = self.decoder_features(features.mod7, features.m2, [h2, w2]);
+        let out1 = resize_to(self.head.forward(dec0.clone()), [h, w]);
+        let out2 = resize_to(self.head.forward(dec0 + res), [h, w]);
+        (RplLogits { out1, out2 }, projection)
+    }
+
+    /// `dec0`: fine features joined with the upsampled ASPP output, at m2's size.
+    fn decoder_features(&self, mod7: Tensor<4>, m2: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
+        self.decoder_features_and_aspp(mod7, m2, size).0
+    }
+
+    /// `dec0` and the ASPP's output it was made from.
+    fn decoder_features_and_aspp(&self, mod7: Tensor<4>, m2: Tensor<4>, size: [usize; 2]) -> (Tensor<4>, Tensor<4>) {
+        let aspp = self.aspp.forward(mod7);
+        let dec0_up = resize_to(self.bot_aspp.forward(aspp.clone()), size);
+        (Tensor::cat(vec![self.bot_fine.forward(m2), dec0_up], 1), aspp)
+    }
+
     fn forward_inner(&self, x: Tensor<4>, traced: bool) -> (RplLogits, Option<RplTrace>) {
         let [_, _, h, w] = x.dims();
         let features = self.trunk.forward(x, traced);
         let [_, _, h2, w2] = features.m2.dims();
 
-        let aspp = self.aspp.forward(features.mod7.clone());
-        let dec0_up = resize_to(self.bot_aspp.forward(aspp.clone()), [h2, w2]);
-        let dec0 = Tensor::cat(vec![self.bot_fine.forward(features.m2.clone()), dec0_up], 1);
+        let (dec0, aspp) = self.decoder_features_and_aspp(features.mod7.clone(), features.m2.clone(), [h2, w2]);
         let res = self.residual_block.forward(features.mod7.clone(), [h2, w2]);
 
         let out1 = resize_to(self.head.forward(dec0.clone()), [h, w]);

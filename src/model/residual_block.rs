@@ -38,4 +38,11 @@ impl ResidualAnomalyBlock {
         let bottleneck = self.bot_atten_aspp.forward(self.atten_aspp.forward(x7));
         self.atten_aspp_final.forward(resize_to(bottleneck, size))
     }
+
+    /// The residual, and `proj_head`'s embeddings of the bottleneck (CoroCL's input, training only).
+    pub fn forward_with_projection(&self, x7: Tensor<4>, size: [usize; 2]) -> (Tensor<4>, Tensor<4>) {
+        let bottleneck = self.bot_atten_aspp.forward(self.atten_aspp.forward(x7));
+        let projection = self.proj_head.forward(bottleneck.clone());
+        (self.atten_aspp_final.forward(resize_to(bottleneck, size)), projection)
+    }
 }

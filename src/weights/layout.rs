@@ -39,6 +39,37 @@ pub(crate) fn fill_network(network: &mut RplNetwork, source: &dyn TensorSource, 
     loader.error.map_or(Ok(()), Err)
 }
 
+/// Every entry's key, shape and values, read from the network (to save what was trained).
+pub(crate) fn read_network(network: &RplNetwork) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut reader = ValueReader::default();
+    // The visitor takes `&mut` for loading; reading works on a copy (parameters are shared handles).
+    visit_network(&mut network.clone(), &mut reader);
+    reader.entries
+}
+
+#[derive(Default)]
+struct ValueReader {
+    entries: Vec<(String, Vec<usize>, Vec<f32>)>,
+}
+
+impl ValueReader {
+    fn push<const D: usize>(&mut self, key: String, tensor: Tensor<D>) {
+        let shape = tensor.dims().to_vec();
+        let values = tensor.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+        self.entries.push((key, shape, values));
+    }
+}
+
+impl ParamVisitor for ValueReader {
+    fn param<const D: usize>(&mut self, key: String, param: &mut Param<Tensor<D>>) {
+        self.push(key, param.val());
+    }
+
+    fn running(&mut self, key: String, state: &mut RunningState<Tensor<1>>) {
+        self.push(key, state.value());
+    }
+}
+
 #[derive(Default)]
 struct ShapeLister {
     entries: Vec<ParamEntry>,

@@ -63,6 +63,42 @@ pub trait TensorSource {
     fn read_f32(&self, name: &str) -> Result<Vec<f32>, WeightsError>;
 }
 
+/// A network's own tensors as a checkpoint, under the reference's names: how trained weights
+/// are saved (through [`safetensors::write_safetensors`]).
+pub struct NetworkTensors {
+    origin: String,
+    entries: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl NetworkTensors {
+    pub fn new(origin: impl Into<String>, network: &RplNetwork) -> Self {
+        let entries = layout::read_network(network).into_iter().map(|(k, shape, values)| (k, (shape, values))).collect();
+        Self { origin: origin.into(), entries }
+    }
+}
+
+impl TensorSource for NetworkTensors {
+    fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    fn tensor_names(&self) -> Vec<String> {
+        self.entries.keys().cloned().collect()
+    }
+
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.entries.get(name).map(|e| e.0.clone())
+    }
+
+    fn read_f32(&self, name: &str) -> Result<Vec<f32>, WeightsError> {
+        self.entries.get(name).map(|e| e.1.clone()).ok_or_else(|| WeightsError::TensorData {
+            origin: self.origin.clone(),
+            key: name.to_string(),
+            reason: "no such tensor".into(),
+        })
+    }
+}
+
 /// The prefix in front of the state dict's keys: "", "module.", "model.", "model.module.", ...
 /// Found from the anchor key, so that other top-level entries (epoch, optimizer) are left out.
 pub(crate) fn state_dict_prefix<'a>(names: impl IntoIterator<Item = &'a str>) -> Option<String> {

@@ -19,7 +19,7 @@ const rows = [];
 try {
   const page = await browser.context.newPage();
   const pageStarted = Date.now();
-  await page.goto(`${server.url}/index.html`);
+  await page.goto(`${server.url}/index.html?model=none`);
   const info = await page.evaluate(() => window.rpl.ready);
   console.log(`backend: ${info.backend}, adapter: ${info.adapter}${info.fallbackReason ? ` (${info.fallbackReason})` : ''}`);
   rows.push(['wasm load (fetch + compile + instantiate)', `${info.wasmMs.toFixed(0)} ms`]);

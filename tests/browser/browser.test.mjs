@@ -25,7 +25,7 @@ async function runCases({ webgpu }) {
     const page = await browser.context.newPage();
     const errors = [];
     page.on('pageerror', (e) => errors.push(e.message));
-    await page.goto(`${server.url}/index.html`);
+    await page.goto(`${server.url}/index.html?model=none`);
     const info = await page.evaluate(async () => {
       const info = await window.rpl.ready;
       const adapter = navigator.gpu && (await navigator.gpu.requestAdapter());
@@ -42,7 +42,7 @@ async function runCases({ webgpu }) {
       const result = await page.evaluate(async (url) => {
         const blob = await (await fetch(url)).blob();
         const r = await window.rpl.segmentBlob(blob);
-        return { width: r.width, height: r.height, ms: r.ms, classes: Array.from(r.classes), energy: Array.from(r.energy), energyOut1: Array.from(r.energyOut1) };
+        return { width: r.width, height: r.height, ms: r.ms, mode: r.mode, classes: Array.from(r.classes), energy: Array.from(r.score), energyOut1: Array.from(r.scoreOut1) };
       }, `/tests/fixtures/rpl_w8/${name}.png`);
       results.push({ name, ...result });
     }
@@ -58,6 +58,7 @@ function compareWithReference(label, results) {
     const reference = readSafetensors(join(FIXTURES, `${r.name}.safetensors`));
     const [, classes, height, width] = reference.out1.shape;
     assert.deepEqual([r.height, r.width], [height, width]);
+    assert.equal(r.mode, 'energy');
     const e2 = assertClose(`${label} ${r.name} energy`, r.energy, reference.energy.data, FLOAT32_TOLERANCE);
     const e1 = assertClose(`${label} ${r.name} energy_out1`, r.energyOut1, reference.energy_out1.data, FLOAT32_TOLERANCE);
     const expected = argmaxWithMargin(reference.out1.data, classes, 1e-3);

@@ -1,0 +1,124 @@
+// The demo page as a user drives it: the bundled model, an upload through the file input, every
+// view, the threshold, ground truth and its metrics, errors that leave the page working, the
+// model cache, and no request leaving the page's origin. Screenshots go to target/screenshots/.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ROOT, startServer, launchBrowser } from './harness.mjs';
+
+const SAMPLE = join(ROOT, 'models', 'samples', 'scene_0000.png');
+const SAMPLE_MASK = join(ROOT, 'models', 'samples', 'scene_0000_ood.png');
+const MODEL = join(ROOT, 'models', 'rpl-demo.safetensors');
+const SHOTS = join(ROOT, 'target', 'screenshots');
+const BIN = process.env.RPL_BIN ?? join(ROOT, 'target', 'release', 'rpl');
+let server;
+
+before(async () => {
+  server = await startServer();
+  mkdirSync(SHOTS, { recursive: true });
+});
+after(() => server?.close());
+
+/** A float32 .npy file's values. */
+function readNpy(path) {
+  const bytes = readFileSync(path);
+  const headerLength = bytes.readUInt16LE(8);
+  const data = bytes.subarray(10 + headerLength);
+  return new Float32Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.length));
+}
+
+const statusText = (page) => page.textContent('#status');
+const waitForStatus = (page, pattern, timeout = 180_000) =>
+  page.waitForFunction((source) => new RegExp(source).test(document.getElementById('status').textContent), pattern.source, { timeout });
+
+test('the page segments an uploaded image, scores it like the CLI and evaluates it against ground truth', { timeout: 600_000 }, async () => {
+  const browser = await launchBrowser({ webgpu: true });
+  try {
+    const page = await browser.context.newPage();
+    const errors = [];
+    const requests = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    page.on('request', (r) => requests.push(r.url()));
+    await page.goto(`${server.url}/index.html`);
+    await waitForStatus(page, /rpl-demo\.safetensors loaded/);
+    assert.match(await page.textContent('#model-line'), /Model: rpl-demo\.safetensors \(width 1\/\d+/);
+    await page.screenshot({ path: join(SHOTS, '1-loaded.png'), fullPage: true });
+
+    // Upload through the file input: every view is drawn.
+    await page.setInputFiles('#image-file', SAMPLE);
+    await waitForStatus(page, /Done in \d+ ms at 512x256/);
+    const sizes = await page.evaluate(() => ['input-view', 'class-view', 'class-view-2', 'heat-view-1', 'heat-view', 'mask-view']
+      .map((id) => [document.getElementById(id).width, document.getElementById(id).height]));
+    assert.deepEqual(sizes, Array(6).fill([512, 256]));
+    assert.ok(await page.locator('#legend li').count() >= 3, 'the legend lists the classes shown');
+    await page.screenshot({ path: join(SHOTS, '2-segmented.png'), fullPage: true });
+
+    // The anomaly map equals the command line's for the same model and image.
+    const out = join(ROOT, 'target', 'page-test');
+    execFileSync(BIN, ['infer', '--model', MODEL, '--out', out, '--backend', 'flex', SAMPLE]);
+    const cli = readNpy(join(out, 'scene_0000_score.npy'));
+    const pageScore = await page.evaluate(() => Array.from(window.rpl.state.result.score));
+    assert.equal(pageScore.length, cli.length);
+    const scale = cli.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+    const worst = pageScore.reduce((m, v, i) => Math.max(m, Math.abs(v - cli[i])), 0);
+    assert.ok(worst <= 1e-4 * scale, `page vs CLI score: max difference ${worst} (scale ${scale})`);
+
+    // The threshold slider changes the OoD mask's share.
+    const share = async (fraction) => page.evaluate((f) => {
+      const slider = document.getElementById('threshold');
+      slider.value = Number(slider.min) + f * (Number(slider.max) - Number(slider.min));
+      slider.dispatchEvent(new Event('input'));
+      return new Promise((resolve) => setTimeout(() => resolve(window.rpl.state.result.maskShare), 500));
+    }, fraction);
+    const [low, high] = [await share(0.2), await share(0.8)];
+    assert.ok(low > high, `a lower threshold marks more pixels: ${low} vs ${high}`);
+
+    // Ground truth: the metrics equal the CLI's evaluation of the same scene.
+    await page.setInputFiles('#mask-file', SAMPLE_MASK);
+    await page.waitForSelector('#metrics:not([hidden])');
+    const metrics = await page.evaluate(() => window.rpl.state.metrics);
+    const json = join(out, 'scene_0000.json');
+    execFileSync(BIN, ['eval', '--dataset', 'synthetic', '--model', MODEL, '--count', '1', '--outliers', 'any', '--backend', 'flex', '--json', json]);
+    const expected = JSON.parse(readFileSync(json, 'utf8'));
+    for (const [head, key] of [['out2', 'rpl'], ['out1', 'baseline']]) {
+      for (const metric of ['auroc', 'ap', 'fpr95']) {
+        assert.ok(Math.abs(metrics[head][metric] - expected[key][metric]) < 1e-3, `${head} ${metric}: page ${metrics[head][metric]}, CLI ${expected[key][metric]}`);
+      }
+    }
+    assert.equal(await page.locator('#metrics tbody tr').count(), 2);
+    await page.screenshot({ path: join(SHOTS, '3-ground-truth.png'), fullPage: true });
+
+    // A file that is no image and a wrong weights file: readable errors, the page keeps working.
+    const junk = join(out, 'not-an-image.png');
+    writeFileSync(junk, 'this is text, not a PNG');
+    await page.setInputFiles('#image-file', junk);
+    await page.waitForSelector('#status.error');
+    assert.match(await statusText(page), /decode|image/i);
+    await page.setInputFiles('#model-file', junk);
+    await page.waitForFunction(() => /not-an-image\.png/.test(document.getElementById('status').textContent));
+    assert.match(await statusText(page), /not a readable safetensors/);
+    assert.match(await page.textContent('#model-line'), /rpl-demo\.safetensors/, 'the loaded model stays');
+    await page.screenshot({ path: join(SHOTS, '4-error.png'), fullPage: true });
+    await page.setInputFiles('#image-file', SAMPLE);
+    await waitForStatus(page, /Done in \d+ ms/);
+
+    // A reload takes the model from the cache: no second download.
+    const before = requests.filter((u) => u.endsWith('rpl-demo.safetensors')).length;
+    await page.reload();
+    await waitForStatus(page, /rpl-demo\.safetensors loaded/);
+    assert.equal(requests.filter((u) => u.endsWith('rpl-demo.safetensors')).length, before, 'the model came from the cache');
+
+    // A sample from the gallery: segmented and evaluated against its ground truth in one click.
+    assert.ok(await page.locator('#samples button').count() >= 4, 'the gallery shows the sample scenes');
+    await page.locator('#samples button').first().click();
+    await page.waitForSelector('#metrics:not([hidden])', { timeout: 180_000 });
+
+    const foreign = requests.filter((u) => !u.startsWith(server.url) && !u.startsWith('blob:') && !u.startsWith('data:'));
+    assert.deepEqual(foreign, [], 'no request leaves the page\'s origin');
+    assert.deepEqual(errors, []);
+  } finally {
+    await browser.close();
+  }
+});

@@ -1,0 +1,122 @@
+//! Training the demo model: both stages learn, stage 2 leaves the frozen network untouched, and
+//! a run resumes from its checkpoints.
+
+use burn::module::Module;
+use burn::tensor::Device;
+use rpl_web::RplConfig;
+use rpl_web::backend::BackendKind;
+use rpl_web::synthetic::{OutlierSet, SceneRng};
+use rpl_web::training::data::{BatchSpec, training_batch};
+use rpl_web::training::{ResidualStage, SegmentationStage, TrainConfig, train};
+use rpl_web::weights::NetworkTensors;
+use rpl_web::weights::TensorSource;
+
+const TINY: RplConfig = RplConfig { width_divisor: 16, num_classes: 19 };
+
+fn autodiff_cpu() -> Device {
+    BackendKind::Flex.device().unwrap().autodiff()
+}
+
+fn spec(outliers: OutlierSet, with_sources: bool) -> BatchSpec {
+    BatchSpec { scene: [64, 128], crop: [48, 96], batch: 2, outliers, with_sources }
+}
+
+/// Stage 1 for `steps` steps on one batch; the cross-entropy before the first and the last step.
+fn segmentation_steps(stage: &mut SegmentationStage, steps: usize, device: &Device) -> (f32, f32) {
+    let batch = || training_batch(&spec(OutlierSet::None, false), 3, 0, device);
+    let first = stage.step(batch(), 2e-3)[0].1;
+    let mut last = first;
+    for _ in 1..steps {
+        last = stage.step(batch(), 2e-3)[0].1;
+    }
+    (first, last)
+}
+
+#[test]
+fn stage_one_lowers_the_segmentation_loss() {
+    let device = autodiff_cpu();
+    let mut stage = SegmentationStage::new(TINY, &[1.0; 19], &device);
+    let (first, last) = segmentation_steps(&mut stage, 15, &device);
+    assert!(first.is_finite() && last < 0.7 * first, "cross-entropy {first} -> {last}");
+}
+
+/// Every frozen entry (all but the residual block's trained parts), read from the network.
+fn frozen_entries(network: &rpl_web::RplNetwork) -> Vec<(String, Vec<f32>)> {
+    let tensors = NetworkTensors::new("network", network);
+    let trained = ["atten_aspp.", "bot_atten_aspp.", "proj_head."];
+    tensors
+        .tensor_names()
+        .into_iter()
+        .filter(|k| !trained.iter().any(|t| k.contains(&format!("residual_block.{t}"))))
+        .map(|k| {
+            let values = tensors.read_f32(&k).unwrap();
+            (k, values)
+        })
+        .collect()
+}
+
+#[test]
+fn stage_two_lowers_the_rpl_losses_and_leaves_the_segmentation_network_alone() {
+    let device = autodiff_cpu();
+    // A segmentation network that has learned something, for the residual block to preserve.
+    let mut stage1 = SegmentationStage::new(TINY, &[1.0; 19], &device);
+    segmentation_steps(&mut stage1, 15, &device);
+    let segmentation = stage1.network;
+    let before = frozen_entries(&segmentation.clone().valid());
+    let mut stage = ResidualStage::new(segmentation, 2, 64);
+    let batch = || training_batch(&spec(OutlierSet::Training, true), 5, 0, &device);
+    let mut rng = SceneRng::new(1);
+    let first = stage.step(batch(), 2e-3, &mut rng);
+    let mut last = first.clone();
+    for _ in 0..14 {
+        last = stage.step(batch(), 2e-3, &mut rng);
+    }
+    println!("first {first:?}\nlast {last:?}");
+    for (i, (name, value)) in first.iter().enumerate() {
+        assert!(value.is_finite(), "{name} is {value}");
+        // After 15 steps of stage 1, out1 is still near uniform, so the inlier cross-entropy to its
+        // argmax stays near log(19) whatever the residual does; the total and CoroCL's term fall.
+        let factor = match *name {
+            "loss" | "contrast" => 0.8,
+            _ => continue,
+        };
+        assert!(last[i].1 < factor * value, "{name}: {value} -> {}", last[i].1);
+    }
+    assert!(first.iter().any(|(n, v)| *n == "energy" && *v > 0.0), "the batch has outlier pixels: {first:?}");
+    let after = frozen_entries(&stage.network.clone().valid());
+    assert_eq!(before.len(), after.len());
+    for ((key, a), (_, b)) in before.iter().zip(&after) {
+        assert_eq!(a, b, "{key} changed in stage 2 (weights and BatchNorm statistics stay frozen)");
+    }
+}
+
+#[test]
+fn a_run_writes_checkpoints_and_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = autodiff_cpu();
+    let config = TrainConfig {
+        config: TINY,
+        scene: [64, 128],
+        crop: [48, 96],
+        batch: 2,
+        stage1_steps: 2,
+        stage2_steps: 0,
+        checkpoint_every: 1,
+        contrast_samples: 32,
+        ..TrainConfig::default()
+    };
+    let mut steps = Vec::new();
+    train(&config, dir.path(), &device, |r| steps.push((r.stage, r.step))).unwrap();
+    assert_eq!(steps, vec![(1, 1), (1, 2)]);
+    assert!(dir.path().join("stage1.safetensors").exists());
+    // A longer second stage resumes: stage 1 is not trained again.
+    let config = TrainConfig { stage2_steps: 2, ..config };
+    let mut steps = Vec::new();
+    let network = train(&config, dir.path(), &device, |r| steps.push((r.stage, r.step))).unwrap();
+    assert_eq!(steps, vec![(2, 1), (2, 2)]);
+    assert_eq!(network.config, TINY);
+    let config = TrainConfig { stage2_steps: 3, ..config };
+    let mut steps = Vec::new();
+    train(&config, dir.path(), &device, |r| steps.push((r.stage, r.step))).unwrap();
+    assert_eq!(steps, vec![(2, 3)], "resumed after the saved step 2");
+}
