@@ -253,7 +253,7 @@ document.addEventListener('drop', reportErrors(async (event) => {
   event.preventDefault();
   const file = event.dataTransfer.files[0];
   if (!file) return;
-  if (event.target.closest?.('#truth-title, #mask-file') || event.target.id === 'mask-file') return evaluateMaskFile(file);
+  if (event.target.closest?.('#ground-truth')) return evaluateMaskFile(file);
   await segmentBlob(file);
 }));
 document.addEventListener('paste', reportErrors(async (event) => {

@@ -115,6 +115,20 @@ test('the page segments an uploaded image, scores it like the CLI and evaluates 
     await page.locator('#samples button').first().click();
     await page.waitForSelector('#metrics:not([hidden])', { timeout: 180_000 });
 
+    // Drag and drop: an image anywhere on the page, then its mask on the ground-truth panel.
+    const drop = (url, selector) => page.evaluate(async ([u, sel]) => {
+      const blob = await (await fetch(u)).blob();
+      const data = new DataTransfer();
+      data.items.add(new File([blob], u.split('/').pop(), { type: 'image/png' }));
+      document.querySelector(sel).dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true }));
+    }, [url, selector]);
+    const runs = await page.evaluate(() => window.rpl.state.runs);
+    await drop('/models/samples/scene_0001.png', 'main');
+    await page.waitForFunction((n) => window.rpl.state.runs > n, runs, { timeout: 180_000 });
+    await page.evaluate(() => { window.rpl.state.metrics = null; });
+    await drop('/models/samples/scene_0001_ood.png', '#ground-truth');
+    await page.waitForFunction(() => window.rpl.state.metrics?.out2?.ap > 0, null, { timeout: 60_000 });
+
     const foreign = requests.filter((u) => !u.startsWith(server.url) && !u.startsWith('blob:') && !u.startsWith('data:'));
     assert.deepEqual(foreign, [], 'no request leaves the page\'s origin');
     assert.deepEqual(errors, []);
