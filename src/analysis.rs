@@ -76,9 +76,7 @@ impl HeadResults {
 
     /// Share of pixels whose score (of `head`) is above `threshold`, and that mask.
     pub fn threshold(&self, head: usize, threshold: f32) -> (f64, Vec<bool>) {
-        let mask: Vec<bool> = self.scores[head].iter().map(|&s| s > threshold).collect();
-        let share = mask.iter().filter(|&&m| m).count() as f64 / mask.len().max(1) as f64;
-        (share, mask)
+        threshold_mask(&self.scores[head], threshold)
     }
 
     /// Both heads' metrics against a mask of the image's size (0 inlier, 1 OoD, 255 ignored).
@@ -91,6 +89,13 @@ impl HeadResults {
         };
         Ok([head(0)?, head(1)?])
     }
+}
+
+/// The pixels scoring above `threshold`, and their share of the image.
+pub fn threshold_mask(scores: &[f32], threshold: f32) -> (f64, Vec<bool>) {
+    let mask: Vec<bool> = scores.iter().map(|&s| s > threshold).collect();
+    let share = mask.iter().filter(|&&m| m).count() as f64 / mask.len().max(1) as f64;
+    (share, mask)
 }
 
 /// Argmax over classes per pixel of logits stored `[classes, H, W]` (the first on ties).

@@ -3,8 +3,9 @@
 
 use burn::tensor::Device;
 
-use crate::analysis::argmax_classes;
-use crate::inference::{InferenceError, PredictOptions, predict};
+use futures_lite::future::block_on;
+
+use crate::inference::{InferenceError, LiveResult};
 use crate::metrics::{ConfusionMatrix, MetricsError, OodMetrics, OodScorePool};
 use crate::model::RplNetwork;
 use crate::preprocess::RgbImage;
@@ -64,21 +65,21 @@ pub fn evaluate_synthetic(
     for index in 0..set.count {
         let scene = set.scene(index);
         let image = RgbImage::from_interleaved(scene.width, scene.height, 3, &scene.rgb8).expect("generated scenes are valid RGB");
-        let options = PredictOptions { mode: ScoreMode::Energy, closed_set_score: true, keep_logits: true };
-        let prediction = predict(network, &image, options, device)?;
-        let [_, out2] = prediction.logits.as_ref().expect("logits were asked for");
-        let out2_classes = argmax_classes(out2, classes);
-        cm1.add(&prediction.classes, &scene.labels)?;
-        cm2.add(&out2_classes, &scene.labels)?;
-        for ((&label, &c1), &c2) in scene.labels.iter().zip(&prediction.classes).zip(&out2_classes) {
+        // Class maps and scores of both heads, without reading the logits back.
+        let live = LiveResult::run(network, &image, device);
+        let [classes1, classes2] = block_on(live.class_maps())?;
+        let [score1, score2] = block_on(live.scores(ScoreMode::Energy))?;
+        cm1.add(&classes1, &scene.labels)?;
+        cm2.add(&classes2, &scene.labels)?;
+        for ((&label, &c1), &c2) in scene.labels.iter().zip(&classes1).zip(&classes2) {
             if label != LABEL_OUTLIER && label != LABEL_VOID {
                 inliers += 1;
                 agree += u64::from(c1 == c2);
             }
         }
         let mask = scene.ood_mask();
-        rpl.add(&prediction.score, &mask)?;
-        baseline.add(prediction.closed_set_score.as_ref().expect("closed-set score was asked for"), &mask)?;
+        rpl.add(&score2, &mask)?;
+        baseline.add(&score1, &mask)?;
         progress(index + 1, set.count);
     }
     Ok(SyntheticReport {

@@ -106,21 +106,15 @@ fn assemble<E: std::fmt::Debug>(
     closed_set_score: Option<Read<E>>,
     logits: Option<[Read<E>; 2]>,
 ) -> Result<Prediction, InferenceError> {
-    let floats = |data: Read<E>, what: &'static str| -> Result<Vec<f32>, InferenceError> {
-        let failed = |reason: String| InferenceError::Readback { what, reason };
-        data.map_err(|e| failed(format!("{e:?}")))?.try_into_vec::<f32>().map_err(|e| failed(format!("{e:?}")))
-    };
-    let classes = classes.map_err(|e| InferenceError::Readback { what: "class map", reason: format!("{e:?}") })?;
     Ok(Prediction {
         width: image.width,
         height: image.height,
-        // Class ids are below 256; the integer width of the readback depends on the backend.
-        classes: classes.iter::<i64>().map(|c| c as u8).collect(),
+        classes: read_classes(classes, "class map")?,
         mode: options.mode,
-        score: floats(score, "anomaly score")?,
-        closed_set_score: closed_set_score.map(|d| floats(d, "closed-set score")).transpose()?,
+        score: read_floats(score, "anomaly score")?,
+        closed_set_score: closed_set_score.map(|d| read_floats(d, "closed-set score")).transpose()?,
         logits: match logits {
-            Some([out1, out2]) => Some([floats(out1, "out1 logits")?, floats(out2, "out2 logits")?]),
+            Some([out1, out2]) => Some([read_floats(out1, "out1 logits")?, read_floats(out2, "out2 logits")?]),
             None => None,
         },
     })

@@ -8,7 +8,7 @@ use burn::tensor::Device;
 use js_sys::{Float32Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
-use crate::analysis::HeadResults;
+use crate::analysis::{HeadResults, threshold_mask};
 use crate::inference::LiveResult;
 use crate::model::{RplConfig, RplNetwork};
 use crate::npy;
@@ -226,8 +226,7 @@ pub fn mask_image(head: u32, threshold: f32) -> Result<JsValue, JsError> {
     let head = head_index(head)?;
     let last = last_image()?;
     let scores = last.scores.borrow();
-    let mask: Vec<bool> = scores.1[head].iter().map(|&s| s > threshold).collect();
-    let share = mask.iter().filter(|&&m| m).count() as f64 / mask.len().max(1) as f64;
+    let (share, mask) = threshold_mask(&scores.1[head], threshold);
     let result = Object::new();
     set(&result, "share", share);
     set(&result, "rgba", Uint8Array::from(rgb_to_rgba(&mask_overlay(&last.image.pixels, &mask)).as_slice()));
