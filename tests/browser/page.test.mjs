@@ -97,8 +97,9 @@ test('the page segments an uploaded image, scores it like the CLI and evaluates 
     await page.waitForSelector('#status.error');
     assert.match(await statusText(page), /decode|image/i);
     await page.setInputFiles('#model-file', junk);
-    await page.waitForFunction(() => /not-an-image\.png/.test(document.getElementById('status').textContent));
-    assert.match(await statusText(page), /not a readable safetensors/);
+    // The status shows "Loading…" and the image's error before the load's verdict: wait for that.
+    await waitForStatus(page, /not-an-image\.png.*not a readable safetensors/, 60_000)
+      .catch(async () => assert.fail(`no weights error; the status reads: ${await statusText(page)}`));
     assert.match(await page.textContent('#model-line'), /rpl-demo\.safetensors/, 'the loaded model stays');
     await page.screenshot({ path: join(SHOTS, '4-error.png'), fullPage: true });
     await page.setInputFiles('#image-file', SAMPLE);
