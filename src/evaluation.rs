@@ -1,13 +1,19 @@
-//! Evaluating a network on generated scenes: inlier mIoU of both heads, how much the residual
-//! block changes the segmentation, and AUROC / AP / FPR95 of RPL's score against the closed-set one.
+//! Evaluating a network: on generated scenes (inlier mIoU of both heads, how much the residual
+//! block changes the segmentation, AUROC / AP / FPR95 of RPL's score against the closed-set one),
+//! and on the public benchmarks' folders, streamed image by image, from the network or from
+//! saved score maps.
+
+use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
 use futures_lite::future::block_on;
 
-use crate::inference::{InferenceError, LiveResult};
+use crate::datasets::{DatasetKind, Listing, Sample, Skipped, read_label};
+use crate::inference::{InferenceError, LiveResult, PredictOptions, predict};
 use crate::metrics::{ConfusionMatrix, MetricsError, OodMetrics, OodScorePool};
 use crate::model::RplNetwork;
+use crate::npy;
 use crate::preprocess::RgbImage;
 use crate::scoring::ScoreMode;
 use crate::synthetic::{HELD_OUT_SEED_BASE, LABEL_OUTLIER, LABEL_VOID, OutlierSet, Scene, TRAINING_SEED_BASE, generate_scene};
@@ -127,4 +133,188 @@ pub fn nearest_mean_colour_miou(set: &HeldOutSet, fit: usize, classes: usize) ->
         confusion.add(&predicted, &scene.labels).expect("same size");
     }
     confusion.mean_iou()
+}
+
+/// Where a dataset evaluation's anomaly scores come from.
+pub enum ScoreSource<'a> {
+    /// Run the network: RPL's score (out2) and the closed-set baseline's (out1), both `mode`.
+    Network { network: &'a RplNetwork, device: &'a Device, mode: ScoreMode },
+    /// Score maps saved earlier (`NAME.npy`, float32 H x W): score once, evaluate many times.
+    Saved(&'a Path),
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DatasetOptions<'a> {
+    /// Evaluate the first `limit` images only.
+    pub limit: Option<usize>,
+    /// Write each image's RPL score map here as `NAME.npy` (what the SMIYC server takes).
+    pub save_scores: Option<&'a Path>,
+}
+
+/// One image's own AUROC / AP / FPR95 (`None` where it lacks OoD or inlier pixels).
+#[derive(Debug, Clone)]
+pub struct ImageReport {
+    pub name: String,
+    pub rpl: Option<OodMetrics>,
+    pub baseline: Option<OodMetrics>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatasetReport {
+    pub kind: DatasetKind,
+    /// Images evaluated, in the dataset's order.
+    pub images: Vec<ImageReport>,
+    /// Every evaluated pixel pooled, as the paper's tables.
+    pub rpl: OodMetrics,
+    /// The same for out1 (only when the network ran).
+    pub baseline: Option<OodMetrics>,
+    /// Inlier mIoU of argmax(out1), where the dataset has class labels and the network ran.
+    pub miou_out1: Option<f64>,
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetEvaluationError {
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
+    #[error("pooled over the dataset: {0}")]
+    Metrics(#[from] MetricsError),
+    #[error("cannot write {path}: {reason}")]
+    Write { path: PathBuf, reason: String },
+}
+
+/// What one image adds to the pools.
+struct ImageScores {
+    height: usize,
+    width: usize,
+    rpl: Vec<f32>,
+    baseline: Option<Vec<f32>>,
+    classes: Option<Vec<u8>>,
+}
+
+/// Evaluates a dataset image by image, pooling the pixels as the paper does; memory holds one
+/// image and the pools (which grow with the distinct scores seen, not with the images).
+/// Per-file problems (an unreadable image or label, a label or saved score map of another
+/// size) skip that image and are reported; `progress(done, total)` after each image.
+pub fn evaluate_dataset(
+    listing: &Listing,
+    source: &ScoreSource,
+    options: DatasetOptions,
+    mut progress: impl FnMut(usize, usize, Option<&Skipped>),
+) -> Result<DatasetReport, DatasetEvaluationError> {
+    let samples = &listing.samples[..options.limit.unwrap_or(usize::MAX).min(listing.samples.len())];
+    let (mut rpl, mut baseline) = (OodScorePool::new(), OodScorePool::new());
+    let mut confusion: Option<ConfusionMatrix> = None;
+    let mut images = Vec::with_capacity(samples.len());
+    let mut skipped = listing.skipped.clone();
+    let classes = match source {
+        ScoreSource::Network { network, .. } => network.config.num_classes,
+        ScoreSource::Saved(_) => 0,
+    };
+    for (index, sample) in samples.iter().enumerate() {
+        let outcome = score_image(sample, source, options.save_scores)?.and_then(|scores| {
+            let mask = read_label(&sample.ood_label, scores.width, scores.height).map_err(|e| skip(&sample.ood_label, e))?;
+            let classes = match (&scores.classes, &sample.class_label) {
+                (Some(_), Some(path)) => Some(read_label(path, scores.width, scores.height).map_err(|e| skip(path, e))?),
+                _ => None,
+            };
+            Ok((scores, mask, classes))
+        });
+        let (scores, mask, class_labels) = match outcome {
+            Ok(parts) => parts,
+            Err(why) => {
+                skipped.push(why);
+                progress(index + 1, samples.len(), skipped.last());
+                continue;
+            }
+        };
+        let own = |score: &[f32]| -> Result<Option<OodMetrics>, MetricsError> {
+            let mut pool = OodScorePool::new();
+            pool.add(score, &mask)?;
+            Ok(pool.metrics().ok())
+        };
+        // A NaN score cannot be ranked: that image is skipped, not the run.
+        let image_metrics = own(&scores.rpl).and_then(|r| scores.baseline.as_deref().map(own).transpose().map(|b| (r, b.flatten())));
+        let (image_rpl, image_baseline) = match image_metrics {
+            Ok(pair) => pair,
+            Err(e) => {
+                skipped.push(skip(&sample.image, e));
+                progress(index + 1, samples.len(), skipped.last());
+                continue;
+            }
+        };
+        rpl.add(&scores.rpl, &mask)?;
+        if let Some(score) = &scores.baseline {
+            baseline.add(score, &mask)?;
+        }
+        if let (Some(predicted), Some(labels)) = (&scores.classes, &class_labels) {
+            confusion.get_or_insert_with(|| ConfusionMatrix::new(classes)).add(predicted, labels)?;
+        }
+        images.push(ImageReport { name: sample.name.clone(), rpl: image_rpl, baseline: image_baseline });
+        progress(index + 1, samples.len(), None);
+    }
+    let ran_network = matches!(source, ScoreSource::Network { .. });
+    Ok(DatasetReport {
+        kind: listing.kind,
+        rpl: rpl.metrics()?,
+        baseline: if ran_network && !images.is_empty() { Some(baseline.metrics()?) } else { None },
+        miou_out1: confusion.map(|c| c.mean_iou()),
+        images,
+        skipped,
+    })
+}
+
+fn skip(file: &Path, reason: impl std::fmt::Display) -> Skipped {
+    Skipped { file: file.to_path_buf(), reason: reason.to_string() }
+}
+
+/// An image's scores: the outer error stops the run (the backend failed, a score file cannot be
+/// written), the inner one skips the image.
+fn score_image(
+    sample: &Sample,
+    source: &ScoreSource,
+    save: Option<&Path>,
+) -> Result<Result<ImageScores, Skipped>, DatasetEvaluationError> {
+    let scores = match source {
+        ScoreSource::Network { network, device, mode } => {
+            let image = match std::fs::read(&sample.image) {
+                Ok(bytes) => RgbImage::decode(&sample.image.display().to_string(), &bytes),
+                Err(e) => return Ok(Err(skip(&sample.image, format!("cannot read the image: {e}")))),
+            };
+            let image = match image {
+                Ok(image) => image,
+                Err(e) => return Ok(Err(skip(&sample.image, e))),
+            };
+            let options = PredictOptions { mode: *mode, closed_set_score: true, keep_logits: false };
+            let prediction = predict(network, &image, options, device)?;
+            ImageScores {
+                height: prediction.height,
+                width: prediction.width,
+                rpl: prediction.score,
+                baseline: prediction.closed_set_score,
+                classes: Some(prediction.classes),
+            }
+        }
+        ScoreSource::Saved(dir) => match read_score_map(&dir.join(format!("{}.npy", sample.name))) {
+            Ok(scores) => scores,
+            Err(why) => return Ok(Err(why)),
+        },
+    };
+    if let Some(dir) = save {
+        let path = dir.join(format!("{}.npy", sample.name));
+        let write = |reason: String| DatasetEvaluationError::Write { path: path.clone(), reason };
+        let file = std::fs::File::create(&path).map_err(|e| write(e.to_string()))?;
+        npy::write_f32(std::io::BufWriter::new(file), &[scores.height, scores.width], &scores.rpl).map_err(|e| write(e.to_string()))?;
+    }
+    Ok(Ok(scores))
+}
+
+fn read_score_map(path: &Path) -> Result<ImageScores, Skipped> {
+    let file = std::fs::File::open(path).map_err(|e| skip(path, format!("no saved score map ({e})")))?;
+    let (shape, rpl) = npy::read_f32(std::io::BufReader::new(file)).map_err(|e| skip(path, e))?;
+    match shape[..] {
+        [height, width] => Ok(ImageScores { height, width, rpl, baseline: None, classes: None }),
+        [1, height, width] => Ok(ImageScores { height, width, rpl, baseline: None, classes: None }),
+        _ => Err(skip(path, format!("a score map is H x W, this array is {shape:?}"))),
+    }
 }

@@ -11,7 +11,10 @@ use rpl_web::preprocess::RgbImage;
 use rpl_web::scoring::ScoreMode;
 use rpl_web::weights::safetensors::{StorageType, write_safetensors};
 use rpl_web::weights::{load_network, open_checkpoint};
-use rpl_web::evaluation::{HeldOutSet, SyntheticReport, evaluate_synthetic, nearest_mean_colour_miou};
+use rpl_web::datasets::{DatasetKind, list_dataset};
+use rpl_web::evaluation::{
+    DatasetOptions, DatasetReport, HeldOutSet, ScoreSource, SyntheticReport, evaluate_dataset, evaluate_synthetic, nearest_mean_colour_miou,
+};
 use rpl_web::metrics::OodMetrics;
 use rpl_web::synthetic::OutlierSet;
 use rpl_web::training::{StepReport, TrainConfig, save_network};
@@ -72,23 +75,39 @@ enum Command {
         #[arg(long, default_value = "flex", value_parser = parse_backend)]
         backend: BackendKind,
     },
-    /// Evaluate a model: inlier mIoU of out1 and out2, AUROC / AP / FPR95 of RPL's energy
-    /// against the closed-set baseline's.
+    /// Evaluate on a benchmark folder (AUROC / AP / FPR95 pooled over the dataset as in the
+    /// paper, and per image) or on the generated held-out scenes (also inlier mIoU of both heads).
     Eval {
-        /// `synthetic`: the fixed held-out set of generated scenes.
-        #[arg(long, default_value = "synthetic")]
-        dataset: String,
+        /// road-anomaly, fs-lost-and-found, fs-static, smiyc-anomaly, smiyc-obstacle or synthetic.
+        #[arg(long, default_value = "synthetic", value_parser = parse_dataset)]
+        dataset: DatasetKind,
+        /// The dataset's folder (see the README for each tree). For synthetic: a folder written
+        /// by `rpl scenes`; without one, the generated held-out set.
+        dir: Option<PathBuf>,
+        /// Checkpoint: .pth or .safetensors, any RPL width.
+        #[arg(long, required_unless_present = "scores", conflicts_with = "scores")]
+        model: Option<PathBuf>,
+        /// Evaluate score maps saved by --save-scores (NAME.npy) instead of running a model.
         #[arg(long)]
-        model: PathBuf,
-        /// Scenes in the held-out set.
+        scores: Option<PathBuf>,
+        /// Write each image's RPL score map here as NAME.npy (float32, H x W).
+        #[arg(long, requires = "model")]
+        save_scores: Option<PathBuf>,
+        /// Evaluate the first N images only.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// energy (the paper's), entropy, or the baselines max-softmax and max-logit.
+        #[arg(long, default_value = "energy", value_parser = parse_score)]
+        score: ScoreMode,
+        /// Generated held-out set: number of scenes.
         #[arg(long, default_value_t = 100)]
         count: usize,
-        /// Outlier kinds in the scenes: held-out (never trained on), training, or any.
+        /// Generated held-out set: outlier kinds, held-out (never trained on), training, or any.
         #[arg(long, default_value = "held-out", value_parser = parse_outliers)]
         outliers: OutlierSet,
         #[arg(long, default_value = "flex", value_parser = parse_backend)]
         backend: BackendKind,
-        /// Also write the figures as JSON.
+        /// Also write the figures as JSON (per dataset and per image).
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -129,6 +148,11 @@ fn parse_size(text: &str) -> Result<[usize; 2], String> {
     if w < 16 || h < 16 { Err(format!("{text}: scenes need at least 16x16 pixels")) } else { Ok([h, w]) }
 }
 
+fn parse_dataset(name: &str) -> Result<DatasetKind, String> {
+    let names: Vec<&str> = DatasetKind::ALL.iter().map(|k| k.name()).collect();
+    DatasetKind::from_name(name).ok_or_else(|| format!("unknown dataset `{name}` (one of {})", names.join(", ")))
+}
+
 fn parse_backend(name: &str) -> Result<BackendKind, String> {
     BackendKind::from_name(name).ok_or_else(|| format!("unknown backend `{name}` (ndarray, flex or wgpu)"))
 }
@@ -154,9 +178,19 @@ fn main() -> ExitCode {
             let config = TrainConfig { stage1_steps, stage2_steps, seed, ..TrainConfig::default() };
             train(&config, &out, export.as_deref(), backend)
         }
-        Command::Eval { dataset, model, count, outliers, backend, json } => {
-            eval(&dataset, &model, count, outliers, backend, json.as_deref())
-        }
+        Command::Eval { dataset, dir, model, scores, save_scores, limit, score, count, outliers, backend, json } => match dir {
+            Some(dir) => {
+                let output = EvalOutput { json: json.as_deref(), save_scores: save_scores.as_deref() };
+                eval_dataset(dataset, &dir, model.as_deref(), scores.as_deref(), limit, score, backend, output)
+            }
+            None if dataset != DatasetKind::Synthetic => {
+                Err(format!("{} needs its folder: rpl eval --dataset {} DIR (expected {})", dataset.name(), dataset.name(), dataset.layout()))
+            }
+            None => match (model, scores.is_some() || save_scores.is_some()) {
+                (Some(model), false) => eval_synthetic(&model, limit.map_or(count, |l| l.min(count)), outliers, backend, json.as_deref()),
+                _ => Err("--scores and --save-scores need a folder of images: write the scenes with `rpl scenes --out DIR`, then run `rpl eval --dataset synthetic DIR`".into()),
+            },
+        },
         Command::Scenes { out, count, first, outliers, size } => scenes(&out, count, first, outliers, size),
     };
     match result {
@@ -296,10 +330,7 @@ fn train(config: &TrainConfig, out: &Path, export: Option<&Path>, backend: Backe
     Ok(())
 }
 
-fn eval(dataset: &str, model: &Path, count: usize, outliers: OutlierSet, backend: BackendKind, json: Option<&Path>) -> Result<(), String> {
-    if dataset != "synthetic" {
-        return Err(format!("unknown dataset `{dataset}` (this build evaluates `synthetic`)"));
-    }
+fn eval_synthetic(model: &Path, count: usize, outliers: OutlierSet, backend: BackendKind, json: Option<&Path>) -> Result<(), String> {
     let device = backend.device().map_err(|e| e.to_string())?;
     let source = open_checkpoint(model).map_err(|e| e.to_string())?;
     let network = load_network(source.as_ref(), &device).map_err(|e| e.to_string())?;
@@ -313,6 +344,133 @@ fn eval(dataset: &str, model: &Path, count: usize, outliers: OutlierSet, backend
         std::fs::write(path, report_json(&set, &report, colour_only)).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// Where `rpl eval` writes besides the terminal.
+#[derive(Clone, Copy)]
+struct EvalOutput<'a> {
+    json: Option<&'a Path>,
+    save_scores: Option<&'a Path>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn eval_dataset(
+    kind: DatasetKind,
+    dir: &Path,
+    model: Option<&Path>,
+    saved: Option<&Path>,
+    limit: Option<usize>,
+    mode: ScoreMode,
+    backend: BackendKind,
+    output: EvalOutput,
+) -> Result<(), String> {
+    let listing = list_dataset(kind, dir).map_err(|e| e.to_string())?;
+    if let Some(out) = output.save_scores {
+        std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
+    }
+    let loaded = match model {
+        Some(model) => {
+            let device = backend.device().map_err(|e| e.to_string())?;
+            let source = open_checkpoint(model).map_err(|e| e.to_string())?;
+            let network = load_network(source.as_ref(), &device).map_err(|e| e.to_string())?;
+            println!("{}: {} RPL network on {}, score {}", model.display(), network.config.describe(), backend.name(), mode.name());
+            Some((network, device))
+        }
+        None => None,
+    };
+    let source = match (&loaded, saved) {
+        (Some((network, device)), _) => ScoreSource::Network { network, device, mode },
+        (None, Some(dir)) => ScoreSource::Saved(dir),
+        (None, None) => return Err("give --model or --scores".into()),
+    };
+    let total = limit.unwrap_or(usize::MAX).min(listing.samples.len());
+    println!("{}: {} images in {}", kind.name(), total, listing.root.display());
+    for skipped in &listing.skipped {
+        eprintln!("skipped {}: {}", skipped.file.display(), skipped.reason);
+    }
+    let bar = progress_bar(total, "[{bar:30}] {pos}/{len} images [{elapsed_precise} < {eta_precise}, {per_sec}]");
+    let options = DatasetOptions { limit, save_scores: output.save_scores };
+    let report = evaluate_dataset(&listing, &source, options, |done, _, skipped| {
+        if let Some(s) = skipped {
+            bar.suspend(|| eprintln!("skipped {}: {}", s.file.display(), s.reason));
+        }
+        bar.set_position(done as u64);
+    });
+    bar.finish_and_clear();
+    let report = report.map_err(|e| e.to_string())?;
+    print_dataset_report(&report, mode);
+    if let Some(path) = output.json {
+        std::fs::write(path, dataset_json(&report, mode)).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(out) = output.save_scores {
+        println!("score maps: {}/NAME.npy", out.display());
+    }
+    Ok(())
+}
+
+fn print_dataset_report(r: &DatasetReport, mode: ScoreMode) {
+    println!("  {:<28} {:>8} {:>8} {:>8}", "anomaly score (pooled)", "AUROC", "AP", "FPR95");
+    let rows = [(format!("{} of out2 (RPL)", mode.name()), Some(r.rpl)), (format!("{} of out1 (closed set)", mode.name()), r.baseline)];
+    for (name, m) in rows.iter().filter_map(|(n, m)| m.map(|m| (n, m))) {
+        println!("  {name:<28} {:>8.4} {:>8.4} {:>8.4}", m.auroc, m.ap, m.fpr95);
+    }
+    if let Some(miou) = r.miou_out1 {
+        println!("  inlier mIoU of argmax(out1): {miou:.4}");
+    }
+    println!("  {} images, {} OoD and {} inlier pixels", r.images.len(), r.rpl.n_ood, r.rpl.n_inlier);
+    if !r.skipped.is_empty() {
+        println!(
+            "  {} files skipped (listed above): these figures cover the {} images evaluated, not the whole dataset",
+            r.skipped.len(),
+            r.images.len()
+        );
+    }
+}
+
+fn metrics_json(m: Option<OodMetrics>) -> String {
+    match m {
+        Some(m) => format!(r#"{{"auroc": {}, "ap": {}, "fpr95": {}, "n_inlier": {}, "n_ood": {}}}"#, m.auroc, m.ap, m.fpr95, m.n_inlier, m.n_ood),
+        None => "null".into(),
+    }
+}
+
+/// A JSON string literal.
+fn json_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn dataset_json(r: &DatasetReport, mode: ScoreMode) -> String {
+    let images: Vec<String> = r
+        .images
+        .iter()
+        .map(|i| format!(r#"    {{"name": {}, "rpl": {}, "baseline": {}}}"#, json_string(&i.name), metrics_json(i.rpl), metrics_json(i.baseline)))
+        .collect();
+    let skipped: Vec<String> = r
+        .skipped
+        .iter()
+        .map(|s| format!(r#"    {{"file": {}, "reason": {}}}"#, json_string(&s.file.display().to_string()), json_string(&s.reason)))
+        .collect();
+    format!(
+        "{{\"dataset\": \"{}\", \"score\": \"{}\", \"images\": {}, \"rpl\": {}, \"baseline\": {}, \"miou_out1\": {},\n  \"per_image\": [\n{}\n  ],\n  \"skipped\": [\n{}\n  ]}}\n",
+        r.kind.name(),
+        mode.name(),
+        r.images.len(),
+        metrics_json(Some(r.rpl)),
+        metrics_json(r.baseline),
+        r.miou_out1.map_or("null".into(), |v| v.to_string()),
+        images.join(",\n"),
+        skipped.join(",\n"),
+    )
 }
 
 fn print_report(model: &Path, set: &HeldOutSet, r: &SyntheticReport, colour_only: f64) {
@@ -330,7 +488,7 @@ fn print_report(model: &Path, set: &HeldOutSet, r: &SyntheticReport, colour_only
 }
 
 fn report_json(set: &HeldOutSet, r: &SyntheticReport, colour_only: f64) -> String {
-    let metrics = |m: &OodMetrics| format!(r#"{{"auroc": {}, "ap": {}, "fpr95": {}, "n_inlier": {}, "n_ood": {}}}"#, m.auroc, m.ap, m.fpr95, m.n_inlier, m.n_ood);
+    let metrics = |m: &OodMetrics| metrics_json(Some(*m));
     format!(
         r#"{{"dataset": "synthetic", "images": {}, "size": [{}, {}], "outliers": "{:?}", "miou_out1": {}, "miou_out2": {}, "agreement": {}, "colour_only_miou": {}, "rpl": {}, "baseline": {}}}
 "#,

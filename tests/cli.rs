@@ -132,3 +132,133 @@ fn eval_names_an_unknown_dataset_and_a_missing_model() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("no/such/model.safetensors"), "{}", String::from_utf8_lossy(&output.stderr));
 }
+
+/// A box of OoD (1) in an inlier (0) label, its first row ignored (255).
+fn box_label(w: usize, h: usize) -> Vec<u8> {
+    (0..w * h)
+        .map(|i| match (i / w, i % w) {
+            (0, _) => 255,
+            (y, x) if (h / 4..h / 2).contains(&y) && (w / 3..w / 2).contains(&x) => 1,
+            _ => 0,
+        })
+        .collect()
+}
+
+fn save_grey(path: &Path, w: usize, h: usize, values: &[u8]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    image::save_buffer_with_format(path, values, w as u32, h as u32, image::ExtendedColorType::L8, image::ImageFormat::Png).unwrap();
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+/// Fishyscapes Static and SMIYC ObstacleTrack folders holding the fixture images (PNG, and
+/// lossless WebP: the same pixels): the saved score maps are the reference's energies, the
+/// pooled figures are those of the saved maps, and `--scores` gives them back without a model.
+#[test]
+fn eval_scores_benchmark_folders_like_the_reference_and_reevaluates_saved_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [ReferenceCase::load("case_64x128"), ReferenceCase::load("case_97x161")];
+    let static_root = dir.path().join("fishyscapes/Static");
+    let obstacle = dir.path().join("smiyc/dataset_ObstacleTrack");
+    for (i, case) in cases.iter().enumerate() {
+        let picture = image::open(case.png()).unwrap().into_rgb8();
+        let (w, h) = (picture.width() as usize, picture.height() as usize);
+        std::fs::create_dir_all(static_root.join("original")).unwrap();
+        std::fs::copy(case.png(), static_root.join(format!("original/{}.png", case.name))).unwrap();
+        save_grey(&static_root.join(format!("labels/{}.png", case.name)), w, h, &box_label(w, h));
+        std::fs::create_dir_all(obstacle.join("images")).unwrap();
+        picture.save_with_format(obstacle.join(format!("images/validation_{i}.webp")), image::ImageFormat::WebP).unwrap();
+        save_grey(&obstacle.join(format!("labels_masks/validation_{i}_labels_semantic.png")), w, h, &box_label(w, h));
+    }
+    // A damaged image with its label: skipped by name, the run goes on.
+    std::fs::write(static_root.join("original/damaged.png"), b"\x89PNG truncated").unwrap();
+    save_grey(&static_root.join("labels/damaged.png"), 8, 8, &[0; 64]);
+
+    let model = fixture("rpl_w8/rpl_w8.pth");
+    for (kind, root, names) in [
+        ("fs-static", dir.path().join("fishyscapes"), ["case_64x128", "case_97x161"]),
+        ("smiyc-obstacle", dir.path().join("smiyc"), ["validation_0", "validation_1"]),
+    ] {
+        let scores = dir.path().join(format!("{kind}-scores"));
+        let report = dir.path().join(format!("{kind}.json"));
+        let output = rpl(&[
+            "eval", "--dataset", kind, root.to_str().unwrap(), "--model", model.to_str().unwrap(), "--backend", "ndarray",
+            "--save-scores", scores.to_str().unwrap(), "--json", report.to_str().unwrap(),
+        ]);
+        let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "{kind}: {stderr}");
+        assert!(stdout.contains("AUROC") && stdout.contains("FPR95"), "{stdout}");
+        let first = json(&report);
+
+        let mut pool = rpl_web::metrics::OodScorePool::new();
+        for (case, name) in cases.iter().zip(names) {
+            let (shape, score) = read_npy(&scores.join(format!("{name}.npy")));
+            let [_, _, h, w] = case.shape("out1")[..] else { panic!("out1 is 4-D") };
+            assert_eq!(shape, vec![h, w]);
+            assert_close(&format!("{kind} {name}.npy"), &score, &case.f32("energy"), FLOAT32_TOLERANCE);
+            pool.add(&score, &box_label(w, h)).unwrap();
+        }
+        let expected = pool.metrics().unwrap();
+        for (key, value) in [("auroc", expected.auroc), ("ap", expected.ap), ("fpr95", expected.fpr95)] {
+            // The file holds the shortest exact decimal; serde_json's default parser may land one
+            // ulp away (its exact parser is a feature that would rebuild burn for the tests).
+            let read = first["rpl"][key].as_f64().unwrap();
+            assert!((read - value).abs() <= 2.0 * f64::EPSILON * value.abs(), "{kind} pooled {key}: {read} vs {value}");
+        }
+        assert_eq!(first["per_image"].as_array().unwrap().len(), 2);
+        assert_eq!(first["per_image"][1]["name"], names[1]);
+        assert!(first["baseline"]["ap"].as_f64().is_some(), "the closed-set row is there when the network ran");
+        if kind == "fs-static" {
+            assert!(stderr.contains("damaged.png"), "{stderr}");
+            assert_eq!(first["skipped"].as_array().unwrap().len(), 1);
+            assert!(stdout.contains("1 files skipped"), "{stdout}");
+        }
+
+        // The saved maps, evaluated again without a model: the same pooled figures.
+        let again = dir.path().join(format!("{kind}-again.json"));
+        let output = rpl(&["eval", "--dataset", kind, root.to_str().unwrap(), "--scores", scores.to_str().unwrap(), "--json", again.to_str().unwrap()]);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let second = json(&again);
+        assert_eq!(second["rpl"], first["rpl"]);
+        assert!(second["baseline"].is_null());
+    }
+}
+
+/// A folder written by `rpl scenes` evaluates to the same figures as the generated set it holds.
+#[test]
+fn eval_of_a_scenes_folder_equals_eval_of_the_generated_scenes() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenes = dir.path().join("scenes");
+    let output = rpl(&["scenes", "--out", scenes.to_str().unwrap(), "--count", "2", "--outliers", "held-out"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let model = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/rpl-demo.safetensors");
+    let [folder, generated] = [dir.path().join("folder.json"), dir.path().join("generated.json")];
+    let output = rpl(&["eval", "--dataset", "synthetic", scenes.to_str().unwrap(), "--model", model.to_str().unwrap(), "--json", folder.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = rpl(&["eval", "--dataset", "synthetic", "--count", "2", "--model", model.to_str().unwrap(), "--json", generated.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let [folder, generated] = [json(&folder), json(&generated)];
+    for head in ["rpl", "baseline"] {
+        for key in ["auroc", "ap", "fpr95", "n_ood", "n_inlier"] {
+            assert_eq!(folder[head][key], generated[head][key], "{head} {key}");
+        }
+    }
+    let (a, b) = (folder["miou_out1"].as_f64().unwrap(), generated["miou_out1"].as_f64().unwrap());
+    assert!((a - b).abs() < 1e-12, "mIoU {a} vs {b}");
+}
+
+#[test]
+fn eval_names_a_missing_folder_and_a_dataset_given_without_one() {
+    let model = fixture("rpl_w8/rpl_w8.pth");
+    let output = rpl(&["eval", "--dataset", "road-anomaly", "no/such/road_anomaly", "--model", model.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no/such/road_anomaly") && stderr.contains("original/NAME.jpg"), "{stderr}");
+    let output = rpl(&["eval", "--dataset", "smiyc-anomaly", "--model", model.to_str().unwrap()]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("needs its folder"));
+    let output = rpl(&["eval", "--dataset", "fs-static", "x", "--model", model.to_str().unwrap(), "--scores", "y"]);
+    assert!(!output.status.success(), "a model and saved scores together are refused");
+}
