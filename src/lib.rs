@@ -11,6 +11,8 @@
 pub mod analysis;
 pub mod backend;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod benchmark;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod datasets;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod evaluation;

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use rpl_web::backend::BackendKind;
+use rpl_web::model::RplConfig;
 use rpl_web::inference::PredictOptions;
 use rpl_web::preprocess::RgbImage;
 use rpl_web::scoring::ScoreMode;
@@ -71,6 +72,12 @@ enum Command {
         stage2_steps: usize,
         #[arg(long, default_value_t = TrainConfig::default().seed)]
         seed: u64,
+        /// Scenes per step.
+        #[arg(long, default_value_t = TrainConfig::default().batch)]
+        batch: usize,
+        /// Training crop, WIDTHxHEIGHT, cut from 512x256 scenes (512x256: whole scenes).
+        #[arg(long, default_value = "256x128", value_parser = parse_size)]
+        crop: [usize; 2],
         /// flex (CPU) or wgpu (GPU); ndarray cannot train this network.
         #[arg(long, default_value = "flex", value_parser = parse_backend)]
         backend: BackendKind,
@@ -108,6 +115,23 @@ enum Command {
         #[arg(long, default_value = "flex", value_parser = parse_backend)]
         backend: BackendKind,
         /// Also write the figures as JSON (per dataset and per image).
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Time the network with random weights: first result, steady state (median of --reps),
+    /// each stage, effective TFLOP/s (released width) and memory, per size.
+    Bench {
+        /// Width divisor: 1 is the released model, 8 the demo model's width.
+        #[arg(long, default_value_t = 1)]
+        width_divisor: usize,
+        /// Sizes, WIDTHxHEIGHT (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "512x256,1024x512,2048x1024", value_parser = parse_size)]
+        sizes: Vec<[usize; 2]>,
+        #[arg(long, default_value = "wgpu", value_parser = parse_backend)]
+        backend: BackendKind,
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Also write the figures as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
     },
@@ -168,15 +192,19 @@ fn main() -> ExitCode {
         Command::Infer { model, out, backend, score, save_logits, images } => {
             infer(&model, &out, backend, score, save_logits, &images)
         }
-        Command::Train { out, export, stage1_steps, stage2_steps, seed, backend } => {
+        Command::Train { out, export, stage1_steps, stage2_steps, seed, batch, crop, backend } => {
             if std::env::var_os("BURN_DEVICE").is_none() {
                 // burn restores optimizer state on its default device (the GPU when compiled in)
                 // before moving it to the parameters' own: keep that on the training backend.
                 // SAFETY: no other thread exists yet.
                 unsafe { std::env::set_var("BURN_DEVICE", backend.name()) };
             }
-            let config = TrainConfig { stage1_steps, stage2_steps, seed, ..TrainConfig::default() };
-            train(&config, &out, export.as_deref(), backend)
+            let config = TrainConfig { stage1_steps, stage2_steps, seed, batch, crop, ..TrainConfig::default() };
+            if crop[0] > config.scene[0] || crop[1] > config.scene[1] || batch == 0 {
+                Err(format!("crops are cut from {}x{} scenes and a batch holds at least one", config.scene[1], config.scene[0]))
+            } else {
+                train(&config, &out, export.as_deref(), backend)
+            }
         }
         Command::Eval { dataset, dir, model, scores, save_scores, limit, score, count, outliers, backend, json } => match dir {
             Some(dir) => {
@@ -191,6 +219,7 @@ fn main() -> ExitCode {
                 _ => Err("--scores and --save-scores need a folder of images: write the scenes with `rpl scenes --out DIR`, then run `rpl eval --dataset synthetic DIR`".into()),
             },
         },
+        Command::Bench { width_divisor, sizes, backend, reps, json } => bench(width_divisor, &sizes, backend, reps, json.as_deref()),
         Command::Scenes { out, count, first, outliers, size } => scenes(&out, count, first, outliers, size),
     };
     match result {
@@ -494,6 +523,58 @@ fn report_json(set: &HeldOutSet, r: &SyntheticReport, colour_only: f64) -> Strin
 "#,
         r.images, set.size[0], set.size[1], set.outliers, r.miou_out1, r.miou_out2, r.agreement, colour_only, metrics(&r.rpl), metrics(&r.baseline)
     )
+}
+
+fn bench(width_divisor: usize, sizes: &[[usize; 2]], backend: BackendKind, reps: usize, json: Option<&Path>) -> Result<(), String> {
+    let config = RplConfig { width_divisor, ..RplConfig::RELEASED };
+    if !config.is_valid() {
+        return Err(format!("width divisor {width_divisor} does not divide the released widths (1, 2, 4, 8 and 16 do)"));
+    }
+    let device = backend.device().map_err(|e| e.to_string())?;
+    let network = rpl_web::RplNetwork::new(config, &device);
+    println!("{} RPL network, random weights, on {}; {reps} runs per size after the first", config.describe(), backend.name());
+    println!("{:>10} {:>10} {:>10} {:>9}  stages (median ms)", "size", "first ms", "median ms", "TFLOP/s");
+    let mut reports = Vec::new();
+    for &size in sizes {
+        let report = rpl_web::benchmark::benchmark_size(&network, size, reps, &device).map_err(|e| format!("{}x{}: {e}", size[1], size[0]))?;
+        let stages: Vec<String> = report.stages.iter().map(|(name, ms)| format!("{name} {ms:.1}")).collect();
+        let memory = report.memory_bytes.map_or(String::new(), |b| format!(", memory {:.2} GB", b as f64 / 1e9));
+        println!(
+            "{:>10} {:>10.1} {:>10.1} {:>9}  {}{memory}",
+            format!("{}x{}", size[1], size[0]),
+            report.first_ms,
+            report.median_ms,
+            report.tflop_per_s.map_or("-".into(), |t| format!("{t:.2}")),
+            stages.join(", ")
+        );
+        reports.push(report);
+    }
+    if let Some(path) = json {
+        let rows: Vec<String> = reports
+            .iter()
+            .map(|r| {
+                let stages: Vec<String> = r.stages.iter().map(|(name, ms)| format!("{}: {ms}", json_string(name))).collect();
+                format!(
+                    r#"    {{"height": {}, "width": {}, "first_ms": {}, "median_ms": {}, "min_ms": {}, "tflop_per_s": {}, "memory_bytes": {}, "stages_ms": {{{}}}}}"#,
+                    r.size[0],
+                    r.size[1],
+                    r.first_ms,
+                    r.median_ms,
+                    r.min_ms,
+                    r.tflop_per_s.map_or("null".into(), |t| t.to_string()),
+                    r.memory_bytes.map_or("null".into(), |b| b.to_string()),
+                    stages.join(", ")
+                )
+            })
+            .collect();
+        let text = format!(
+            "{{\"backend\": \"{}\", \"width_divisor\": {width_divisor}, \"repetitions\": {reps}, \"sizes\": [\n{}\n]}}\n",
+            backend.name(),
+            rows.join(",\n")
+        );
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn scenes(out: &Path, count: usize, first: usize, outliers: OutlierSet, size: [usize; 2]) -> Result<(), String> {

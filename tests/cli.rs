@@ -262,3 +262,31 @@ fn eval_names_a_missing_folder_and_a_dataset_given_without_one() {
     let output = rpl(&["eval", "--dataset", "fs-static", "x", "--model", model.to_str().unwrap(), "--scores", "y"]);
     assert!(!output.status.success(), "a model and saved scores together are refused");
 }
+
+#[test]
+fn bench_prints_and_writes_each_sizes_stages_and_refuses_a_width_that_does_not_divide() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("bench.json");
+    let output = rpl(&["bench", "--width-divisor", "16", "--sizes", "64x32,96x48", "--backend", "ndarray", "--reps", "1", "--json", report.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("median ms"));
+    let report = json(&report);
+    let sizes = report["sizes"].as_array().unwrap();
+    assert_eq!(sizes.len(), 2);
+    assert_eq!((sizes[1]["width"].as_u64(), sizes[1]["height"].as_u64()), (Some(96), Some(48)));
+    for stage in ["trunk", "aspp", "residual block", "decoder", "score"] {
+        assert!(sizes[0]["stages_ms"][stage].as_f64().is_some_and(|ms| ms >= 0.0), "{stage} timed");
+    }
+    assert!(sizes[0]["tflop_per_s"].is_null(), "TFLOP/s only for the released width, whose cost is known");
+    let output = rpl(&["bench", "--width-divisor", "3", "--backend", "ndarray"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("width divisor 3"));
+}
+
+#[test]
+fn train_refuses_crops_larger_than_the_scenes() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = rpl(&["train", "--out", dir.path().to_str().unwrap(), "--crop", "1024x256", "--stage1-steps", "1"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("512x256 scenes"), "{}", String::from_utf8_lossy(&output.stderr));
+}

@@ -88,3 +88,18 @@ fn reference_entropy_has_underflow_nans_that_we_avoid() {
     let case = ReferenceCase::load("case_304x320");
     assert!(case.f32("entropy").iter().any(|v| v.is_nan()));
 }
+
+/// The staged forward pass (for timing each stage) computes exactly what the plain one does.
+#[test]
+fn staged_forward_reports_each_stage_in_order_and_computes_the_same_logits() {
+    let device = BackendKind::Ndarray.device().unwrap();
+    let network = load_network(&PthCheckpoint::open(&fixture("rpl_w8/rpl_w8.pth")).unwrap(), &device).unwrap();
+    let case = ReferenceCase::load("case_64x128");
+    let input = RgbImage::decode(case.name, &std::fs::read(case.png()).unwrap()).unwrap().to_input(&device);
+    let mut stages = Vec::new();
+    let staged = network.forward_staged(input.clone(), &mut |stage| stages.push(stage));
+    assert_eq!(stages, rpl_web::model::Stage::ALL);
+    let plain = network.forward(input);
+    assert_eq!(values(staged.out1), values(plain.out1));
+    assert_eq!(values(staged.out2), values(plain.out2));
+}

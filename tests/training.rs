@@ -75,19 +75,19 @@ fn stage_two_lowers_the_rpl_losses_and_leaves_the_segmentation_network_alone() {
         last = stage.step(batch(), 2e-3, &mut rng);
     }
     println!("first {first:?}\nlast {last:?}");
-    for (i, (name, value)) in first.iter().enumerate() {
+    let part = |parts: &[(&str, f32)], name: &str| parts.iter().find(|(n, _)| *n == name).map(|(_, v)| *v).unwrap();
+    for (name, value) in &first {
         assert!(value.is_finite(), "{name} is {value}");
-        // After 15 steps of stage 1, out1 is still near uniform, so the inlier cross-entropy to its
-        // argmax stays near log(19) whatever the residual does; the total and CoroCL's term fall.
-        // CoroCL's InfoNCE cannot fall below log(positives per anchor), about 4.1 here, so the
-        // total (about 8.2-9.3 at first) falls by a quarter (23-29 % measured over runs).
-        let factor = match *name {
-            "loss" => 0.85,
-            "contrast" => 0.8,
-            _ => continue,
-        };
-        assert!(last[i].1 < factor * value, "{name}: {value} -> {}", last[i].1);
     }
+    // After 15 steps of stage 1, out1 is still near uniform, so the inlier cross-entropy to its
+    // argmax stays near log(19) whatever the residual does; the total falls (by 23-29 % measured
+    // over runs). CoroCL's InfoNCE cannot fall below its floor (the mean log of the positives per
+    // anchor, about 4.1 here), and the run starts within 1-2 of it: it must close half that gap.
+    assert!(part(&last, "loss") < 0.85 * part(&first, "loss"), "loss: {first:?} -> {last:?}");
+    let floor = part(&first, "contrast_floor");
+    assert!(floor > 3.0 && floor == part(&last, "contrast_floor"), "the same sample counts every step: {floor}");
+    let [start, end] = [part(&first, "contrast"), part(&last, "contrast")];
+    assert!(end - floor < 0.5 * (start - floor), "contrast {start} -> {end}, floor {floor}");
     assert!(first.iter().any(|(n, v)| *n == "energy" && *v > 0.0), "the batch has outlier pixels: {first:?}");
     let after = frozen_entries(&stage.network.clone().valid());
     assert_eq!(before.len(), after.len());
@@ -125,4 +125,27 @@ fn a_run_writes_checkpoints_and_resumes_where_it_stopped() {
     let mut steps = Vec::new();
     train(&config, dir.path(), &device, |r| steps.push((r.stage, r.step))).unwrap();
     assert_eq!(steps, vec![(2, 3)], "resumed after the saved step 2");
+}
+
+/// Training resizes by matrix products (burn's GPU and ndarray backends lack bilinear
+/// interpolation's backward): the same values as the interpolation, and gradients on ndarray.
+#[test]
+fn resizing_by_matrix_products_equals_bilinear_interpolation_and_has_a_gradient() {
+    use burn::tensor::{Distribution, Tensor};
+    use rpl_web::model::{resize_by_matmul, resize_to};
+    let device = rpl_web::backend::BackendKind::Ndarray.device().unwrap();
+    for ([h, w], size) in [([4, 6], [16, 24]), ([7, 5], [29, 20]), ([1, 3], [5, 7]), ([9, 9], [4, 3])] {
+        let x = Tensor::<4>::random([2, 3, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let direct: Vec<f32> = resize_to(x.clone(), size).into_data().to_vec().unwrap();
+        let product: Vec<f32> = resize_by_matmul(x, size).into_data().to_vec().unwrap();
+        let worst = direct.iter().zip(&product).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        assert!(worst < 1e-5, "{h}x{w} -> {size:?}: differ by {worst}");
+    }
+    // On an autodiff device resize_to takes the matrix path: each output pixel's weights sum to
+    // one, so the gradient of the output's sum sums to the output's pixel count.
+    let autodiff = device.autodiff();
+    let x = Tensor::<4>::random([1, 2, 5, 6], Distribution::Normal(0.0, 1.0), &autodiff).require_grad();
+    let grads = resize_to(x.clone(), [17, 13]).sum().backward();
+    let total: f32 = x.grad(&grads).expect("x has a gradient").sum().into_scalar();
+    assert!((total - (2 * 17 * 13) as f32).abs() < 1e-3, "gradient total {total}");
 }

@@ -21,6 +21,32 @@ pub struct RplLogits {
     pub out2: Tensor<4>,
 }
 
+/// The stages of a forward pass, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// WideResNet-38 up to mod7 (and the fine features m2).
+    Trunk,
+    /// The segmentation ASPP and the decoder's input features (dec0).
+    Aspp,
+    /// The RPL residual block (its own ASPP).
+    ResidualBlock,
+    /// The shared `final` head on both inputs, resized to the image (out1, out2).
+    Decoder,
+}
+
+impl Stage {
+    pub const ALL: [Self; 4] = [Self::Trunk, Self::Aspp, Self::ResidualBlock, Self::Decoder];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Trunk => "trunk",
+            Self::Aspp => "aspp",
+            Self::ResidualBlock => "residual block",
+            Self::Decoder => "decoder",
+        }
+    }
+}
+
 /// Intermediate maps of one forward pass, named as in the reference fixtures.
 #[derive(Debug, Clone)]
 pub struct RplTrace {
@@ -64,12 +90,17 @@ impl RplNetwork {
 
     /// `x`: normalised images `[N, 3, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> RplLogits {
-        self.forward_inner(x, false).0
+        self.forward_inner(x, false, &mut |_| {}).0
+    }
+
+    /// The forward pass, calling `stage_done` after each stage (for timing each one).
+    pub fn forward_staged(&self, x: Tensor<4>, stage_done: &mut dyn FnMut(Stage)) -> RplLogits {
+        self.forward_inner(x, false, stage_done).0
     }
 
     /// The forward pass that also returns the intermediate maps (for parity debugging).
     pub fn forward_traced(&self, x: Tensor<4>) -> RplTrace {
-        let (logits, trace) = self.forward_inner(x, true);
+        let (logits, trace) = self.forward_inner(x, true, &mut |_| {});
         let trace = trace.expect("traced forward pass keeps its maps");
         RplTrace { logits, ..trace }
     }
@@ -108,16 +139,20 @@ impl RplNetwork {
         (Tensor::cat(vec![self.bot_fine.forward(m2), dec0_up], 1), aspp)
     }
 
-    fn forward_inner(&self, x: Tensor<4>, traced: bool) -> (RplLogits, Option<RplTrace>) {
+    fn forward_inner(&self, x: Tensor<4>, traced: bool, stage_done: &mut dyn FnMut(Stage)) -> (RplLogits, Option<RplTrace>) {
         let [_, _, h, w] = x.dims();
         let features = self.trunk.forward(x, traced);
+        stage_done(Stage::Trunk);
         let [_, _, h2, w2] = features.m2.dims();
 
         let (dec0, aspp) = self.decoder_features_and_aspp(features.mod7.clone(), features.m2.clone(), [h2, w2]);
+        stage_done(Stage::Aspp);
         let res = self.residual_block.forward(features.mod7.clone(), [h2, w2]);
+        stage_done(Stage::ResidualBlock);
 
         let out1 = resize_to(self.head.forward(dec0.clone()), [h, w]);
         let out2 = resize_to(self.head.forward(dec0 + res.clone()), [h, w]);
+        stage_done(Stage::Decoder);
         let logits = RplLogits { out1, out2 };
 
         let trace = traced.then(|| RplTrace {

@@ -77,7 +77,8 @@ pub fn residual_losses(out1: Tensor<4>, out2: Tensor<4>, labels: &Tensor<3, Int>
 /// CoroCL's contrast: up to `per_kind` outlier and as many inlier embeddings are drawn from
 /// `projection` `[N, D, h, w]` (labels at that resolution, row-major per image, inliers being any
 /// class), L2-normalised, and trained with a supervised InfoNCE (positives: the same kind).
-pub fn contrastive_loss(projection: Tensor<4>, labels_small: &[u8], per_kind: usize, rng: &mut SceneRng) -> Option<Tensor<1>> {
+/// Returns the loss and its floor (see [`contrastive_floor`]).
+pub fn contrastive_loss(projection: Tensor<4>, labels_small: &[u8], per_kind: usize, rng: &mut SceneRng) -> Option<(Tensor<1>, f32)> {
     let [n, d, h, w] = projection.dims();
     let device = projection.device();
     let mut outliers: Vec<usize> = (0..n * h * w).filter(|&i| labels_small[i] == LABEL_OUTLIER).collect();
@@ -111,5 +112,13 @@ pub fn contrastive_loss(projection: Tensor<4>, labels_small: &[u8], per_kind: us
     let log_denominator = peak.clone() + (logits.clone() - peak).exp().sum_dim(1).log();
     let log_prob = logits - log_denominator;
     let per_anchor = (log_prob * positives.clone()).sum_dim(1) / positives.sum_dim(1).clamp_min(1.0);
-    Some(-per_anchor.mean())
+    Some((-per_anchor.mean(), contrastive_floor(outliers.len(), inliers.len())))
+}
+
+/// The least the supervised InfoNCE can reach with `outliers` and `inliers` embeddings: each
+/// anchor's loss is at least the log of its positives' count (all of them equally close).
+pub fn contrastive_floor(outliers: usize, inliers: usize) -> f32 {
+    let anchors = (outliers + inliers) as f64;
+    let part = |count: usize| count as f64 * ((count.max(2) - 1) as f64).ln();
+    ((part(outliers) + part(inliers)) / anchors) as f32
 }

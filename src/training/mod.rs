@@ -227,8 +227,8 @@ impl ResidualStage {
         let (ce, mse, energy) = losses::residual_losses(logits.out1.slice(0..scenes), logits.out2.slice(0..scenes), &labels);
         let [n, _, h8, w8] = projection.dims();
         let small = labels_at(&batch.host_labels, n, [h, w], [h8, w8]);
-        let contrast = losses::contrastive_loss(projection, &small, self.contrast_samples, rng)
-            .unwrap_or_else(|| ce.clone().zeros_like());
+        let (contrast, contrast_floor) = losses::contrastive_loss(projection, &small, self.contrast_samples, rng)
+            .unwrap_or_else(|| (ce.clone().zeros_like(), 0.0));
         let parts = losses::RplLosses { inlier_ce: ce, inlier_entropy: mse, outlier_energy: energy, contrast };
         let loss = parts.total();
         let grads = GradientsParams::from_grads(loss.backward(), &self.network);
@@ -240,6 +240,8 @@ impl ResidualStage {
             ("ent", scalar(parts.inlier_entropy)),
             ("energy", scalar(parts.outlier_energy)),
             ("contrast", scalar(parts.contrast)),
+            // The least InfoNCE can reach with this step's sample counts.
+            ("contrast_floor", contrast_floor),
         ]
     }
 }

@@ -1,0 +1,136 @@
+//! Timing the network on a backend: the first result (shader compilation on GPUs), the steady
+//! state, each stage, effective TFLOP/s and the memory the device's allocator holds.
+
+use std::time::Instant;
+
+use burn::tensor::Device;
+use thiserror::Error;
+
+use crate::model::{RplConfig, RplNetwork, Stage};
+use crate::preprocess::RgbImage;
+use crate::scoring::{ScoreMode, anomaly_score};
+
+/// The released network's cost for one 512x1024 frame (multiply-adds counted twice); it grows
+/// with the pixel count (15.0 TFLOP at 1024x2048).
+pub const RELEASED_TFLOP_AT_512X1024: f64 = 3.76;
+
+#[derive(Debug, Error)]
+pub enum BenchmarkError {
+    #[error("the backend failed during the benchmark: {0}")]
+    Execution(String),
+    #[error("{0} repetitions: at least one is needed")]
+    NoRepetitions(usize),
+}
+
+/// One size's figures, in milliseconds.
+#[derive(Debug, Clone)]
+pub struct SizeReport {
+    /// `[height, width]`.
+    pub size: [usize; 2],
+    /// The first run: uploads, shader compilation and autotuning included.
+    pub first_ms: f64,
+    /// Median and fastest of the runs after it (image upload to score read back).
+    pub median_ms: f64,
+    pub min_ms: f64,
+    /// Median time per stage (runs that wait for the device after each stage), then the score.
+    pub stages: Vec<(&'static str, f64)>,
+    /// From the released model's known cost, when this is the released width.
+    pub tflop_per_s: Option<f64>,
+    /// Bytes the device's allocator reserved (GPU), or the process's peak resident memory (CPU).
+    pub memory_bytes: Option<u64>,
+}
+
+/// A random RGB image: benchmarks need no data.
+pub fn random_image(width: usize, height: usize, seed: u64) -> RgbImage {
+    let mut state = seed;
+    let pixels = (0..width * height * 3)
+        .map(|_| {
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (state >> 56) as u8
+        })
+        .collect();
+    RgbImage { width, height, pixels }
+}
+
+fn sync(device: &Device) -> Result<(), BenchmarkError> {
+    device.sync().map_err(|e| BenchmarkError::Execution(format!("{e:?}")))
+}
+
+/// Image in, energy score of out2 read back: what a user waits for.
+fn end_to_end(network: &RplNetwork, image: &RgbImage, device: &Device) -> Result<f64, BenchmarkError> {
+    let started = Instant::now();
+    let logits = network.forward(image.to_input(device));
+    let score = anomaly_score(logits.out2, ScoreMode::Energy);
+    read_back(score)?;
+    Ok(started.elapsed().as_secs_f64() * 1e3)
+}
+
+/// Reads a result back and touches its values: natively the bytes arrive lazily, and only the
+/// first access waits for the device.
+fn read_back(score: burn::tensor::Tensor<3>) -> Result<(), BenchmarkError> {
+    let data = futures_lite::future::block_on(score.into_data_async()).map_err(|e| BenchmarkError::Execution(format!("{e:?}")))?;
+    let values = data.try_to_vec::<f32>().map_err(|e| BenchmarkError::Execution(format!("{e:?}")))?;
+    std::hint::black_box(values);
+    Ok(())
+}
+
+/// One run waiting for the device after each stage: milliseconds per stage, then the score.
+fn staged(network: &RplNetwork, image: &RgbImage, device: &Device) -> Result<Vec<f64>, BenchmarkError> {
+    let input = image.to_input(device);
+    sync(device)?;
+    let mut times = Vec::with_capacity(Stage::ALL.len() + 1);
+    let mut failure = None;
+    let mut mark = Instant::now();
+    let logits = network.forward_staged(input, &mut |_| {
+        if let Err(e) = sync(device) {
+            failure.get_or_insert(e);
+        }
+        times.push(mark.elapsed().as_secs_f64() * 1e3);
+        mark = Instant::now();
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    read_back(anomaly_score(logits.out2, ScoreMode::Energy))?;
+    times.push(mark.elapsed().as_secs_f64() * 1e3);
+    Ok(times)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
+}
+
+/// The process's peak resident memory (Linux), for CPU backends.
+fn peak_resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Times `network` at `size` (`[height, width]`): one first run, then `repetitions` end-to-end
+/// runs and as many staged ones.
+pub fn benchmark_size(network: &RplNetwork, size: [usize; 2], repetitions: usize, device: &Device) -> Result<SizeReport, BenchmarkError> {
+    if repetitions == 0 {
+        return Err(BenchmarkError::NoRepetitions(repetitions));
+    }
+    let image = random_image(size[1], size[0], 7);
+    let first_ms = end_to_end(network, &image, device)?;
+    let mut totals = (0..repetitions).map(|_| end_to_end(network, &image, device)).collect::<Result<Vec<_>, _>>()?;
+    let runs = (0..repetitions).map(|_| staged(network, &image, device)).collect::<Result<Vec<_>, _>>()?;
+    let names = Stage::ALL.iter().map(|s| s.name()).chain(["score"]);
+    let stages = names
+        .enumerate()
+        .map(|(i, name)| (name, median(&mut runs.iter().map(|r| r[i]).collect::<Vec<_>>())))
+        .collect();
+    let min_ms = totals.iter().copied().fold(f64::INFINITY, f64::min);
+    let median_ms = median(&mut totals);
+    let tflop_per_s = (network.config == RplConfig::RELEASED).then(|| {
+        let tflop = RELEASED_TFLOP_AT_512X1024 * (size[0] * size[1]) as f64 / (512.0 * 1024.0);
+        tflop / (median_ms / 1e3)
+    });
+    let memory_bytes = device.memory_pool_usage().map(|u| u.bytes_reserved).or_else(peak_resident_bytes);
+    Ok(SizeReport { size, first_ms, median_ms, min_ms, stages, tflop_per_s, memory_bytes })
+}
