@@ -214,13 +214,21 @@ pub fn evaluate_dataset(
     for (index, sample) in samples.iter().enumerate() {
         let outcome = score_image(sample, source, options.save_scores)?.and_then(|scores| {
             let mask = read_label(&sample.ood_label, scores.width, scores.height).map_err(|e| skip(&sample.ood_label, e))?;
-            let classes = match (&scores.classes, &sample.class_label) {
+            let class_labels = match (&scores.classes, &sample.class_label) {
                 (Some(_), Some(path)) => Some(read_label(path, scores.width, scores.height).map_err(|e| skip(path, e))?),
                 _ => None,
             };
-            Ok((scores, mask, classes))
+            // The image's own pools, merged into the dataset's below (one sort per map). A NaN
+            // score cannot be ranked: that image is skipped, not the run.
+            let pool = |score: &[f32]| {
+                let mut pool = OodScorePool::new();
+                pool.add(score, &mask).map(|()| pool).map_err(|e| skip(&sample.image, e))
+            };
+            let image_rpl = pool(&scores.rpl)?;
+            let image_baseline = scores.baseline.as_deref().map(pool).transpose()?;
+            Ok((scores, class_labels, image_rpl, image_baseline))
         });
-        let (scores, mask, class_labels) = match outcome {
+        let (scores, class_labels, image_rpl, image_baseline) = match outcome {
             Ok(parts) => parts,
             Err(why) => {
                 skipped.push(why);
@@ -228,29 +236,19 @@ pub fn evaluate_dataset(
                 continue;
             }
         };
-        let own = |score: &[f32]| -> Result<Option<OodMetrics>, MetricsError> {
-            let mut pool = OodScorePool::new();
-            pool.add(score, &mask)?;
-            Ok(pool.metrics().ok())
+        let report = ImageReport {
+            name: sample.name.clone(),
+            rpl: image_rpl.metrics().ok(),
+            baseline: image_baseline.as_ref().and_then(|pool| pool.metrics().ok()),
         };
-        // A NaN score cannot be ranked: that image is skipped, not the run.
-        let image_metrics = own(&scores.rpl).and_then(|r| scores.baseline.as_deref().map(own).transpose().map(|b| (r, b.flatten())));
-        let (image_rpl, image_baseline) = match image_metrics {
-            Ok(pair) => pair,
-            Err(e) => {
-                skipped.push(skip(&sample.image, e));
-                progress(index + 1, samples.len(), skipped.last());
-                continue;
-            }
-        };
-        rpl.add(&scores.rpl, &mask)?;
-        if let Some(score) = &scores.baseline {
-            baseline.add(score, &mask)?;
+        rpl.merge(image_rpl);
+        if let Some(pool) = image_baseline {
+            baseline.merge(pool);
         }
         if let (Some(predicted), Some(labels)) = (&scores.classes, &class_labels) {
             confusion.get_or_insert_with(|| ConfusionMatrix::new(classes)).add(predicted, labels)?;
         }
-        images.push(ImageReport { name: sample.name.clone(), rpl: image_rpl, baseline: image_baseline });
+        images.push(report);
         progress(index + 1, samples.len(), None);
     }
     let ran_network = matches!(source, ScoreSource::Network { .. });
@@ -313,8 +311,7 @@ fn read_score_map(path: &Path) -> Result<ImageScores, Skipped> {
     let file = std::fs::File::open(path).map_err(|e| skip(path, format!("no saved score map ({e})")))?;
     let (shape, rpl) = npy::read_f32(std::io::BufReader::new(file)).map_err(|e| skip(path, e))?;
     match shape[..] {
-        [height, width] => Ok(ImageScores { height, width, rpl, baseline: None, classes: None }),
-        [1, height, width] => Ok(ImageScores { height, width, rpl, baseline: None, classes: None }),
+        [height, width] | [1, height, width] => Ok(ImageScores { height, width, rpl, baseline: None, classes: None }),
         _ => Err(skip(path, format!("a score map is H x W, this array is {shape:?}"))),
     }
 }
