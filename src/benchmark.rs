@@ -103,7 +103,7 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 /// The process's peak resident memory (Linux), for CPU backends.
-fn peak_resident_bytes() -> Option<u64> {
+pub fn peak_resident_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

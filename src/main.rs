@@ -55,6 +55,10 @@ enum Command {
         /// Also write NAME_out1.npy and NAME_out2.npy (float32, classes x H x W).
         #[arg(long)]
         save_logits: bool,
+        /// Larger images are shrunk to this longer side first (outputs at that size); 0 keeps
+        /// every image's own size, however much memory that takes.
+        #[arg(long, default_value_t = 2048)]
+        max_side: usize,
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
@@ -189,8 +193,9 @@ fn parse_score(name: &str) -> Result<ScoreMode, String> {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Convert { input, output, f16 } => convert(&input, &output, f16),
-        Command::Infer { model, out, backend, score, save_logits, images } => {
-            infer(&model, &out, backend, score, save_logits, &images)
+        Command::Infer { model, out, backend, score, save_logits, max_side, images } => {
+            let options = InferOptions { mode: score, save_logits, max_side };
+            infer(&model, &out, backend, options, &images)
         }
         Command::Train { out, export, stage1_steps, stage2_steps, seed, batch, crop, backend } => {
             if std::env::var_os("BURN_DEVICE").is_none() {
@@ -241,7 +246,13 @@ fn convert(input: &Path, output: &Path, f16: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn infer(model: &Path, out: &Path, backend: BackendKind, mode: ScoreMode, save_logits: bool, images: &[PathBuf]) -> Result<(), String> {
+struct InferOptions {
+    mode: ScoreMode,
+    save_logits: bool,
+    max_side: usize,
+}
+
+fn infer(model: &Path, out: &Path, backend: BackendKind, options: InferOptions, images: &[PathBuf]) -> Result<(), String> {
     let device = backend.device().map_err(|e| e.to_string())?;
     let source = open_checkpoint(model).map_err(|e| e.to_string())?;
     let network = load_network(source.as_ref(), &device).map_err(|e| e.to_string())?;
@@ -250,9 +261,10 @@ fn infer(model: &Path, out: &Path, backend: BackendKind, mode: ScoreMode, save_l
     println!("{}: {} RPL network on {}", model.display(), network.config.describe(), backend.name());
 
     let mut failed = 0;
+    let started_all = Instant::now();
     for path in images {
         let started = Instant::now();
-        match infer_one(&network, path, out, mode, save_logits, &device) {
+        match infer_one(&network, path, out, &options, &device) {
             Ok((w, h)) => println!("{}: {w}x{h}, {} ms", path.display(), started.elapsed().as_millis()),
             Err(message) => {
                 eprintln!("error: {}: {message}", path.display());
@@ -260,6 +272,8 @@ fn infer(model: &Path, out: &Path, backend: BackendKind, mode: ScoreMode, save_l
             }
         }
     }
+    let peak = rpl_web::benchmark::peak_resident_bytes().map(|b| format!(", peak memory {} MB", b >> 20)).unwrap_or_default();
+    println!("{} images in {:.1} s{peak}", images.len(), started_all.elapsed().as_secs_f64());
     if failed > 0 { Err(format!("{failed} of {} images failed", images.len())) } else { Ok(()) }
 }
 
@@ -267,13 +281,20 @@ fn infer_one(
     network: &rpl_web::RplNetwork,
     path: &Path,
     out: &Path,
-    mode: ScoreMode,
-    save_logits: bool,
+    options: &InferOptions,
     device: &burn::tensor::Device,
 ) -> Result<(usize, usize), String> {
     let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
-    let image = RgbImage::decode(&path.display().to_string(), &bytes).map_err(|e| e.to_string())?;
-    let options = PredictOptions { mode, keep_logits: save_logits, ..PredictOptions::default() };
+    let mut image = RgbImage::decode(&path.display().to_string(), &bytes).map_err(|e| e.to_string())?;
+    drop(bytes);
+    if let Some(smaller) = image.fit_within(options.max_side) {
+        eprintln!(
+            "note: {}: {}x{} shrunk to {}x{} (--max-side {}); its outputs are at that size",
+            path.display(), image.width, image.height, smaller.width, smaller.height, options.max_side
+        );
+        image = smaller;
+    }
+    let options = PredictOptions { mode: options.mode, keep_logits: options.save_logits, ..PredictOptions::default() };
     let prediction = predict(network, &image, options, device).map_err(|e| e.to_string())?;
     let (w, h) = (prediction.width, prediction.height);
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());

@@ -22,6 +22,8 @@ use crate::weights::safetensors::SafetensorsCheckpoint;
 
 struct Session {
     device: Device,
+    /// The largest buffer one tensor may occupy: the adapter's binding limit on WebGPU.
+    max_tensor_bytes: u64,
     /// Shared so that a running inference keeps its network while new weights load.
     network: Option<Rc<RplNetwork>>,
     last: Option<Rc<LastImage>>,
@@ -51,10 +53,12 @@ fn error(message: impl std::fmt::Display) -> JsError {
 #[wasm_bindgen(js_name = initBackend)]
 pub async fn init_backend(webgpu: bool) -> Result<JsValue, JsError> {
     let info = Object::new();
+    let mut max_tensor_bytes = CPU_MAX_TENSOR_BYTES;
     let device = if webgpu {
         // cubecl asks the adapter for its own limits, not WebGPU's defaults.
         let (device, setup) = Device::wgpu_options().init_with_setup_async().await.map_err(error)?;
         let limits = setup.device.limits();
+        max_tensor_bytes = limits.max_buffer_size.min(limits.max_storage_buffer_binding_size as u64);
         set(&info, "backend", "webgpu");
         set(&info, "maxBufferSize", limits.max_buffer_size as f64);
         set(&info, "maxStorageBufferBindingSize", limits.max_storage_buffer_binding_size as f64);
@@ -65,8 +69,34 @@ pub async fn init_backend(webgpu: bool) -> Result<JsValue, JsError> {
         #[allow(deprecated)] // burn 0.22 deprecates ndarray for flex; we ship ndarray as designed
         Device::ndarray()
     };
-    SESSION.with(|s| *s.borrow_mut() = Some(Session { device, network: None, last: None }));
+    SESSION.with(|s| *s.borrow_mut() = Some(Session { device, max_tensor_bytes, network: None, last: None }));
     Ok(info.into())
+}
+
+/// On the CPU backend one tensor stays under this: several live at once in a 4 GiB wasm heap.
+const CPU_MAX_TENSOR_BYTES: u64 = 512 << 20;
+
+/// The most pixels the loaded network can take on this device: its largest activation must fit
+/// one buffer. The page shrinks larger images to this.
+#[wasm_bindgen(js_name = maxInferencePixels)]
+pub fn max_inference_pixels() -> Result<f64, JsError> {
+    with_session(|session| {
+        let network = session.network.as_ref().ok_or_else(|| error("no model is loaded"))?;
+        Ok((session.max_tensor_bytes / network.config.largest_activation_bytes_per_pixel() as u64) as f64)
+    })
+}
+
+/// What the device's allocator holds (GPU), for the page's memory accounting.
+#[wasm_bindgen(js_name = memoryUsage)]
+pub fn memory_usage() -> Result<JsValue, JsError> {
+    with_session(|session| {
+        let info = Object::new();
+        if let Some(usage) = session.device.memory_pool_usage() {
+            set(&info, "deviceBytesReserved", usage.bytes_reserved as f64);
+            set(&info, "deviceBytesInUse", usage.bytes_in_use as f64);
+        }
+        Ok(info.into())
+    })
 }
 
 fn with_session<T>(f: impl FnOnce(&mut Session) -> Result<T, JsError>) -> Result<T, JsError> {
@@ -139,7 +169,18 @@ pub async fn segment(width: usize, height: usize, rgba: Vec<u8>, mode: String) -
     let mode = parse_mode(&mode)?;
     let image = RgbImage::from_interleaved(width, height, 4, &rgba).map_err(error)?;
     let (network, device) = with_session(|session| match &session.network {
-        Some(network) => Ok((network.clone(), session.device.clone())),
+        Some(network) => {
+            let needed = (width * height * network.config.largest_activation_bytes_per_pixel()) as u64;
+            if needed > session.max_tensor_bytes {
+                return Err(error(format!(
+                    "{width}x{height} is too large for this device: the network's largest tensor would take {} MB, \
+                     one buffer holds at most {} MB; choose a smaller inference size",
+                    needed >> 20,
+                    session.max_tensor_bytes >> 20
+                )));
+            }
+            Ok((network.clone(), session.device.clone()))
+        }
         None => Err(error("no model is loaded")),
     })?;
     let live = LiveResult::run(&network, &image, &device);

@@ -3,8 +3,9 @@
 import { RplClient, decodeImage } from './rpl-client.js';
 
 const $ = (id) => document.getElementById(id);
-const client = new RplClient();
 const params = new URLSearchParams(location.search);
+// ?test-hooks lets tests destroy the GPU device (see worker.js).
+const client = new RplClient(params.has('test-hooks') ? new URL('./worker.js?test-hooks', import.meta.url) : undefined);
 const BUNDLED_MODEL = 'models/rpl-demo.safetensors';
 const SAMPLES = 'models/samples/';
 const MODEL_CACHE = 'rpl-models';
@@ -16,6 +17,8 @@ const state = {
   result: null, // the last segmentation: sizes, classes, scores, score range
   image: null, // the ImageData sent to the network
   legend: [],
+  modelSource: null, // () => the model's bytes again, to reload it after a Worker restart
+  maxPixels: Infinity, // the most pixels the model can take on this device
 };
 
 function status(text, isError = false) {
@@ -23,8 +26,17 @@ function status(text, isError = false) {
   $('status').classList.toggle('error', isError);
 }
 
+// Every failure ends up here: the message on the status line; the last result stays on screen.
+// A fatal one (lost GPU device, crashed module) restarts the Worker first.
+function showError(e) {
+  if (e?.fatal) return recover(e.message);
+  status(e.message, true);
+  return undefined;
+}
+
+// Actions wait for a recovery under way, so that they reach the new Worker.
 function reportErrors(action) {
-  return (...args) => Promise.resolve(action(...args)).catch((e) => status(e.message, true));
+  return (...args) => Promise.resolve(recovering).then(() => action(...args)).catch(showError);
 }
 
 function draw(canvas, width, height, rgba) {
@@ -36,23 +48,46 @@ function draw(canvas, width, height, rgba) {
 
 // --- starting ----------------------------------------------------------------------------------
 
-const ready = client.init({ preferCpu: params.get('backend') === 'cpu' }).then(async (info) => {
-  state.backendLine = info.backend === 'webgpu' ? `WebGPU on ${info.adapter}` : `CPU (${info.fallbackReason})`;
-  state.legend = (await client.legend()).classes;
-  status(`${state.backendLine}. Ready.`);
-  return info;
-}, (e) => {
-  status(`Could not start: ${e.message}`, true);
-  throw e;
-});
+function startBackend() {
+  return client.init({ preferCpu: params.get('backend') === 'cpu' }).then(async (info) => {
+    state.backendLine = info.backend === 'webgpu' ? `WebGPU on ${info.adapter}` : `CPU (${info.fallbackReason})`;
+    state.legend = (await client.legend()).classes;
+    status(`${state.backendLine}. Ready.`);
+    return info;
+  }, (e) => {
+    status(`Could not start: ${e.message}`, true);
+    throw e;
+  });
+}
+let ready = startBackend();
+
+// A new Worker, the model loaded again and the last image run again: the page goes on as before.
+let recovering = null;
+function recover(reason) {
+  recovering ??= (async () => {
+    status(`${reason}: restarting the inference worker…`, true);
+    client.restart();
+    ready = startBackend();
+    await ready;
+    if (state.modelSource) await loadModel(state.modelName, await state.modelSource(), state.modelSource);
+    if (state.image && state.modelSource) await runNetwork(state.image);
+    status(`${state.backendLine}. Recovered from: ${reason}.${state.modelSource ? '' : ' Open the model again.'}`);
+  })().catch((e) => status(`Could not recover from ${reason}: ${e.message}. Reload the page.`, true))
+    .finally(() => { recovering = null; });
+  return recovering;
+}
+client.onFatal = recover;
 
 // --- models ------------------------------------------------------------------------------------
 
-async function loadModel(name, bytes) {
+// `reload` gives the bytes again (from the file or the cache) should the Worker restart.
+async function loadModel(name, bytes, reload = null) {
   await ready;
   status(`${state.backendLine}. Loading ${name}…`);
-  const { description, ms } = await client.loadWeights(name, bytes);
+  const { description, ms } = await client.loadWeights(name, await bytes);
   state.modelName = name;
+  state.modelSource = reload;
+  state.maxPixels = (await client.maxPixels()).pixels;
   $('model-line').textContent = `Model: ${name} (${description})`;
   status(`${state.backendLine}. ${name} loaded in ${ms.toFixed(0)} ms.`);
   return description;
@@ -106,13 +141,19 @@ async function fetchModel(url) {
 }
 
 async function loadModelFromUrl(url) {
-  return loadModel(url.split('/').pop(), await fetchModel(url));
+  return loadModel(url.split('/').pop(), await fetchModel(url), () => fetchModel(url));
 }
 
-$('model-file').addEventListener('change', reportErrors(async (event) => {
-  const file = event.target.files[0];
-  if (file) await loadModel(file.name, await file.arrayBuffer());
-}));
+// Each file input is emptied once read, so that picking the same file again runs it again.
+function onFile(input, action) {
+  $(input).addEventListener('change', reportErrors(async (event) => {
+    const file = event.target.files[0];
+    event.target.value = '';
+    if (file) await action(file);
+  }));
+}
+
+onFile('model-file', (file) => loadModel(file.name, file.arrayBuffer(), () => file.arrayBuffer()));
 $('model-url-form').addEventListener('submit', reportErrors(async (event) => {
   event.preventDefault();
   const url = $('model-url').value.trim();
@@ -125,54 +166,58 @@ $('forget-models').addEventListener('click', reportErrors(async () => {
 
 // --- images ------------------------------------------------------------------------------------
 
-// The image at the chosen inference size (never enlarged).
-function atInferenceSize(image) {
+// The inference size of a width x height image: its longer side at most the chosen size, its
+// pixels at most what the device can run (never enlarged). Returns [width, height, why].
+function inferenceSize(width, height) {
   const maxSide = Number($('max-side').value);
-  const side = Math.max(image.width, image.height);
-  if (!maxSide || side <= maxSide) return image;
-  const scale = maxSide / side;
-  const width = Math.max(1, Math.round(image.width * scale));
-  const height = Math.max(1, Math.round(image.height * scale));
-  const source = new OffscreenCanvas(image.width, image.height);
-  source.getContext('2d').putImageData(image, 0, 0);
-  const target = new OffscreenCanvas(width, height);
-  const context = target.getContext('2d');
-  context.imageSmoothingQuality = 'high';
-  context.drawImage(source, 0, 0, width, height);
-  return context.getImageData(0, 0, width, height);
+  const bySide = maxSide ? maxSide / Math.max(width, height) : 1;
+  const byPixels = Math.sqrt(state.maxPixels / (width * height));
+  const scale = Math.min(1, bySide, byPixels);
+  if (scale === 1) return [width, height, ''];
+  const why = byPixels < bySide ? 'the largest this device can run with this model' : 'the chosen inference size';
+  return [Math.max(1, Math.floor(width * scale)), Math.max(1, Math.floor(height * scale)), why];
 }
 
-async function segmentImage(original) {
-  if (!state.modelName) throw new Error('No model is loaded yet: wait for the demo model, or open one.');
-  const image = atInferenceSize(original);
-  draw($('input-view'), image.width, image.height, image.data);
+// Runs the network on an ImageData; the views change only once it has succeeded.
+async function runNetwork(image) {
   const firstRun = state.runs === 0;
   status(`${state.backendLine}. Running on ${image.width}x${image.height}${firstRun ? ' (the first run also compiles the GPU shaders)' : ''}…`);
   const result = await client.segment(image, $('score-mode').value);
   state.runs += 1;
   state.image = image;
   state.result = result;
+  draw($('input-view'), image.width, image.height, image.data);
   draw($('class-view'), result.width, result.height, result.classImage);
   draw($('class-view-2'), result.width, result.height, result.classImageOut2);
   showLegend(result);
   await showScores(result);
+  return result;
+}
+
+// An image file (or camera frame) through the network at its inference size.
+async function segmentBlob(source) {
+  if (!state.modelName) throw new Error('No model is loaded yet: wait for the demo model, or open one.');
+  let why = '';
+  const decoded = await decodeOrExplain(source, (w, h) => {
+    const [width, height, reason] = inferenceSize(w, h);
+    why = reason;
+    return [width, height];
+  });
+  const { image } = decoded;
+  const result = await runNetwork(image);
   $('metrics').hidden = true;
   $('curves').hidden = true;
-  const resized = image.width !== original.width ? ` (from ${original.width}x${original.height})` : '';
+  const resized = why ? ` (shrunk from ${decoded.width}x${decoded.height}: ${why})` : '';
   status(`${state.backendLine}. Done in ${result.ms.toFixed(0)} ms at ${image.width}x${image.height}${resized}.`);
   return result;
 }
 
-async function decodeOrExplain(blob) {
+async function decodeOrExplain(blob, fit) {
   try {
-    return await decodeImage(blob);
+    return await decodeImage(blob, fit);
   } catch (e) {
     throw new Error(`${blob.name ?? 'This file'} is not an image this browser can decode (JPEG, PNG or WebP): ${e.message}`);
   }
-}
-
-async function segmentBlob(blob) {
-  return segmentImage(await decodeOrExplain(blob));
 }
 
 function showLegend(result) {
@@ -235,10 +280,7 @@ function drawColourBar() {
 }
 drawColourBar();
 
-$('image-file').addEventListener('change', reportErrors(async (event) => {
-  const file = event.target.files[0];
-  if (file) await segmentBlob(file);
-}));
+onFile('image-file', segmentBlob);
 $('score-mode').addEventListener('change', reportErrors(async () => {
   if (!state.result) return;
   await showScores(await client.rescore($('score-mode').value));
@@ -305,7 +347,7 @@ $('input-view').addEventListener('keydown', reportErrors(async (event) => {
 
 // The mask's values are its first channel (8-bit grey PNGs decode with R = G = B).
 async function maskBytes(blob) {
-  const image = await decodeOrExplain(blob);
+  const { image } = await decodeOrExplain(blob);
   const values = new Uint8Array(image.width * image.height);
   for (let i = 0; i < values.length; i += 1) values[i] = image.data[4 * i];
   return { width: image.width, height: image.height, values };
@@ -367,10 +409,7 @@ function plotCurves(canvas, curves, xLabel, yLabel) {
   context.fillText('out2 (RPL)', width - 80, height - pad - 12);
 }
 
-$('mask-file').addEventListener('change', reportErrors(async (event) => {
-  const file = event.target.files[0];
-  if (file) await evaluateMaskFile(file);
-}));
+onFile('mask-file', evaluateMaskFile);
 
 // --- export ------------------------------------------------------------------------------------
 
@@ -421,7 +460,7 @@ $('camera').addEventListener('click', reportErrors(async () => {
   while (running) {
     const started = performance.now();
     context.drawImage(video, 0, 0);
-    await segmentImage(context.getImageData(0, 0, frame.width, frame.height));
+    await segmentBlob(context.getImageData(0, 0, frame.width, frame.height));
     const fps = 1000 / (performance.now() - started);
     status(`${state.backendLine}. Camera: ${fps.toFixed(1)} frames per second (nothing leaves this machine).`);
   }
@@ -452,9 +491,18 @@ async function showSamples() {
 }
 
 if (params.get('model') !== 'none') {
-  loadModelFromUrl(params.get('model') ?? BUNDLED_MODEL).catch((e) => status(e.message, true));
+  loadModelFromUrl(params.get('model') ?? BUNDLED_MODEL).catch(showError);
   showSamples().catch((e) => status(`Sample scenes: ${e.message}`, true));
 }
 
+// Offline once opened: the service worker keeps the page, the module and the demo model.
+const offlineReady = 'serviceWorker' in navigator && params.get('offline') !== 'no'
+  ? navigator.serviceWorker.register('service-worker.js').then(() => navigator.serviceWorker.ready)
+    .catch((e) => console.warn(`No offline copy: ${e.message}`))
+  : Promise.resolve(null);
+
 // For tests and benchmarks driving the page.
-window.rpl = { client, ready, state, loadModel, loadModelFromUrl, segmentBlob, evaluateMaskFile, decodeImage };
+window.rpl = {
+  client, get ready() { return ready; }, state, loadModel, loadModelFromUrl, segmentBlob, evaluateMaskFile, decodeImage,
+  get recovering() { return recovering; }, offlineReady,
+};

@@ -1,20 +1,44 @@
 // The page's handle on the Worker: each call returns a promise of the Worker's reply.
 export class RplClient {
   constructor(workerUrl = new URL('./worker.js', import.meta.url)) {
-    this.worker = new Worker(workerUrl, { type: 'module' });
+    this.workerUrl = workerUrl;
     this.pending = new Map();
     this.nextId = 1;
+    /** Called with a reason when the Worker cannot go on (a lost GPU device): restart() it. */
+    this.onFatal = null;
+    this.start();
+  }
+
+  start() {
+    this.worker = new Worker(this.workerUrl, { type: 'module' });
     this.worker.onmessage = ({ data }) => {
+      if (data.event === 'fatal') {
+        this.onFatal?.(data.error);
+        return;
+      }
       const { resolve, reject } = this.pending.get(data.id);
       this.pending.delete(data.id);
-      if (data.ok) resolve(data.result);
-      else reject(new Error(data.error));
+      if (data.ok) {
+        resolve(data.result);
+      } else {
+        // fatal: the Worker cannot go on (lost GPU device, crashed module); restart() it.
+        reject(Object.assign(new Error(data.error), { fatal: Boolean(data.fatal) }));
+      }
     };
     this.worker.onerror = (event) => {
-      const error = new Error(`the inference worker failed: ${event.message}`);
+      const error = Object.assign(new Error(`the inference worker failed: ${event.message}`), { fatal: true });
       for (const { reject } of this.pending.values()) reject(error);
       this.pending.clear();
     };
+  }
+
+  /** A fresh Worker (the old one's requests fail); call init() and load weights again. */
+  restart() {
+    this.worker.terminate();
+    const error = Object.assign(new Error('the inference worker was restarted'), { fatal: true });
+    for (const { reject } of this.pending.values()) reject(error);
+    this.pending.clear();
+    this.start();
   }
 
   request(op, args = {}, transfer = []) {
@@ -79,13 +103,31 @@ export class RplClient {
   legend() {
     return this.request('legend');
   }
+
+  /** The most pixels the loaded model can take on this device (its largest tensor must fit). */
+  maxPixels() {
+    return this.request('maxPixels');
+  }
+
+  /** {wasmBytes, deviceBytesReserved, deviceBytesInUse}: the Worker's memory. */
+  memory() {
+    return this.request('memory');
+  }
 }
 
-/** Decodes an image file to its exact 8-bit pixels (no colour management, no premultiplication). */
-export async function decodeImage(blob) {
+/** Decodes an image file to its exact 8-bit pixels (no colour management, no premultiplication;
+ * EXIF orientation applied), shrunk when `fit(width, height)` returns a smaller [width, height].
+ * Returns {image, width, height}: the ImageData and the file's own size. */
+export async function decodeImage(blob, fit = (w, h) => [w, h]) {
   const bitmap = await createImageBitmap(blob, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
-  const canvas = new OffscreenCanvas(bitmap.width, bitmap.height);
-  const context = canvas.getContext('2d');
-  context.drawImage(bitmap, 0, 0);
-  return context.getImageData(0, 0, bitmap.width, bitmap.height);
+  try {
+    const [width, height] = fit(bitmap.width, bitmap.height);
+    const canvas = new OffscreenCanvas(width, height);
+    const context = canvas.getContext('2d');
+    context.imageSmoothingQuality = 'high';
+    context.drawImage(bitmap, 0, 0, width, height);
+    return { image: context.getImageData(0, 0, width, height), width: bitmap.width, height: bitmap.height };
+  } finally {
+    bitmap.close();
+  }
 }

@@ -1,15 +1,35 @@
 // The Web Worker that owns the network: all inference runs here, off the page's thread.
-// Messages: {id, op, ...args}; replies: {id, ok: true, result} or {id, ok: false, error}.
+// Messages: {id, op, ...args}; replies: {id, ok: true, result} or {id, ok: false, error, fatal};
+// unasked, {event: 'fatal', error} when the GPU device is lost.
 import init, {
   initBackend, loadWeights, loadRandomWeights, segment, rescore, pixelInfo, heatImage, maskImage,
-  evaluateMask, scoreNpy, classLegend,
+  evaluateMask, scoreNpy, classLegend, maxInferencePixels, memoryUsage,
 } from './pkg/rpl_web.js';
 
+let wasm = null;
 const wasmReady = (async () => {
   const started = performance.now();
-  await init();
+  wasm = await init();
   return performance.now() - started;
 })();
+
+// The GPUDevice that wgpu opens, watched for loss: after it, this Worker is done and the page
+// starts a new one (a fresh device, or the CPU).
+let gpuDevice = null;
+let deviceLost = null;
+if (self.GPUAdapter) {
+  const requestDevice = GPUAdapter.prototype.requestDevice;
+  GPUAdapter.prototype.requestDevice = async function watchedRequestDevice(...args) {
+    const device = await requestDevice.apply(this, args);
+    gpuDevice = device;
+    device.lost.then((info) => {
+      deviceLost = info.message || info.reason || 'no reason given';
+      // Said at once, not at the next request: the page restarts this Worker right away.
+      self.postMessage({ event: 'fatal', error: fatalReason(null) });
+    });
+    return device;
+  };
+}
 
 // {adapter} where WebGPU has one, else {reason} why it is not used.
 async function probeWebgpu() {
@@ -71,7 +91,29 @@ const ops = {
   legend() {
     return { classes: classLegend() };
   },
+  maxPixels() {
+    return { pixels: maxInferencePixels() };
+  },
+  // Linear memory of the module and what the GPU allocator holds, for leak checks.
+  memory() {
+    return { wasmBytes: wasm.memory.buffer.byteLength, ...memoryUsage() };
+  },
 };
+
+// Test builds (worker URL with ?test-hooks) can lose the device on purpose.
+if (new URL(self.location.href).searchParams.has('test-hooks')) {
+  ops.destroyDevice = () => {
+    gpuDevice?.destroy();
+    return {};
+  };
+}
+
+// After a lost device or a trap in the module (a Rust panic), nothing here can be trusted.
+function fatalReason(error) {
+  if (deviceLost !== null) return `the GPU device was lost (${deviceLost})`;
+  if (error instanceof WebAssembly.RuntimeError) return `the inference module crashed (${error.message})`;
+  return null;
+}
 
 // One operation at a time, in arrival order: an await inside one must not let the next start.
 let queue = Promise.resolve();
@@ -81,12 +123,14 @@ self.onmessage = ({ data }) => {
     const started = performance.now();
     try {
       if (!(op in ops)) throw new Error(`unknown operation ${op}`);
+      if (deviceLost !== null && op !== 'memory') throw new Error('device lost');
       const result = await ops[op](args);
       const ms = performance.now() - started;
       const transfer = Object.values(result).filter((v) => ArrayBuffer.isView(v)).map((v) => v.buffer);
       self.postMessage({ id, ok: true, result: { ...result, ms } }, transfer);
     } catch (e) {
-      self.postMessage({ id, ok: false, error: e?.message ?? String(e) });
+      const fatal = fatalReason(e);
+      self.postMessage({ id, ok: false, error: fatal ?? e?.message ?? String(e), fatal: fatal !== null });
     }
   });
 };

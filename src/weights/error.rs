@@ -36,6 +36,8 @@ pub enum WeightsError {
     Mismatch { origin: String, expected: String, found: Option<String>, report: MismatchReport },
     #[error("{origin}: tensor `{key}` is stored as {dtype}; only float32, float16, bfloat16 and float64 weights can be loaded")]
     UnsupportedDtype { origin: String, key: String, dtype: String },
+    #[error("{origin}: tensor `{key}` holds {count} NaN or infinite values (of {total}): the checkpoint is damaged")]
+    NonFinite { origin: String, key: String, count: usize, total: usize },
     #[error("{origin}: cannot read tensor `{key}` ({reason})")]
     TensorData { origin: String, key: String, reason: String },
     #[error("cannot write {path}: {reason}")]

@@ -97,7 +97,7 @@ impl Loader<'_> {
         if self.error.is_some() {
             return None;
         }
-        match self.source.read_f32(key) {
+        match self.source.read_f32(key).and_then(|values| all_finite(self.source, key, values)) {
             Ok(values) => Some(Tensor::from_data(TensorData::new(values, shape), self.device)),
             Err(error) => {
                 self.error = Some(error);
@@ -105,6 +105,15 @@ impl Loader<'_> {
             }
         }
     }
+}
+
+/// NaN or infinite weights would turn every output into NaN: refused by name at load time.
+fn all_finite(source: &dyn TensorSource, key: &str, values: Vec<f32>) -> Result<Vec<f32>, WeightsError> {
+    let bad = values.iter().filter(|v| !v.is_finite()).count();
+    if bad == 0 {
+        return Ok(values);
+    }
+    Err(WeightsError::NonFinite { origin: source.origin().to_string(), key: key.to_string(), count: bad, total: values.len() })
 }
 
 impl ParamVisitor for Loader<'_> {

@@ -7,6 +7,8 @@
 mod error;
 mod layout;
 #[cfg(not(target_arch = "wasm32"))]
+pub mod pickle_guard;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod pth;
 pub mod safetensors;
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use pytorch_reader::{DType, PytorchReader, Tensor};
 
-use super::{FloatEncoding, TensorSource, WeightsError, sample_names, state_dict_prefix, strip_prefix_map};
+use super::{FloatEncoding, pickle_guard, TensorSource, WeightsError, sample_names, state_dict_prefix, strip_prefix_map};
 
 /// A `.pth` file: a plain state dict, or one nested under `model`, `model_state` or
 /// `state_dict`, keys with or without `module.`.
@@ -21,7 +21,11 @@ impl PthCheckpoint {
         if size == 0 {
             return Err(WeightsError::EmptyFile { path: origin });
         }
-        // The reader only interprets tensor-rebuilding calls; any other callable is refused.
+        // The reader never executes pickle code; a pickle that names anything but data-building
+        // callables is refused before the reader sees it.
+        let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: origin.clone(), source })?;
+        pickle_guard::check_checkpoint(&bytes).map_err(|refusal| WeightsError::Pth { path: origin.clone(), reason: refusal.to_string() })?;
+        drop(bytes);
         let reader = PytorchReader::new(path).map_err(|e| WeightsError::Pth { path: origin.clone(), reason: e.to_string() })?;
         let tensors = reader.into_tensors();
         let Some(prefix) = state_dict_prefix(tensors.keys().map(String::as_str)) else {

@@ -35,6 +35,13 @@ impl SafetensorsCheckpoint {
         if bytes.is_empty() {
             return Err(WeightsError::EmptyFile { path: origin });
         }
+        // A .pth (a zip archive) where safetensors is expected: say how to convert it.
+        if bytes.starts_with(b"PK\x03\x04") {
+            return Err(WeightsError::Safetensors {
+                origin,
+                reason: "it is a PyTorch .pth checkpoint: convert it once with `rpl convert FILE.pth FILE.safetensors --f16`".into(),
+            });
+        }
         let (header_len, metadata) = SafeTensors::read_metadata(&bytes)
             .map_err(|e| WeightsError::Safetensors { origin: origin.clone(), reason: e.to_string() })?;
         let all = entries(&metadata);

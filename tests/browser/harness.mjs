@@ -48,6 +48,8 @@ export async function launchBrowser({ webgpu }) {
   const args = [
     '--headless=new', '--no-sandbox', '--no-first-run', '--disable-background-networking',
     '--disable-component-update', '--disable-sync', '--disable-quic',
+    // Exact JS heap figures and a callable gc() for the memory checks.
+    '--enable-precise-memory-info', '--js-flags=--expose-gc',
   ];
   if (webgpu) args.push('--enable-unsafe-webgpu');
   const context = await chromium.launchPersistentContext(profile, {
