@@ -167,7 +167,6 @@ fn scores_object(mode: ScoreMode, scores: &[Vec<f32>; 2]) -> Object {
 #[wasm_bindgen]
 pub async fn segment(width: usize, height: usize, rgba: Vec<u8>, mode: String) -> Result<JsValue, JsError> {
     let mode = parse_mode(&mode)?;
-    let image = RgbImage::from_interleaved(width, height, 4, &rgba).map_err(error)?;
     let (network, device) = with_session(|session| match &session.network {
         Some(network) => {
             let needed = (width * height * network.config.largest_activation_bytes_per_pixel()) as u64;
@@ -183,6 +182,8 @@ pub async fn segment(width: usize, height: usize, rgba: Vec<u8>, mode: String) -
         }
         None => Err(error("no model is loaded")),
     })?;
+    // Checked against the device first: a refused size costs no copy of its pixels.
+    let image = RgbImage::from_interleaved(width, height, 4, &rgba).map_err(error)?;
     let live = LiveResult::run(&network, &image, &device);
     let [classes1, classes2] = live.class_maps().await.map_err(error)?;
     let scores = live.scores(mode).await.map_err(error)?;

@@ -6,7 +6,7 @@ use rpl_web::weights::pth::PthCheckpoint;
 use rpl_web::weights::{TensorSource, detect_config, pickle_guard};
 
 fuzz_target!(|data: &[u8]| {
-    let _ = pickle_guard::check_checkpoint(data);
+    let _ = pickle_guard::check_checkpoint(std::io::Cursor::new(data));
     // The reader reads from a file, as the command line does.
     let path = std::env::temp_dir().join(format!("rpl-fuzz-{}.pth", std::process::id()));
     std::fs::write(&path, data).expect("temp file");

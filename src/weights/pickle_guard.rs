@@ -3,7 +3,7 @@
 //! (`os.system`, `builtins.eval`, ...) is hostile and is refused outright, not half-loaded.
 
 use std::collections::HashMap;
-use std::io::{Cursor, Read};
+use std::io::{Read, Seek, SeekFrom};
 
 /// Callables a state dict's pickle may name: tensor and storage rebuilding, containers,
 /// dtypes, and the numpy scalars some training scripts save beside the weights.
@@ -62,11 +62,16 @@ impl std::fmt::Display for PickleRefusal {
     }
 }
 
-/// Checks the pickles inside a `.pth` file's bytes: the zip format's `*/data.pkl`, the legacy
-/// tar format's `pickle`, or the legacy raw format's leading pickles.
-pub fn check_checkpoint(bytes: &[u8]) -> Result<(), PickleRefusal> {
-    if bytes.starts_with(b"PK") {
-        let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| PickleRefusal::Malformed(format!("zip: {e}")))?;
+/// Checks the pickles inside a `.pth` file: the zip format's `*/data.pkl`, the legacy tar
+/// format's `pickle`, or the legacy raw format's leading pickles. Reads only those, not the
+/// tensor data (the released checkpoint is 672 MB).
+pub fn check_checkpoint<R: Read + Seek>(mut file: R) -> Result<(), PickleRefusal> {
+    let io = |e: std::io::Error| PickleRefusal::Malformed(e.to_string());
+    let mut head = [0u8; 262];
+    let read = file.read(&mut head).map_err(io)?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    if head[..read].starts_with(b"PK") {
+        let mut archive = zip::ZipArchive::new(file).map_err(|e| PickleRefusal::Malformed(format!("zip: {e}")))?;
         let names: Vec<String> = archive
             .file_names()
             .filter_map(Result::ok)
@@ -85,8 +90,8 @@ pub fn check_checkpoint(bytes: &[u8]) -> Result<(), PickleRefusal> {
             scan_pickle(&pickle)?;
         }
         Ok(())
-    } else if bytes.len() > 262 && &bytes[257..262] == b"ustar" {
-        let mut archive = tar::Archive::new(Cursor::new(bytes));
+    } else if read == head.len() && &head[257..262] == b"ustar" {
+        let mut archive = tar::Archive::new(file);
         let entries = archive.entries().map_err(|e| PickleRefusal::Malformed(format!("tar: {e}")))?;
         for entry in entries {
             let mut entry = entry.map_err(|e| PickleRefusal::Malformed(format!("tar: {e}")))?;
@@ -100,6 +105,8 @@ pub fn check_checkpoint(bytes: &[u8]) -> Result<(), PickleRefusal> {
         Err(PickleRefusal::Malformed("the tar archive has no pickle entry".into()))
     } else {
         // Legacy raw format: magic number, protocol, system info, the object, storage keys.
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io)?;
         let mut offset = 0;
         for _ in 0..5 {
             offset += scan_pickle(&bytes[offset..])?;
@@ -194,8 +201,8 @@ pub fn scan_pickle(data: &[u8]) -> Result<usize, PickleRefusal> {
                 push(&mut recent, None);
             }
             // PROTO and FRAME leave the stack alone.
-            0x80 => r.skip(1)?,
-            0x95 => r.skip(8)?,
+            0x80 => r.advance(1)?,
+            0x95 => r.advance(8)?,
             0x82..=0x84 => return Err(PickleRefusal::Unverifiable("the copyreg extension registry (EXT opcodes)".into())),
             // Everything else only needs its argument skipped.
             _ => {
@@ -217,24 +224,24 @@ fn skip_argument(r: &mut Reader, op: u8) -> Result<(), PickleRefusal> {
         b'(' | b'0' | b'1' | b'2' | b'N' | b'Q' | b'R' | b'a' | b'b' | b'd' | b'}' | b'e' | b'l' | b']' | b'o' | b's'
         | b't' | b')' | b'u' | 0x81 | 0x85..=0x89 | 0x8f..=0x92 | 0x97 | 0x98 => Ok(()),
         // Fixed-size arguments.
-        b'K' => r.skip(1),
-        b'M' => r.skip(2),
-        b'J' => r.skip(4),
-        b'G' => r.skip(8),
+        b'K' => r.advance(1),
+        b'M' => r.advance(2),
+        b'J' => r.advance(4),
+        b'G' => r.advance(8),
         // Newline-terminated arguments.
         b'F' | b'I' | b'L' | b'P' => r.line().map(|_| ()),
         // Length-prefixed arguments.
         b'U' | b'C' | 0x8a => {
             let n = r.uint(1)? as usize;
-            r.skip(n)
+            r.advance(n)
         }
         b'T' | b'B' | 0x8b => {
             let n = r.uint(4)? as usize;
-            r.skip(n)
+            r.advance(n)
         }
         0x8e | 0x96 => {
             let n = r.len8()?;
-            r.skip(n)
+            r.advance(n)
         }
         other => Err(PickleRefusal::Malformed(format!("unknown opcode 0x{other:02x} at byte {}", r.pos - 1))),
     }
@@ -258,7 +265,7 @@ impl Reader<'_> {
         Ok(self.take(1)?[0])
     }
 
-    fn skip(&mut self, n: usize) -> Result<(), PickleRefusal> {
+    fn advance(&mut self, n: usize) -> Result<(), PickleRefusal> {
         self.take(n).map(|_| ())
     }
 

@@ -23,9 +23,9 @@ impl PthCheckpoint {
         }
         // The reader never executes pickle code; a pickle that names anything but data-building
         // callables is refused before the reader sees it.
-        let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: origin.clone(), source })?;
-        pickle_guard::check_checkpoint(&bytes).map_err(|refusal| WeightsError::Pth { path: origin.clone(), reason: refusal.to_string() })?;
-        drop(bytes);
+        let file = std::fs::File::open(path).map_err(|source| WeightsError::Io { path: origin.clone(), source })?;
+        pickle_guard::check_checkpoint(std::io::BufReader::new(file))
+            .map_err(|refusal| WeightsError::Pth { path: origin.clone(), reason: refusal.to_string() })?;
         let reader = PytorchReader::new(path).map_err(|e| WeightsError::Pth { path: origin.clone(), reason: e.to_string() })?;
         let tensors = reader.into_tensors();
         let Some(prefix) = state_dict_prefix(tensors.keys().map(String::as_str)) else {
