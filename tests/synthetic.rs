@@ -49,3 +49,28 @@ fn outliers_are_labelled_254_and_held_out_kinds_stay_out_of_training() {
     assert!(with_outliers >= 25, "most scenes show their outliers: {with_outliers} of 30");
     assert!(generate_scene(1, 256, 128, OutlierSet::None).labels.iter().all(|&l| l != LABEL_OUTLIER));
 }
+
+/// Thin things are drawn where the network can resolve them at output stride 8: the horizontal
+/// runs of pole pixels in 512x256 scenes are mostly at least 5 pixels wide.
+#[test]
+fn poles_are_wide_enough_to_learn() {
+    const POLE: u8 = 5;
+    let mut runs = Vec::new();
+    for seed in 0..30 {
+        let scene = generate_scene(seed, 512, 256, OutlierSet::None);
+        for row in scene.labels.chunks_exact(512) {
+            let mut run = 0;
+            for &label in row.iter().chain([&0]) {
+                if label == POLE {
+                    run += 1;
+                } else if run > 0 {
+                    runs.push(run);
+                    run = 0;
+                }
+            }
+        }
+    }
+    runs.sort_unstable();
+    let median = runs[runs.len() / 2];
+    assert!(runs.len() > 1000 && median >= 5, "{} pole runs, median width {median} px", runs.len());
+}

@@ -39,6 +39,14 @@ fn stage_one_lowers_the_segmentation_loss() {
     let (first, last) = segmentation_steps(&mut stage, 25, &device);
     println!("stage 1 cross-entropy {first} -> {last}");
     assert!(first.is_finite() && last < 0.7 * first, "cross-entropy {first} -> {last}");
+    // The image-pooling BatchNorm trains as a fixed affine map: its statistics stay at their
+    // initial values while its affine terms learn; the branches' BatchNorms track their batches.
+    let tensors = NetworkTensors::new("network", &stage.network);
+    let read = |key: &str| tensors.read_f32(&format!("branch1.aspp.{key}")).unwrap();
+    assert!(read("img_conv.1.running_mean").iter().all(|&m| m == 0.0));
+    assert!(read("img_conv.1.running_var").iter().all(|&v| v == 1.0));
+    assert!(read("img_conv.1.weight").iter().any(|&g| g != 1.0), "the affine terms train");
+    assert!(read("features.0.1.running_mean").iter().any(|&m| m != 0.0), "the other BatchNorms track statistics");
 }
 
 /// Every frozen entry (all but the residual block's trained parts), read from the network.

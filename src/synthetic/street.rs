@@ -9,6 +9,14 @@ use super::{Context, train_id as id};
 
 const CAMERA_HEIGHT: f32 = 1.5;
 
+/// The farthest thin things stand (a fraction of the scale of the image's bottom row).
+const THIN_FAR: f32 = 0.15;
+
+/// The smallest widths of thin parts, in pixels of a 512-pixel-wide scene: a 5-pixel pole is
+/// still most of a cell at output stride 8.
+const MIN_POLE_WIDTH: f32 = 5.0;
+const MIN_BICYCLE_STROKE: f32 = 2.5;
+
 /// Something standing on the ground, drawn far to near.
 struct Placed {
     t: f32,
@@ -81,9 +89,11 @@ pub(super) fn draw_street(canvas: &mut Canvas, context: Context, outliers: &[Out
 
     // Objects on the ground, far to near so that near ones occlude.
     let mut placed = Vec::new();
-    let t_far = cam.t_max() * 0.05;
-    let mut place = |rng: &mut SceneRng, x_world: f32, thing: Thing, near: f32| {
-        let t = t_far * (cam.t_max() * near / t_far).powf(rng.unit());
+    // Distances are log-uniform between `far` and `near` (fractions of the nearest ground row's
+    // scale). Thin things (poles, people, bicycles) stay within the range where they are a few
+    // cells wide at the network's output stride 8, as in Cityscapes' 2048x1024 frames.
+    let mut place = |rng: &mut SceneRng, x_world: f32, thing: Thing, far: f32, near: f32| {
+        let t = cam.t_max() * far * (near / far).powf(rng.unit());
         placed.push(Placed { t, x_world, thing });
     };
     let lane = |rng: &mut SceneRng| rng.range(-road_left + 1.0, road_right - 1.0);
@@ -101,14 +111,14 @@ pub(super) fn draw_street(canvas: &mut Canvas, context: Context, outliers: &[Out
         } else {
             lane(rng)
         };
-        place(rng, x, thing, 0.7);
+        place(rng, x, thing, 0.05, 0.7);
     }
     let people = if city { 1 + rng.below(6) } else { rng.below(2) };
     for _ in 0..people {
         let side = if rng.chance(0.5) { -1.0 } else { 1.0 };
         let thing = if rng.chance(0.75) { Thing::Person } else { Thing::Bicycle };
         let x = roadside(rng, side, 0.4);
-        place(rng, x, thing, 0.8);
+        place(rng, x, thing, THIN_FAR, 0.8);
     }
     let street_furniture = if city { 3 + rng.below(5) } else { 1 + rng.below(4) };
     for _ in 0..street_furniture {
@@ -119,7 +129,7 @@ pub(super) fn draw_street(canvas: &mut Canvas, context: Context, outliers: &[Out
             _ => Thing::TrafficLight,
         };
         let x = roadside(rng, side, 0.3);
-        place(rng, x, thing, 0.6);
+        place(rng, x, thing, THIN_FAR, 0.6);
     }
     let trees = if city { rng.below(4) } else { 4 + rng.below(8) };
     for _ in 0..trees {
@@ -129,7 +139,7 @@ pub(super) fn draw_street(canvas: &mut Canvas, context: Context, outliers: &[Out
         } else {
             side * (if side < 0.0 { road_left } else { road_right } + side_width + rng.range(1.0, 12.0))
         };
-        place(rng, x, Thing::Tree, 0.5);
+        place(rng, x, Thing::Tree, 0.05, 0.5);
     }
     // Outliers lie on the road at short to middle range, where a driver must see them.
     for &kind in outliers {
@@ -289,6 +299,8 @@ fn draw_thing(canvas: &mut Canvas, cam: &Camera, p: &Placed, rng: &mut SceneRng)
     let t = p.t;
     let (x, y) = (cam.column(p.x_world, t), cam.ground_row(t));
     let seed = rng.next_u64() as u32;
+    // Pixel minimums scale with the scene's width (they are set for 512 pixels).
+    let px = cam.width / 512.0;
     let textured = move |c: [f32; 3]| move |px: f32, py: f32| scale(c, 0.8 + 0.35 * fbm(px, py, 3.0, seed));
     match p.thing {
         Thing::Car | Thing::Truck => {
@@ -342,12 +354,24 @@ fn draw_thing(canvas: &mut Canvas, cam: &Camera, p: &Placed, rng: &mut SceneRng)
             let r = 0.34 * t;
             let gap = 1.05 * t;
             let (a, b) = ([x - gap / 2.0, y - r], [x + gap / 2.0, y - r]);
-            let thick = (0.06 * t).max(1.5);
+            let thick = (0.06 * t).max(MIN_BICYCLE_STROKE * px);
+            // Wheels are labelled whole, spokes and the background between them included, as
+            // Cityscapes' polygons label them.
             for c in [a, b] {
-                canvas.paint([c[0] - r, c[1] - r, c[0] + r, c[1] + r], Some(id::BICYCLE), move |px, py| {
-                    let d = ((px - c[0]).powi(2) + (py - c[1]).powi(2)).sqrt();
-                    d <= r && d >= r - thick * 1.5
-                }, |_, _, _| [0.08, 0.08, 0.08]);
+                canvas.paint([c[0] - r, c[1] - r, c[0] + r, c[1] + r], Some(id::BICYCLE), move |x, y| {
+                    (x - c[0]).powi(2) + (y - c[1]).powi(2) <= r * r
+                }, move |x, y, background| {
+                    let (dx, dy) = (x - c[0], y - c[1]);
+                    let d = (dx * dx + dy * dy).sqrt();
+                    let spoke = (dy.atan2(dx) * 4.0 / std::f32::consts::PI).rem_euclid(1.0);
+                    if d >= r - thick * 1.5 || d < thick {
+                        [0.08, 0.08, 0.08]
+                    } else if spoke < 0.08 {
+                        [0.6, 0.6, 0.62]
+                    } else {
+                        background
+                    }
+                });
             }
             let seat = [x - gap * 0.1, y - r * 2.6];
             let bar = [x + gap * 0.3, y - r * 2.7];
@@ -358,11 +382,11 @@ fn draw_thing(canvas: &mut Canvas, cam: &Camera, p: &Placed, rng: &mut SceneRng)
         Thing::Pole | Thing::SignPole | Thing::TrafficLight => {
             let metal = rng.jitter([0.45, 0.45, 0.47], 0.15);
             let height = rng.range(3.0, 8.0) * t;
-            let half = (0.1 * t).max(1.0);
+            let half = (0.1 * t).max(MIN_POLE_WIDTH * px / 2.0);
             canvas.rect([x - half, y - height, x + half, y], id::POLE, textured(metal));
             let top = y - height;
             if matches!(p.thing, Thing::SignPole) {
-                let s = (0.45 * t).max(2.5);
+                let s = (0.45 * t).max(5.0 * px);
                 let colour = [[0.8, 0.1, 0.1], [0.1, 0.25, 0.7], [0.9, 0.8, 0.1], [0.9, 0.9, 0.9]][rng.below(4)];
                 match rng.below(3) {
                     0 => canvas.ellipse([x, top], [s, s], id::TRAFFIC_SIGN, textured(colour)),
@@ -370,7 +394,7 @@ fn draw_thing(canvas: &mut Canvas, cam: &Camera, p: &Placed, rng: &mut SceneRng)
                     _ => canvas.rect([x - s, top - s * 0.7, x + s, top + s * 0.7], id::TRAFFIC_SIGN, textured(colour)),
                 }
             } else if matches!(p.thing, Thing::TrafficLight) {
-                let (bw, bh) = ((0.2 * t).max(1.5), (0.55 * t).max(4.0));
+                let (bw, bh) = ((0.2 * t).max(3.0 * px), (0.55 * t).max(7.0 * px));
                 canvas.rect([x - bw, top - bh, x + bw, top + bh], id::TRAFFIC_LIGHT, |_, _| [0.1, 0.1, 0.1]);
                 let on = rng.below(3);
                 for k in 0..3 {

@@ -20,6 +20,7 @@ use crate::model::{RplConfig, RplNetwork};
 use crate::synthetic::{OutlierSet, SceneRng};
 use crate::weights::safetensors::{SafetensorsCheckpoint, StorageType, write_safetensors};
 use crate::weights::{NetworkTensors, WeightsError, load_network_as};
+use crate::model::aspp::Aspp;
 use crate::model::residual_block::ResidualAnomalyBlock;
 use data::{Batch, BatchSpec, training_batch};
 
@@ -52,7 +53,7 @@ impl Default for TrainConfig {
             scene: [256, 512],
             crop: [128, 256],
             batch: 4,
-            stage1_steps: 1300,
+            stage1_steps: 1600,
             stage2_steps: 500,
             stage1_lr: 2e-3,
             stage2_lr: 1e-3,
@@ -168,6 +169,14 @@ pub fn save_network(network: &RplNetwork, path: &Path, storage: StorageType, dev
     Ok(())
 }
 
+/// The ASPP's image-pooling BatchNorm sees one value per image and channel: a batch of four has
+/// no usable statistics (training-mode outputs then differ from eval-mode ones), so it trains as
+/// a fixed affine map on its initial running statistics (mean 0, variance 1).
+fn with_fixed_image_pool_statistics(mut aspp: Aspp) -> Aspp {
+    aspp.img_conv.bn.training = aspp.img_conv.bn.training.with_value(false);
+    aspp
+}
+
 /// Stage 1: the whole network learns the segmentation (out1) with cross-entropy.
 pub struct SegmentationStage {
     pub network: RplNetwork,
@@ -181,7 +190,9 @@ impl SegmentationStage {
     /// these class weights.
     pub fn new(config: RplConfig, class_weights: &[f32], device: &Device) -> Self {
         let class_weights = Tensor::from_data(TensorData::new(class_weights.to_vec(), [class_weights.len()]), device);
-        Self { network: RplNetwork::new(config, device), optimizer: AdamConfig::new().init(), class_weights }
+        let mut network = RplNetwork::new(config, device);
+        network.aspp = with_fixed_image_pool_statistics(network.aspp);
+        Self { network, optimizer: AdamConfig::new().init(), class_weights }
     }
 
     /// One optimiser step on `batch`; returns the loss before the step.
@@ -209,7 +220,7 @@ impl ResidualStage {
         let mut network = segmentation.freeze();
         let rb = network.residual_block;
         network.residual_block = ResidualAnomalyBlock {
-            atten_aspp: rb.atten_aspp.unfreeze(),
+            atten_aspp: with_fixed_image_pool_statistics(rb.atten_aspp.unfreeze()),
             bot_atten_aspp: rb.bot_atten_aspp.unfreeze(),
             proj_head: rb.proj_head.unfreeze(),
             atten_aspp_final: rb.atten_aspp_final,
