@@ -68,7 +68,7 @@ ensure_wasm_tools() {
 build_wasm() {
   ensure_wasm_tools
   say "cargo build --target wasm32-unknown-unknown (the first build takes about 10 minutes)"
-  cargo build --release --locked --lib --target wasm32-unknown-unknown --no-default-features --features ndarray,wgpu
+  cargo build --release --locked --lib --target wasm32-unknown-unknown --no-default-features --features flex,wgpu
   local raw=target/wasm32-unknown-unknown/release/rpl_web.wasm stamp=www/pkg/.built-from
   local sum
   sum="$(sha256sum "$raw" | cut -d' ' -f1) wasm-bindgen $(wasm-bindgen --version | awk '{print $2}')"
@@ -79,7 +79,7 @@ build_wasm() {
     wasm-bindgen --target web --no-typescript --out-dir www/pkg "$raw"
     say "wasm-opt -O3 (about 6 minutes)"
     node_modules/.bin/wasm-opt -O3 --enable-bulk-memory --enable-nontrapping-float-to-int \
-      --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
+      --enable-sign-ext --enable-simd --enable-mutable-globals --enable-reference-types --enable-multivalue \
       www/pkg/rpl_web_bg.wasm -o www/pkg/rpl_web_bg.opt.wasm
     mv www/pkg/rpl_web_bg.opt.wasm www/pkg/rpl_web_bg.wasm
     echo "$sum" > "$stamp"

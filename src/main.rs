@@ -46,8 +46,8 @@ enum Command {
         model: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        /// ndarray (CPU) or wgpu (GPU).
-        #[arg(long, default_value = "ndarray", value_parser = parse_backend)]
+        /// flex (CPU), ndarray (CPU, slower) or wgpu (GPU).
+        #[arg(long, default_value = "flex", value_parser = parse_backend)]
         backend: BackendKind,
         /// energy (the paper's), entropy, or the baselines max-softmax and max-logit.
         #[arg(long, default_value = "energy", value_parser = parse_score)]
@@ -239,7 +239,7 @@ fn main() -> ExitCode {
 fn convert(input: &Path, output: &Path, f16: bool) -> Result<(), String> {
     let source = open_checkpoint(input).map_err(|e| e.to_string())?;
     let storage = if f16 { StorageType::F16 } else { StorageType::F32 };
-    let device = BackendKind::Ndarray.device().map_err(|e| e.to_string())?;
+    let device = BackendKind::Flex.device().map_err(|e| e.to_string())?;
     let config = write_safetensors(source.as_ref(), storage, output, &device).map_err(|e| e.to_string())?;
     let size = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
     println!("wrote {} ({} RPL network, {:.1} MB)", output.display(), config.describe(), size as f64 / 1e6);
@@ -372,7 +372,7 @@ fn train(config: &TrainConfig, out: &Path, export: Option<&Path>, backend: Backe
     .map_err(|e| e.to_string())?;
     println!("trained in {:.1} min", started.elapsed().as_secs_f64() / 60.0);
     if let Some(path) = export {
-        let cpu = BackendKind::Ndarray.device().map_err(|e| e.to_string())?;
+        let cpu = BackendKind::Flex.device().map_err(|e| e.to_string())?;
         save_network(&network, path, StorageType::F16, &cpu).map_err(|e| e.to_string())?;
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         println!("wrote {} ({:.1} MB, float16)", path.display(), size as f64 / 1e6);

@@ -65,9 +65,8 @@ pub async fn init_backend(webgpu: bool) -> Result<JsValue, JsError> {
         device
     } else {
         set(&info, "backend", "cpu");
-        set(&info, "adapter", "burn ndarray (WebAssembly)");
-        #[allow(deprecated)] // burn 0.22 deprecates ndarray for flex; we ship ndarray as designed
-        Device::ndarray()
+        set(&info, "adapter", "burn flex (WebAssembly SIMD)");
+        Device::flex()
     };
     SESSION.with(|s| *s.borrow_mut() = Some(Session { device, max_tensor_bytes, network: None, last: None }));
     Ok(info.into())
