@@ -68,6 +68,8 @@ ensure_wasm_tools() {
 build_wasm() {
   ensure_wasm_tools
   say "cargo build --target wasm32-unknown-unknown (the first build takes about 10 minutes)"
+  # RUSTFLAGS in the environment replaces .cargo/config.toml's wasm flags: SIMD goes into it.
+  [ -z "${RUSTFLAGS:-}" ] || export RUSTFLAGS="$RUSTFLAGS -C target-feature=+simd128"
   cargo build --release --locked --lib --target wasm32-unknown-unknown --no-default-features --features flex,wgpu
   local raw=target/wasm32-unknown-unknown/release/rpl_web.wasm stamp=www/pkg/.built-from
   local sum

@@ -82,7 +82,7 @@ enum Command {
         /// Training crop, WIDTHxHEIGHT, cut from 512x256 scenes (512x256: whole scenes).
         #[arg(long, default_value = "256x128", value_parser = parse_size)]
         crop: [usize; 2],
-        /// flex (CPU) or wgpu (GPU); ndarray cannot train this network.
+        /// flex (CPU, the fastest here) or wgpu (GPU).
         #[arg(long, default_value = "flex", value_parser = parse_backend)]
         backend: BackendKind,
     },

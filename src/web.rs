@@ -65,7 +65,7 @@ pub async fn init_backend(webgpu: bool) -> Result<JsValue, JsError> {
         device
     } else {
         set(&info, "backend", "cpu");
-        set(&info, "adapter", "burn flex (WebAssembly SIMD)");
+        set(&info, "adapter", if cfg!(target_feature = "simd128") { "burn flex (WebAssembly SIMD)" } else { "burn flex (WebAssembly)" });
         Device::flex()
     };
     SESSION.with(|s| *s.borrow_mut() = Some(Session { device, max_tensor_bytes, network: None, last: None }));
