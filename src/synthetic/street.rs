@@ -11,11 +11,18 @@ const CAMERA_HEIGHT: f32 = 1.5;
 
 /// The farthest thin things stand (a fraction of the scale of the image's bottom row).
 const THIN_FAR: f32 = 0.15;
+/// People and bicycles stand nearer: at 0.25 a person is about 40 pixels tall and 11 wide in a
+/// 256x512 scene, several cells of the output stride.
+const PEOPLE_FAR: f32 = 0.25;
 
 /// The smallest widths of thin parts, in pixels of a 512-pixel-wide scene: a 5-pixel pole is
 /// still most of a cell at output stride 8.
 const MIN_POLE_WIDTH: f32 = 5.0;
 const MIN_BICYCLE_STROKE: f32 = 2.5;
+/// Half sizes of the smallest sign (across) and traffic-light box (width, height), in pixels
+/// of a 512-pixel-wide scene: two output cells across.
+const MIN_SIGN_HALF: f32 = 8.0;
+const MIN_LIGHT_HALF: [f32; 2] = [5.0, 12.0];
 
 /// Something standing on the ground, drawn far to near.
 struct Placed {
@@ -118,7 +125,7 @@ pub(super) fn draw_street(canvas: &mut Canvas, context: Context, outliers: &[Out
         let side = if rng.chance(0.5) { -1.0 } else { 1.0 };
         let thing = if rng.chance(0.75) { Thing::Person } else { Thing::Bicycle };
         let x = roadside(rng, side, 0.4);
-        place(rng, x, thing, THIN_FAR, 0.8);
+        place(rng, x, thing, PEOPLE_FAR, 0.8);
     }
     let street_furniture = if city { 3 + rng.below(5) } else { 1 + rng.below(4) };
     for _ in 0..street_furniture {
@@ -386,7 +393,7 @@ fn draw_thing(canvas: &mut Canvas, cam: &Camera, p: &Placed, rng: &mut SceneRng)
             canvas.rect([x - half, y - height, x + half, y], id::POLE, textured(metal));
             let top = y - height;
             if matches!(p.thing, Thing::SignPole) {
-                let s = (0.45 * t).max(5.0 * px);
+                let s = (0.45 * t).max(MIN_SIGN_HALF * px);
                 let colour = [[0.8, 0.1, 0.1], [0.1, 0.25, 0.7], [0.9, 0.8, 0.1], [0.9, 0.9, 0.9]][rng.below(4)];
                 match rng.below(3) {
                     0 => canvas.ellipse([x, top], [s, s], id::TRAFFIC_SIGN, textured(colour)),
@@ -394,7 +401,7 @@ fn draw_thing(canvas: &mut Canvas, cam: &Camera, p: &Placed, rng: &mut SceneRng)
                     _ => canvas.rect([x - s, top - s * 0.7, x + s, top + s * 0.7], id::TRAFFIC_SIGN, textured(colour)),
                 }
             } else if matches!(p.thing, Thing::TrafficLight) {
-                let (bw, bh) = ((0.2 * t).max(3.0 * px), (0.55 * t).max(7.0 * px));
+                let (bw, bh) = ((0.2 * t).max(MIN_LIGHT_HALF[0] * px), (0.55 * t).max(MIN_LIGHT_HALF[1] * px));
                 canvas.rect([x - bw, top - bh, x + bw, top + bh], id::TRAFFIC_LIGHT, |_, _| [0.1, 0.1, 0.1]);
                 let on = rng.below(3);
                 for k in 0..3 {
