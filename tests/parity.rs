@@ -4,7 +4,7 @@
 mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use common::{CASES, FLOAT32_TOLERANCE, ReferenceCase, assert_close, fixture};
+use common::{CASES, FLOAT32_TOLERANCE, ReferenceCase, assert_close, fixture, max_abs};
 use rpl_web::backend::BackendKind;
 use rpl_web::preprocess::RgbImage;
 use rpl_web::scoring::{ScoreMode, anomaly_score};
@@ -15,10 +15,6 @@ use rpl_web::{RplConfig, RplNetwork};
 /// The compared score maps: fixture key, the logits it is computed from, how.
 const SCORES: [(&str, &str, ScoreMode); 3] =
     [("energy", "out2", ScoreMode::Energy), ("energy_out1", "out1", ScoreMode::Energy), ("entropy", "out2", ScoreMode::Entropy)];
-
-fn max_abs(values: &[f32]) -> f32 {
-    values.iter().filter(|v| v.is_finite()).fold(0f32, |m, v| m.max(v.abs()))
-}
 
 /// Over the entries where the reference is finite (as `assert_close`); a NaN of ours is infinite.
 fn max_abs_difference(ours: &[f32], reference: &[f32]) -> f32 {
@@ -50,35 +46,36 @@ fn check_case(network: &RplNetwork, case: &ReferenceCase, device: &Device, label
     } else {
         network.forward(input)
     };
-    // The score maps alone: ours of the reference's own logits, so that only the scoring differs.
-    let reference_logits = |key: &str| Tensor::<4>::from_data(TensorData::new(case.f32(key), case.shape(key)), device);
-    for (key, logits_key, mode) in SCORES {
-        let ours = values(anomaly_score(reference_logits(logits_key), mode));
-        // Here the inputs are exactly the logits where the reference's entropy underflows to NaN.
-        assert!(ours.iter().all(|v| v.is_finite()), "{} of the reference logits: must be finite everywhere", what(key));
-        let error = assert_close(&format!("{} (scored from the reference logits)", what(key)), &ours, &case.f32(key), FLOAT32_TOLERANCE);
-        errors.push((format!("{key} alone"), error));
-    }
-
     let (out1, out2) = (values(logits.out1.clone()), values(logits.out2.clone()));
+    let (reference_out1, reference_out2) = (case.f32("out1"), case.f32("out2"));
     for (key, logits_key, mode) in SCORES {
-        let (source, ours_logits) = if logits_key == "out1" { (logits.out1.clone(), &out1) } else { (logits.out2.clone(), &out2) };
-        let ours = values(anomaly_score(source, mode));
-        assert!(ours.iter().all(|v| v.is_finite()), "{}: must be finite everywhere", what(key));
+        let (ours_tensor, ours_logits, reference_logits) =
+            if logits_key == "out1" { (&logits.out1, &out1, &reference_out1) } else { (&logits.out2, &out2, &reference_out2) };
         let expected = case.f32(key);
+
+        // The score map alone: ours of the reference's own logits, so that only the scoring
+        // differs. Here the inputs are exactly the logits where the reference's entropy underflows.
+        let reference_tensor = Tensor::<4>::from_data(TensorData::new(reference_logits.clone(), case.shape(logits_key)), device);
+        let alone = values(anomaly_score(reference_tensor, mode));
+        assert!(alone.iter().all(|v| v.is_finite()), "{} of the reference logits: must be finite everywhere", what(key));
+        let error = assert_close(&format!("{} (scored from the reference logits)", what(key)), &alone, &expected, FLOAT32_TOLERANCE);
+        errors.push((format!("{key} alone"), error));
+
+        let ours = values(anomaly_score(ours_tensor.clone(), mode));
+        assert!(ours.iter().all(|v| v.is_finite()), "{}: must be finite everywhere", what(key));
         // Normalised entropy moves by at most 2 x the largest logit change (its gradient's
         // entries sum in magnitude to 2 H / log C <= 2), and blurring is a weighted mean: float32
         // rounding in logits up to 128 reaches it amplified (304x320: logits off by up to 3e-4
         // absolute give up to 3e-5 absolute in entropy on every backend, while the scoring alone
         // is off by 4e-7).
         let tolerance = match mode {
-            ScoreMode::Entropy => FLOAT32_TOLERANCE + 2.0 * max_abs_difference(ours_logits, &case.f32(logits_key)) / max_abs(&expected),
+            ScoreMode::Entropy => FLOAT32_TOLERANCE + 2.0 * max_abs_difference(ours_logits, reference_logits) / max_abs(&expected),
             _ => FLOAT32_TOLERANCE,
         };
         errors.push((key.to_string(), assert_close(&what(key), &ours, &expected, tolerance)));
     }
-    for (key, ours) in [("out1", out1), ("out2", out2)] {
-        errors.push((key.to_string(), assert_close(&what(key), &ours, &case.f32(key), FLOAT32_TOLERANCE)));
+    for (key, ours, reference) in [("out1", out1, reference_out1), ("out2", out2, reference_out2)] {
+        errors.push((key.to_string(), assert_close(&what(key), &ours, &reference, FLOAT32_TOLERANCE)));
     }
     errors
 }

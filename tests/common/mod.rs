@@ -60,11 +60,16 @@ impl ReferenceCase {
     }
 }
 
+/// The largest magnitude among the finite entries.
+pub fn max_abs(values: &[f32]) -> f32 {
+    values.iter().filter(|v| v.is_finite()).fold(0f32, |m, v| m.max(v.abs()))
+}
+
 /// Asserts max |actual - expected| <= tolerance * max |expected|, over the entries where the
 /// reference is finite. Returns the relative error for reporting.
 pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], tolerance: f32) -> f32 {
     assert_eq!(actual.len(), expected.len(), "{what}: {} values, the reference has {}", actual.len(), expected.len());
-    let scale = expected.iter().filter(|v| v.is_finite()).fold(0f32, |m, v| m.max(v.abs()));
+    let scale = max_abs(expected);
     let (mut worst, mut at) = (0f32, 0);
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
         if !e.is_finite() {
