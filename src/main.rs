@@ -7,6 +7,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use rpl_web::backend::BackendKind;
 use rpl_web::model::RplConfig;
+use rpl_web::model::convolution::{GpuConvolution, gpu_convolution, set_gpu_convolution};
 use rpl_web::inference::PredictOptions;
 use rpl_web::preprocess::RgbImage;
 use rpl_web::scoring::ScoreMode;
@@ -135,6 +136,9 @@ enum Command {
         backend: BackendKind,
         #[arg(long, default_value_t = 5)]
         reps: usize,
+        /// On wgpu: `direct` (burn's convolution kernel) or `products` (im2col matrix products).
+        #[arg(long, default_value = "direct", value_parser = parse_gpu_convolution)]
+        gpu_convolution: GpuConvolution,
         /// Also write the figures as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -185,6 +189,11 @@ fn parse_backend(name: &str) -> Result<BackendKind, String> {
     BackendKind::from_name(name).ok_or_else(|| format!("unknown backend `{name}` (ndarray, flex or wgpu)"))
 }
 
+fn parse_gpu_convolution(name: &str) -> Result<GpuConvolution, String> {
+    let choices = [GpuConvolution::Direct, GpuConvolution::MatrixProducts];
+    choices.into_iter().find(|c| c.name() == name).ok_or_else(|| format!("unknown GPU convolution `{name}` (direct or products)"))
+}
+
 fn parse_score(name: &str) -> Result<ScoreMode, String> {
     let names: Vec<&str> = ScoreMode::ALL.iter().map(|m| m.name()).collect();
     ScoreMode::from_name(name).ok_or_else(|| format!("unknown score `{name}` (one of {})", names.join(", ")))
@@ -224,7 +233,10 @@ fn main() -> ExitCode {
                 _ => Err("--scores and --save-scores need a folder of images: write the scenes with `rpl scenes --out DIR`, then run `rpl eval --dataset synthetic DIR`".into()),
             },
         },
-        Command::Bench { width_divisor, sizes, backend, reps, json } => bench(width_divisor, &sizes, backend, reps, json.as_deref()),
+        Command::Bench { width_divisor, sizes, backend, reps, gpu_convolution, json } => {
+            set_gpu_convolution(gpu_convolution);
+            bench(width_divisor, &sizes, backend, reps, json.as_deref())
+        }
         Command::Scenes { out, count, first, outliers, size } => scenes(&out, count, first, outliers, size),
     };
     match result {
@@ -553,7 +565,8 @@ fn bench(width_divisor: usize, sizes: &[[usize; 2]], backend: BackendKind, reps:
     }
     let device = backend.device().map_err(|e| e.to_string())?;
     let network = rpl_web::RplNetwork::new(config, &device);
-    println!("{} RPL network, random weights, on {}; {reps} runs per size after the first", config.describe(), backend.name());
+    let convolutions = if backend == BackendKind::Wgpu { format!(", convolutions: {}", gpu_convolution().name()) } else { String::new() };
+    println!("{} RPL network, random weights, on {}{convolutions}; {reps} runs per size after the first", config.describe(), backend.name());
     println!("{:>10} {:>10} {:>10} {:>9}  stages (median ms)", "size", "first ms", "median ms", "TFLOP/s");
     let mut reports = Vec::new();
     for &size in sizes {

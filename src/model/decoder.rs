@@ -5,6 +5,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
 
 use super::config::{RplConfig, released};
+use super::convolution::convolve;
 use super::layers::{ConvBnRelu, conv};
 
 /// `final`: conv3x3 -> BN -> ReLU -> conv3x3 -> BN -> ReLU -> conv1x1 to class logits.
@@ -27,6 +28,6 @@ impl SegmentationHead {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.classifier.forward(self.block2.forward(self.block1.forward(x)))
+        convolve(&self.classifier, self.block2.forward(self.block1.forward(x)))
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod aspp;
 pub mod config;
+pub mod convolution;
 pub mod decoder;
 pub mod layers;
 pub mod network;

@@ -6,6 +6,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::aspp::Aspp;
 use super::config::{RplConfig, released};
+use super::convolution::convolve;
 use super::decoder::SegmentationHead;
 use super::layers::conv;
 use super::residual_block::ResidualAnomalyBlock;
@@ -135,8 +136,8 @@ impl RplNetwork {
     /// `dec0` and the ASPP's output it was made from.
     fn decoder_features_and_aspp(&self, mod7: Tensor<4>, m2: Tensor<4>, size: [usize; 2]) -> (Tensor<4>, Tensor<4>) {
         let aspp = self.aspp.forward(mod7);
-        let dec0_up = resize_to(self.bot_aspp.forward(aspp.clone()), size);
-        (Tensor::cat(vec![self.bot_fine.forward(m2), dec0_up], 1), aspp)
+        let dec0_up = resize_to(convolve(&self.bot_aspp, aspp.clone()), size);
+        (Tensor::cat(vec![convolve(&self.bot_fine, m2), dec0_up], 1), aspp)
     }
 
     fn forward_inner(&self, x: Tensor<4>, traced: bool, stage_done: &mut dyn FnMut(Stage)) -> (RplLogits, Option<RplTrace>) {

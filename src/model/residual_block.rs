@@ -6,6 +6,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::aspp::Aspp;
 use super::config::{RplConfig, released};
+use super::convolution::convolve;
 use super::layers::{conv, conv_with_bias};
 use super::resize_to;
 
@@ -35,14 +36,14 @@ impl ResidualAnomalyBlock {
 
     /// The residual at the fine features' resolution `size`, from `mod7`'s output.
     pub fn forward(&self, x7: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
-        let bottleneck = self.bot_atten_aspp.forward(self.atten_aspp.forward(x7));
-        self.atten_aspp_final.forward(resize_to(bottleneck, size))
+        let bottleneck = convolve(&self.bot_atten_aspp, self.atten_aspp.forward(x7));
+        convolve(&self.atten_aspp_final, resize_to(bottleneck, size))
     }
 
     /// The residual, and `proj_head`'s embeddings of the bottleneck (CoroCL's input, training only).
     pub fn forward_with_projection(&self, x7: Tensor<4>, size: [usize; 2]) -> (Tensor<4>, Tensor<4>) {
-        let bottleneck = self.bot_atten_aspp.forward(self.atten_aspp.forward(x7));
-        let projection = self.proj_head.forward(bottleneck.clone());
-        (self.atten_aspp_final.forward(resize_to(bottleneck, size)), projection)
+        let bottleneck = convolve(&self.bot_atten_aspp, self.atten_aspp.forward(x7));
+        let projection = convolve(&self.proj_head, bottleneck.clone());
+        (convolve(&self.atten_aspp_final, resize_to(bottleneck, size)), projection)
     }
 }

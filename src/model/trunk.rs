@@ -8,6 +8,7 @@ use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
 
 use super::config::{RplConfig, released};
+use super::convolution::convolve;
 use super::layers::{batch_norm, bn_relu, conv};
 
 /// Pre-activation residual block: two 3x3 convolutions, or a 1x1-3x3-1x1 bottleneck.
@@ -49,12 +50,12 @@ impl IdentityResidualBlock {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let a = bn_relu(&self.bn1, x.clone());
         let shortcut = match &self.proj_conv {
-            Some(proj) => proj.forward(a.clone()),
+            Some(proj) => convolve(proj, a.clone()),
             None => x,
         };
-        let mut out = self.conv2.forward(bn_relu(&self.bn2, self.conv1.forward(a)));
+        let mut out = convolve(&self.conv2, bn_relu(&self.bn2, convolve(&self.conv1, a)));
         if let (Some(bn3), Some(conv3)) = (&self.bn3, &self.conv3) {
-            out = conv3.forward(bn_relu(bn3, out));
+            out = convolve(conv3, bn_relu(bn3, out));
         }
         out + shortcut
     }
@@ -136,7 +137,7 @@ impl WiderResNet38 {
     }
 
     pub fn forward(&self, x: Tensor<4>, keep_mod1: bool) -> TrunkFeatures {
-        let x1 = self.mod1.forward(x);
+        let x1 = convolve(&self.mod1, x);
         let mod1 = keep_mod1.then(|| x1.clone());
         let m2 = self.stages[0].forward(max_pool(x1));
         let x3 = self.stages[1].forward(max_pool(m2.clone()));

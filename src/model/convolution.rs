@@ -1,0 +1,160 @@
+//! How the network's convolutions run. On the CPU backends and in training: burn's own
+//! `Conv2d::forward`. On GPU backends (wgpu, WebGPU) burn without autotune runs every convolution
+//! as a direct kernel (autotune's faster candidates need tensor-core matrix instructions, which
+//! WGSL lacks), while its matrix product is tiled; so inference there can instead run them as
+//! im2col matrix products ([`GpuConvolution::MatrixProducts`]). On the software adapters here
+//! they were 2.4x faster on lavapipe (released width) but about 2x slower on SwiftShader; real
+//! GPUs are not measured yet, so burn's kernel stays the default (`rpl bench` compares both).
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::tensor::ops::PadMode;
+use burn::tensor::{Device, Tensor};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// The largest im2col matrix one product reads (bytes): half of WebGPU's default storage-binding
+/// limit (128 MiB), so that any adapter binds it with room for the memory pool's rounding;
+/// larger maps are convolved in bands of rows.
+const MAX_COLUMNS_BYTES: usize = 64 << 20;
+
+/// The narrowest layers that run as products (output channels, and input channels x kernel
+/// area): below, on the width-1/8 demo model's ASPP and decoder, the direct kernel was faster.
+const MIN_PRODUCT_COLUMNS: usize = 64;
+const MIN_PRODUCT_DEPTH: usize = 256;
+
+/// How GPU backends run the network's convolutions at inference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GpuConvolution {
+    /// burn's convolution kernel.
+    #[default]
+    Direct,
+    /// im2col matrix products, for the layers wide enough to gain from them.
+    MatrixProducts,
+}
+
+impl GpuConvolution {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::MatrixProducts => "products",
+        }
+    }
+}
+
+/// Process-wide, like the device: set once before running (`rpl bench --gpu-convolution`).
+static MATRIX_PRODUCTS: AtomicBool = AtomicBool::new(false);
+
+pub fn set_gpu_convolution(choice: GpuConvolution) {
+    MATRIX_PRODUCTS.store(choice == GpuConvolution::MatrixProducts, Ordering::Relaxed);
+}
+
+pub fn gpu_convolution() -> GpuConvolution {
+    if MATRIX_PRODUCTS.load(Ordering::Relaxed) { GpuConvolution::MatrixProducts } else { GpuConvolution::Direct }
+}
+
+/// `conv` applied to `x` (`[N, C, H, W]`), as [`gpu_convolution`] says on GPU backends.
+pub fn convolve(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    if gpu_convolution() == GpuConvolution::MatrixProducts && large_enough(conv) && on_gpu_outside_training(&x.device()) {
+        if let Some(y) = convolve_by_matmul(conv, x.clone(), MAX_COLUMNS_BYTES) {
+            return y;
+        }
+    }
+    conv.forward(x)
+}
+
+/// Narrow layers gain nothing from the products' tiling and pay for the copies.
+fn large_enough(conv: &Conv2d) -> bool {
+    let [cout, cin, kh, kw] = conv.weight.lazy_shape().dims();
+    cout >= MIN_PRODUCT_COLUMNS && cin * kh * kw >= MIN_PRODUCT_DEPTH
+}
+
+/// Training keeps burn's convolution (and its backward pass).
+fn on_gpu_outside_training(device: &Device) -> bool {
+    #[cfg(feature = "wgpu")]
+    {
+        // Only cubecl devices (wgpu, WebGPU) report an identity; the CPU backends do not.
+        !device.is_autodiff() && device.identity().is_some()
+    }
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+/// A stride-1, ungrouped convolution with "same" padding (every convolution of the network but
+/// the two strided ones): its square kernel side and dilation.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    kernel: usize,
+    dilation: usize,
+}
+
+fn same_size_geometry(conv: &Conv2d) -> Option<Geometry> {
+    let [kh, kw] = conv.kernel_size;
+    let [dh, dw] = conv.dilation;
+    let pad = dh * (kh - 1) / 2;
+    let same = kh == kw && dh == dw && kh % 2 == 1 && conv.padding == PaddingConfig2d::Explicit(pad, pad, pad, pad);
+    (same && conv.stride == [1, 1] && conv.groups == 1).then_some(Geometry { kernel: kh, dilation: dh })
+}
+
+/// im2col: the k x k shifted copies of the (channels-last) input side by side, one product with
+/// the weights reshaped to `[k·k·Cin, Cout]`; in bands of rows where that matrix would exceed
+/// `max_columns_bytes`. Each copy is zero-padded only where it leaves the map, and one that
+/// lies wholly outside (the ASPP's largest rates on small maps) is left out with its weights.
+/// `None` for a strided, grouped or not size-preserving convolution (left to `Conv2d::forward`).
+pub fn convolve_by_matmul(conv: &Conv2d, x: Tensor<4>, max_columns_bytes: usize) -> Option<Tensor<4>> {
+    let Geometry { kernel, dilation } = same_size_geometry(conv)?;
+    let [n, cin, h, w] = x.dims();
+    let weight = conv.weight.val();
+    let cout = weight.dims()[0];
+    // Rows tap·Cin .. (tap+1)·Cin of the weight matrix meet column block `tap` (tap = ky·k + kx).
+    let weights = weight.permute([2, 3, 1, 0]).reshape([kernel * kernel * cin, cout]);
+    let channels_last = x.permute([0, 2, 3, 1]);
+
+    let row_bytes = n * w * kernel * kernel * cin * size_of::<f32>();
+    let band = (max_columns_bytes / row_bytes).clamp(1, h);
+    let bands: Vec<Tensor<4>> = (0..h)
+        .step_by(band)
+        .map(|top| {
+            let rows = band.min(h - top);
+            let (taps, blocks): (Vec<Tensor<4>>, Vec<usize>) = (0..kernel * kernel)
+                .filter_map(|tap| {
+                    let offset = |k: usize| (k * dilation) as isize - (dilation * (kernel - 1) / 2) as isize;
+                    let shifted = shifted_window(&channels_last, top, rows, offset(tap / kernel), offset(tap % kernel))?;
+                    Some((shifted, tap))
+                })
+                .unzip();
+            let columns = Tensor::cat(taps, 3).reshape([n * rows * w, blocks.len() * cin]);
+            let band_weights = if blocks.len() == kernel * kernel {
+                weights.clone()
+            } else {
+                Tensor::cat(blocks.iter().map(|&b| weights.clone().slice([b * cin..(b + 1) * cin, 0..cout])).collect(), 0)
+            };
+            columns.matmul(band_weights).reshape([n, rows, w, cout])
+        })
+        .collect();
+    let mut out = Tensor::cat(bands, 1);
+    if let Some(bias) = &conv.bias {
+        out = out + bias.val().reshape([1, 1, 1, cout]);
+    }
+    Some(out.permute([0, 3, 1, 2]))
+}
+
+/// Output rows `top..top + rows` of a channels-last map shifted by (`dy`, `dx`): row r, column c
+/// holds input (top + r + dy, c + dx), zero outside the map; `None` when it is all outside.
+fn shifted_window(x: &Tensor<4>, top: usize, rows: usize, dy: isize, dx: isize) -> Option<Tensor<4>> {
+    let [n, h, w, c] = x.dims();
+    let span = |start: isize, len: usize, size: usize| {
+        let from = start.clamp(0, size as isize) as usize;
+        let to = (start + len as isize).clamp(0, size as isize) as usize;
+        (from < to).then(|| (from, to, (from as isize - start) as usize, (start + len as isize - to as isize) as usize))
+    };
+    let (y0, y1, pad_top, pad_bottom) = span(top as isize + dy, rows, h)?;
+    let (x0, x1, pad_left, pad_right) = span(dx, w, w)?;
+    let window = x.clone().slice([0..n, y0..y1, x0..x1, 0..c]);
+    if pad_top + pad_bottom + pad_left + pad_right == 0 {
+        return Some(window);
+    }
+    Some(window.pad([(0, 0), (pad_top, pad_bottom), (pad_left, pad_right), (0, 0)], PadMode::Constant(0.0)))
+}

@@ -1,0 +1,95 @@
+//! Convolutions as matrix products (how the network runs them on GPU backends) against burn's
+//! own convolution: bands of rows, shifted copies partly or wholly outside the map, bias, batch;
+//! and the whole network run that way against the reference outputs.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use burn::tensor::{Device, Distribution, Tensor};
+use common::{CASES, FLOAT32_TOLERANCE, ReferenceCase, assert_close, fixture};
+use rpl_web::backend::BackendKind;
+use rpl_web::model::convolution::{GpuConvolution, convolve_by_matmul, set_gpu_convolution};
+use rpl_web::model::layers::conv_with_bias;
+use rpl_web::preprocess::RgbImage;
+use rpl_web::weights::load_network;
+use rpl_web::weights::pth::PthCheckpoint;
+
+/// wgpu initialises once per process: the tests share one device.
+fn wgpu() -> Device {
+    static DEVICE: OnceLock<Device> = OnceLock::new();
+    DEVICE.get_or_init(|| BackendKind::Wgpu.device().unwrap()).clone()
+}
+
+fn values(t: Tensor<4>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+}
+
+/// (batch, in, out, kernel, dilation, height, width, bias, rows per band)
+const LAYERS: [(usize, usize, usize, usize, usize, usize, usize, bool, usize); 6] = [
+    // One band, every shifted copy padded on some side.
+    (1, 8, 16, 3, 1, 7, 9, false, 7),
+    // Bands of 3 rows and a last band of 1 (10 = 3 + 3 + 3 + 1), batch of two.
+    (2, 8, 16, 3, 1, 10, 9, false, 3),
+    // Bands of one row with a dilation of 2: copies reach across band edges.
+    (1, 4, 8, 3, 2, 6, 11, true, 1),
+    // Rate 12 on a 5x6 map (the ASPP on a small image): only the centre tap touches the map.
+    (1, 16, 8, 3, 12, 5, 6, false, 5),
+    // Rate 4 on a 5x6 map: corner taps wholly outside, edge taps partly.
+    (1, 16, 8, 3, 4, 5, 6, true, 2),
+    // 1x1 with bias.
+    (2, 24, 12, 1, 1, 4, 5, true, 4),
+];
+
+fn check_device(device: &Device, label: &str) {
+    for (n, cin, cout, kernel, dilation, h, w, bias, band) in LAYERS {
+        let conv = conv_with_bias(cin, cout, kernel, 1, dilation, bias, device);
+        let x = Tensor::<4>::random([n, cin, h, w], Distribution::Normal(0.0, 1.0), device);
+        let expected = values(conv.forward(x.clone()));
+        let row_bytes = n * w * kernel * kernel * cin * size_of::<f32>();
+        let ours = convolve_by_matmul(&conv, x, band * row_bytes).expect("a stride-1 same-size convolution");
+        assert_eq!(ours.dims(), [n, cout, h, w], "{label}: output shape");
+        let what = format!("{label}: {cin}->{cout} {kernel}x{kernel} rate {dilation} on {n}x{h}x{w}, bands of {band} rows");
+        let error = assert_close(&what, &values(ours), &expected, FLOAT32_TOLERANCE);
+        println!("{what}: relative max error {error:.2e}");
+    }
+}
+
+#[test]
+fn matmul_convolution_equals_burns_on_the_cpu() {
+    check_device(&BackendKind::Flex.device().unwrap(), "flex");
+}
+
+/// Where the products actually run: wgpu (lavapipe on a machine without a GPU).
+#[test]
+fn matmul_convolution_equals_burns_on_wgpu() {
+    check_device(&wgpu(), "wgpu");
+}
+
+#[test]
+fn strided_convolutions_are_left_to_burn() {
+    let device = BackendKind::Flex.device().unwrap();
+    let conv = conv_with_bias(4, 8, 3, 2, 1, false, &device);
+    let x = Tensor::<4>::zeros([1, 4, 8, 8], &device);
+    assert!(convolve_by_matmul(&conv, x, 1 << 20).is_none(), "a stride-2 convolution has no same-size product form");
+}
+
+/// The whole width-1/8 network on wgpu with its convolutions as products reproduces the
+/// reference logits (this test binary's other tests call the products directly, so switching
+/// the process-wide choice here changes nothing for them).
+#[test]
+fn network_with_matrix_product_convolutions_matches_reference_outputs_on_wgpu() {
+    set_gpu_convolution(GpuConvolution::MatrixProducts);
+    let device = wgpu();
+    let source = PthCheckpoint::open(&fixture("rpl_w8/rpl_w8.pth")).unwrap();
+    let network = load_network(&source, &device).unwrap();
+    for name in CASES {
+        let case = ReferenceCase::load(name);
+        let image = RgbImage::decode(name, &std::fs::read(case.png()).unwrap()).unwrap();
+        let logits = network.forward(image.to_input(&device));
+        for (head, ours) in [("out1", logits.out1), ("out2", logits.out2)] {
+            let error = assert_close(&format!("wgpu, products: {name} {head}"), &values(ours), &case.f32(head), FLOAT32_TOLERANCE);
+            println!("wgpu, products: {name} {head}: relative max error {error:.2e}");
+        }
+    }
+}
