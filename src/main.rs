@@ -234,8 +234,12 @@ fn main() -> ExitCode {
             },
         },
         Command::Bench { width_divisor, sizes, backend, reps, gpu_convolution, json } => {
-            set_gpu_convolution(gpu_convolution);
-            bench(width_divisor, &sizes, backend, reps, json.as_deref())
+            if gpu_convolution != GpuConvolution::Direct && backend != BackendKind::Wgpu {
+                Err(format!("--gpu-convolution {} applies to --backend wgpu only", gpu_convolution.name()))
+            } else {
+                set_gpu_convolution(gpu_convolution);
+                bench(width_divisor, &sizes, backend, reps, json.as_deref())
+            }
         }
         Command::Scenes { out, count, first, outliers, size } => scenes(&out, count, first, outliers, size),
     };
@@ -602,8 +606,9 @@ fn bench(width_divisor: usize, sizes: &[[usize; 2]], backend: BackendKind, reps:
             })
             .collect();
         let text = format!(
-            "{{\"backend\": \"{}\", \"width_divisor\": {width_divisor}, \"repetitions\": {reps}, \"sizes\": [\n{}\n]}}\n",
+            "{{\"backend\": \"{}\", \"gpu_convolution\": \"{}\", \"width_divisor\": {width_divisor}, \"repetitions\": {reps}, \"sizes\": [\n{}\n]}}\n",
             backend.name(),
+            gpu_convolution().name(),
             rows.join(",\n")
         );
         std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;

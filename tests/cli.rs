@@ -264,7 +264,7 @@ fn eval_names_a_missing_folder_and_a_dataset_given_without_one() {
 }
 
 #[test]
-fn bench_prints_and_writes_each_sizes_stages_and_refuses_a_width_that_does_not_divide() {
+fn bench_prints_and_writes_each_sizes_stages_and_refuses_a_width_that_does_not_divide_or_a_cpu_convolution_choice() {
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("bench.json");
     let output = rpl(&["bench", "--width-divisor", "16", "--sizes", "64x32,96x48", "--backend", "ndarray", "--reps", "1", "--json", report.to_str().unwrap()]);
@@ -278,9 +278,13 @@ fn bench_prints_and_writes_each_sizes_stages_and_refuses_a_width_that_does_not_d
         assert!(sizes[0]["stages_ms"][stage].as_f64().is_some_and(|ms| ms >= 0.0), "{stage} timed");
     }
     assert!(sizes[0]["tflop_per_s"].is_null(), "TFLOP/s only for the released width, whose cost is known");
+    assert_eq!(report["gpu_convolution"].as_str(), Some("direct"), "the default convolution is recorded");
     let output = rpl(&["bench", "--width-divisor", "3", "--backend", "ndarray"]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("width divisor 3"));
+    let output = rpl(&["bench", "--backend", "ndarray", "--gpu-convolution", "products"]);
+    assert!(!output.status.success(), "matrix-product convolutions are a wgpu choice");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--backend wgpu only"), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
 #[test]

@@ -27,7 +27,7 @@ fn values(t: Tensor<4>) -> Vec<f32> {
 
 /// (batch, in, out, kernel, dilation, height, width, bias, rows per band)
 const LAYERS: [(usize, usize, usize, usize, usize, usize, usize, bool, usize); 6] = [
-    // One band, every shifted copy padded on some side.
+    // One band, the eight off-centre copies padded on some side.
     (1, 8, 16, 3, 1, 7, 9, false, 7),
     // Bands of 3 rows and a last band of 1 (10 = 3 + 3 + 3 + 1), batch of two.
     (2, 8, 16, 3, 1, 10, 9, false, 3),
@@ -35,7 +35,7 @@ const LAYERS: [(usize, usize, usize, usize, usize, usize, usize, bool, usize); 6
     (1, 4, 8, 3, 2, 6, 11, true, 1),
     // Rate 12 on a 5x6 map (the ASPP on a small image): only the centre tap touches the map.
     (1, 16, 8, 3, 12, 5, 6, false, 5),
-    // Rate 4 on a 5x6 map: corner taps wholly outside, edge taps partly.
+    // Rate 4 on a 5x6 map in bands of 2 rows: taps partly inside, or wholly outside one band.
     (1, 16, 8, 3, 4, 5, 6, true, 2),
     // 1x1 with bias.
     (2, 24, 12, 1, 1, 4, 5, true, 4),
@@ -46,6 +46,7 @@ fn check_device(device: &Device, label: &str) {
         let conv = conv_with_bias(cin, cout, kernel, 1, dilation, bias, device);
         let x = Tensor::<4>::random([n, cin, h, w], Distribution::Normal(0.0, 1.0), device);
         let expected = values(conv.forward(x.clone()));
+        // The documented size of one im2col row band: N·W·k²·Cin float32 values per row.
         let row_bytes = n * w * kernel * kernel * cin * size_of::<f32>();
         let ours = convolve_by_matmul(&conv, x, band * row_bytes).expect("a stride-1 same-size convolution");
         assert_eq!(ours.dims(), [n, cout, h, w], "{label}: output shape");

@@ -3,8 +3,9 @@
 //! as a direct kernel (autotune's faster candidates need tensor-core matrix instructions, which
 //! WGSL lacks), while its matrix product is tiled; so inference there can instead run them as
 //! im2col matrix products ([`GpuConvolution::MatrixProducts`]). On the software adapters here
-//! they were 2.4x faster on lavapipe (released width) but about 2x slower on SwiftShader; real
-//! GPUs are not measured yet, so burn's kernel stays the default (`rpl bench` compares both).
+//! they were 2.4x faster on lavapipe (released width) but slower on SwiftShader (1.8x at width
+//! 1/8, over 3x at the released width); real GPUs are not measured yet, so burn's kernel stays
+//! the default (`rpl bench --gpu-convolution` compares both).
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -72,7 +73,8 @@ fn large_enough(conv: &Conv2d) -> bool {
 fn on_gpu_outside_training(device: &Device) -> bool {
     #[cfg(feature = "wgpu")]
     {
-        // Only cubecl devices (wgpu, WebGPU) report an identity; the CPU backends do not.
+        // Only cubecl devices (wgpu, WebGPU here: burn's cubecl CPU runtime is not built) report
+        // an identity; flex and ndarray do not.
         !device.is_autodiff() && device.identity().is_some()
     }
     #[cfg(not(feature = "wgpu"))]
@@ -100,12 +102,16 @@ fn same_size_geometry(conv: &Conv2d) -> Option<Geometry> {
 
 /// im2col: the k x k shifted copies of the (channels-last) input side by side, one product with
 /// the weights reshaped to `[k·k·Cin, Cout]`; in bands of rows where that matrix would exceed
-/// `max_columns_bytes`. Each copy is zero-padded only where it leaves the map, and one that
-/// lies wholly outside (the ASPP's largest rates on small maps) is left out with its weights.
-/// `None` for a strided, grouped or not size-preserving convolution (left to `Conv2d::forward`).
+/// `max_columns_bytes` (a band of r rows: r·N·W·k²·Cin float32 values; at least one row).
+/// Each copy is zero-padded only where it leaves the map, and one that lies wholly outside
+/// (the ASPP's largest rates on small maps) is left out with its weights. `None` for a strided,
+/// grouped or not size-preserving convolution, or an empty input (left to `Conv2d::forward`).
 pub fn convolve_by_matmul(conv: &Conv2d, x: Tensor<4>, max_columns_bytes: usize) -> Option<Tensor<4>> {
     let Geometry { kernel, dilation } = same_size_geometry(conv)?;
     let [n, cin, h, w] = x.dims();
+    if n * h * w == 0 {
+        return None;
+    }
     let weight = conv.weight.val();
     let cout = weight.dims()[0];
     // Rows tap·Cin .. (tap+1)·Cin of the weight matrix meet column block `tap` (tap = ky·k + kx).
