@@ -90,6 +90,8 @@ fn on_gpu_outside_training(device: &Device) -> bool {
 struct Geometry {
     kernel: usize,
     dilation: usize,
+    /// Zero padding on each side: how far the kernel reaches from its centre.
+    pad: usize,
 }
 
 fn same_size_geometry(conv: &Conv2d) -> Option<Geometry> {
@@ -97,7 +99,7 @@ fn same_size_geometry(conv: &Conv2d) -> Option<Geometry> {
     let [dh, dw] = conv.dilation;
     let pad = dh * (kh - 1) / 2;
     let same = kh == kw && dh == dw && kh % 2 == 1 && conv.padding == PaddingConfig2d::Explicit(pad, pad, pad, pad);
-    (same && conv.stride == [1, 1] && conv.groups == 1).then_some(Geometry { kernel: kh, dilation: dh })
+    (same && conv.stride == [1, 1] && conv.groups == 1).then_some(Geometry { kernel: kh, dilation: dh, pad })
 }
 
 /// im2col: the k x k shifted copies of the (channels-last) input side by side, one product with
@@ -107,7 +109,7 @@ fn same_size_geometry(conv: &Conv2d) -> Option<Geometry> {
 /// (the ASPP's largest rates on small maps) is left out with its weights. `None` for a strided,
 /// grouped or not size-preserving convolution, or an empty input (left to `Conv2d::forward`).
 pub fn convolve_by_matmul(conv: &Conv2d, x: Tensor<4>, max_columns_bytes: usize) -> Option<Tensor<4>> {
-    let Geometry { kernel, dilation } = same_size_geometry(conv)?;
+    let Geometry { kernel, dilation, pad } = same_size_geometry(conv)?;
     let [n, cin, h, w] = x.dims();
     if n * h * w == 0 {
         return None;
@@ -117,6 +119,8 @@ pub fn convolve_by_matmul(conv: &Conv2d, x: Tensor<4>, max_columns_bytes: usize)
     // Rows tap·Cin .. (tap+1)·Cin of the weight matrix meet column block `tap` (tap = ky·k + kx).
     let weights = weight.permute([2, 3, 1, 0]).reshape([kernel * kernel * cin, cout]);
     let channels_last = x.permute([0, 2, 3, 1]);
+    // Tap (ky, kx) reads the input shifted by (ky·d - pad, kx·d - pad).
+    let offset = |k: usize| (k * dilation) as isize - pad as isize;
 
     let row_bytes = n * w * kernel * kernel * cin * size_of::<f32>();
     let band = (max_columns_bytes / row_bytes).clamp(1, h);
@@ -126,7 +130,6 @@ pub fn convolve_by_matmul(conv: &Conv2d, x: Tensor<4>, max_columns_bytes: usize)
             let rows = band.min(h - top);
             let (taps, blocks): (Vec<Tensor<4>>, Vec<usize>) = (0..kernel * kernel)
                 .filter_map(|tap| {
-                    let offset = |k: usize| (k * dilation) as isize - (dilation * (kernel - 1) / 2) as isize;
                     let shifted = shifted_window(&channels_last, top, rows, offset(tap / kernel), offset(tap % kernel))?;
                     Some((shifted, tap))
                 })
