@@ -55,7 +55,8 @@ ensure_wasm_tools() {
     || { say "rustup target add wasm32-unknown-unknown"; rustup target add wasm32-unknown-unknown; }
   local want have
   want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3 }' Cargo.lock)
-  have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')
+  # Absent on a fresh machine: with pipefail the failed pipeline would stop the script here.
+  have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
   if [ "$have" != "$want" ]; then
     say "cargo install wasm-bindgen-cli --version $want (a few minutes, once)"
     cargo install wasm-bindgen-cli --version "$want" --force --quiet

@@ -49,6 +49,40 @@ fn stage_one_lowers_the_segmentation_loss() {
     assert!(read("features.0.1.running_mean").iter().any(|&m| m != 0.0), "the other BatchNorms track statistics");
 }
 
+#[test]
+fn training_crops_hold_a_class_drawn_uniformly_among_those_present() {
+    use rpl_web::synthetic::train_id::{ROAD, TRAFFIC_SIGN};
+    use rpl_web::synthetic::{LABEL_OUTLIER, LABEL_VOID};
+    use rpl_web::training::data::crop_focus;
+    // Road everywhere but a void band and one 4x4 sign: the sign is the focus of half the crops
+    // (it covers 0.2 % of the scene), void never.
+    let width = 128;
+    let mut labels = vec![ROAD; 64 * width];
+    labels[..8 * width].fill(LABEL_VOID);
+    let sign: Vec<usize> = (30..34).flat_map(|y| (60..64).map(move |x| y * width + x)).collect();
+    for &i in &sign {
+        labels[i] = TRAFFIC_SIGN;
+    }
+    let mut rng = SceneRng::new(3);
+    let draws = 400;
+    let mut on_sign = 0;
+    for _ in 0..draws {
+        let focus = crop_focus(&labels, &mut rng);
+        let class = labels[focus[0]];
+        assert!(focus.iter().all(|&i| labels[i] == class), "one class per focus");
+        assert_eq!(focus.len(), if class == TRAFFIC_SIGN { 16 } else { 56 * width - 16 }, "every pixel of the class");
+        assert!(class == ROAD || class == TRAFFIC_SIGN, "focus on class {class}");
+        on_sign += usize::from(class == TRAFFIC_SIGN);
+    }
+    // Binomial(400, 1/2): 0.40..0.60 is four standard deviations either side.
+    let share = on_sign as f64 / draws as f64;
+    assert!((0.40..=0.60).contains(&share), "the sign is the focus of {share} of the crops");
+    // With an outlier in the scene (stage 2), the focus is its pixels.
+    labels[40 * width + 10] = LABEL_OUTLIER;
+    assert_eq!(crop_focus(&labels, &mut rng), vec![40 * width + 10]);
+    assert!(crop_focus(&vec![LABEL_VOID; 16], &mut rng).is_empty(), "nothing to centre on");
+}
+
 /// Every frozen entry (all but the residual block's trained parts), read from the network.
 fn frozen_entries(network: &rpl_web::RplNetwork) -> Vec<(String, Vec<f32>)> {
     let tensors = NetworkTensors::new("network", network);
@@ -120,9 +154,15 @@ fn a_run_writes_checkpoints_and_resumes_where_it_stopped() {
         ..TrainConfig::default()
     };
     let mut steps = Vec::new();
-    train(&config, dir.path(), &device, |r| steps.push((r.stage, r.step))).unwrap();
+    let network = train(&config, dir.path(), &device, |r| steps.push((r.stage, r.step))).unwrap();
     assert_eq!(steps, vec![(1, 1), (1, 2)]);
-    assert!(dir.path().join("stage1.safetensors").exists());
+    // Stage 2 starts from what stage 1 saved, BatchNorm statistics included, in a fresh run as in
+    // a resumed one (burn commits a running statistic's last update lazily).
+    let saved = rpl_web::weights::safetensors::SafetensorsCheckpoint::open(&dir.path().join("stage1.safetensors")).unwrap();
+    let trained = NetworkTensors::new("network", &network);
+    for key in trained.tensor_names() {
+        assert_eq!(trained.read_f32(&key).unwrap(), saved.read_f32(&key).unwrap(), "{key}");
+    }
     // A longer second stage resumes: stage 1 is not trained again.
     let config = TrainConfig { stage2_steps: 2, ..config };
     let mut steps = Vec::new();
@@ -144,8 +184,8 @@ fn resizing_by_matrix_products_equals_bilinear_interpolation_and_has_a_gradient(
     let device = rpl_web::backend::BackendKind::Ndarray.device().unwrap();
     for ([h, w], size) in [([4, 6], [16, 24]), ([7, 5], [29, 20]), ([1, 3], [5, 7]), ([9, 9], [4, 3])] {
         let x = Tensor::<4>::random([2, 3, h, w], Distribution::Normal(0.0, 1.0), &device);
-        let direct: Vec<f32> = resize_to(x.clone(), size).into_data().to_vec().unwrap();
-        let product: Vec<f32> = resize_by_matmul(x, size).into_data().to_vec().unwrap();
+        let direct: Vec<f32> = resize_to(x.clone(), size).into_data().try_into_vec::<f32>().unwrap();
+        let product: Vec<f32> = resize_by_matmul(x, size).into_data().try_into_vec::<f32>().unwrap();
         let worst = direct.iter().zip(&product).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(worst < 1e-5, "{h}x{w} -> {size:?}: differ by {worst}");
     }

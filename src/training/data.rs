@@ -3,7 +3,7 @@
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::preprocess::{IMAGENET_MEAN, IMAGENET_STD};
-use crate::synthetic::{LABEL_OUTLIER, LABEL_VOID, OutlierSet, SceneRng, TRAINING_SEED_BASE, generate_scene, outlier_source};
+use crate::synthetic::{LABEL_OUTLIER, LABEL_VOID, OutlierSet, Scene, SceneRng, TRAINING_SEED_BASE, generate_scene, outlier_source};
 
 /// Normalised images `[N, 3, H, W]` and their labels `[N, H, W]`.
 pub struct Batch {
@@ -62,17 +62,40 @@ pub struct BatchSpec {
     pub with_sources: bool,
 }
 
+/// The pixels one of which a training crop must hold: in scenes with outliers, the outliers'
+/// (stage 2 learns from them); in inlier scenes, those of one class drawn uniformly among the
+/// classes present (class-uniform sampling), so that in a scene showing both a sign is as often the focus as the road.
+pub fn crop_focus(labels: &[u8], rng: &mut SceneRng) -> Vec<usize> {
+    let pixels_of = |class: u8| labels.iter().enumerate().filter(|(_, l)| **l == class).map(|(i, _)| i).collect::<Vec<_>>();
+    if labels.contains(&LABEL_OUTLIER) {
+        return pixels_of(LABEL_OUTLIER);
+    }
+    let mut present = [false; 256];
+    for &l in labels {
+        present[usize::from(l)] = true;
+    }
+    let classes: Vec<u8> = (0..=255u8).filter(|&c| present[usize::from(c)] && is_inlier(c)).collect();
+    if classes.is_empty() {
+        return Vec::new();
+    }
+    pixels_of(classes[rng.below(classes.len())])
+}
+
+/// Training image `index` of the run seeded `seed`: its scene and crop origin.
+fn training_crop(spec: &BatchSpec, seed: u64, index: usize, rng: &mut SceneRng) -> (Scene, (usize, usize)) {
+    let scene = generate_scene(TRAINING_SEED_BASE + seed.wrapping_mul(1_000_003) + index as u64, spec.scene[1], spec.scene[0], spec.outliers);
+    let focus = crop_focus(&scene.labels, rng);
+    let origin = crop_origin(rng, spec.scene, spec.crop, &focus);
+    (scene, origin)
+}
+
 /// The batch of training step `step`: a pure function of `(seed, step)`, so a resumed run sees
 /// the same data.
 pub fn training_batch(spec: &BatchSpec, seed: u64, step: usize, device: &Device) -> Batch {
     let mut rng = SceneRng::new(seed.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ step as u64);
     let (mut images, mut labels) = (Vec::new(), Vec::new());
     for i in 0..spec.batch {
-        let scene_seed = TRAINING_SEED_BASE + seed.wrapping_mul(1_000_003) + (step * spec.batch + i) as u64;
-        let scene = generate_scene(scene_seed, spec.scene[1], spec.scene[0], spec.outliers);
-        let outliers: Vec<usize> =
-            scene.labels.iter().enumerate().filter(|(_, l)| **l == LABEL_OUTLIER).map(|(i, _)| i).collect();
-        let (top, left) = crop_origin(&mut rng, spec.scene, spec.crop, &outliers);
+        let (scene, (top, left)) = training_crop(spec, seed, step * spec.batch + i, &mut rng);
         normalise_into(&crop(&scene.rgb8, scene.width, 3, top, left, spec.crop), &mut images);
         labels.extend(crop(&scene.labels, scene.width, 1, top, left, spec.crop));
     }
@@ -100,14 +123,15 @@ pub fn is_inlier(label: u8) -> bool {
     label != LABEL_OUTLIER && label != LABEL_VOID
 }
 
-/// Class weights for stage 1's cross-entropy, from the label frequencies `f` of `scenes`
-/// training scenes: `sqrt(median(f) / f)`, within [1/4, 4], so that poles and traffic lights
-/// count against the road's millions of pixels; 0 for classes never drawn.
+/// Class weights for stage 1's cross-entropy, from the label frequencies `f` in crops of the
+/// first `scenes` training scenes of seed 0, cut as training cuts them: `sqrt(median(f) / f)`, within
+/// [1/4, 4], so that poles and traffic lights count against the road; 0 for classes never drawn.
 pub fn class_weights(spec: &BatchSpec, classes: usize, scenes: usize) -> Vec<f32> {
     let mut counts = vec![0u64; classes];
+    let mut rng = SceneRng::new(0x5eed);
     for i in 0..scenes {
-        let scene = generate_scene(TRAINING_SEED_BASE + i as u64, spec.scene[1], spec.scene[0], OutlierSet::None);
-        for &l in &scene.labels {
+        let (scene, (top, left)) = training_crop(spec, 0, i, &mut rng);
+        for &l in &crop(&scene.labels, scene.width, 1, top, left, spec.crop) {
             if usize::from(l) < classes {
                 counts[usize::from(l)] += 1;
             }

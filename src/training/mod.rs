@@ -53,8 +53,8 @@ impl Default for TrainConfig {
             scene: [256, 512],
             crop: [128, 256],
             batch: 4,
-            stage1_steps: 1600,
-            stage2_steps: 500,
+            stage1_steps: 2800,
+            stage2_steps: 1500,
             stage1_lr: 2e-3,
             stage2_lr: 1e-3,
             contrast_samples: 512,
@@ -146,13 +146,14 @@ pub fn train(
 ) -> Result<RplNetwork, TrainError> {
     std::fs::create_dir_all(dir).map_err(|e| RunDir::checkpoint_error("create", dir, e))?;
     let run = RunDir(dir.to_path_buf());
-    let stage1 = if run.stage_output(1).exists() {
-        load_stage_output(&run.stage_output(1), cfg.config, device)?
-    } else {
+    if !run.stage_output(1).exists() {
         let network = train_segmentation(cfg, &run, device, &mut report)?;
         save_network(&network, &run.stage_output(1), StorageType::F32, device)?;
-        network
-    };
+    }
+    // Stage 2 always starts from the saved stage-1 network, so a fresh run and a resumed one train
+    // the same thing: burn commits a BatchNorm's last running-statistics update lazily, and a
+    // network straight out of stage 1 would later export statistics stage 2 never saw.
+    let stage1 = load_stage_output(&run.stage_output(1), cfg.config, device)?;
     let network = train_residual_block(cfg, &run, stage1, device, &mut report)?;
     Ok(network.valid())
 }
