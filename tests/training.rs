@@ -158,7 +158,7 @@ fn a_run_writes_checkpoints_and_resumes_where_it_stopped() {
     assert_eq!(steps, vec![(1, 1), (1, 2)]);
     // Stage 2 starts from what stage 1 saved, BatchNorm statistics included, in a fresh run as in
     // a resumed one (burn commits a running statistic's last update lazily).
-    let saved = rpl_web::weights::safetensors::SafetensorsCheckpoint::open(&dir.path().join("stage1.safetensors")).unwrap();
+    let saved = rpl_web::weights::open_checkpoint(&dir.path().join("stage1.safetensors")).unwrap();
     let trained = NetworkTensors::new("network", &network);
     for key in trained.tensor_names() {
         assert_eq!(trained.read_f32(&key).unwrap(), saved.read_f32(&key).unwrap(), "{key}");

@@ -64,11 +64,13 @@ pub struct BatchSpec {
 
 /// The pixels one of which a training crop must hold: in scenes with outliers, the outliers'
 /// (stage 2 learns from them); in inlier scenes, those of one class drawn uniformly among the
-/// classes present (class-uniform sampling), so that in a scene showing both a sign is as often the focus as the road.
+/// classes present (class-uniform sampling), so that in a scene showing both a sign is as often
+/// the focus as the road.
 pub fn crop_focus(labels: &[u8], rng: &mut SceneRng) -> Vec<usize> {
     let pixels_of = |class: u8| labels.iter().enumerate().filter(|(_, l)| **l == class).map(|(i, _)| i).collect::<Vec<_>>();
-    if labels.contains(&LABEL_OUTLIER) {
-        return pixels_of(LABEL_OUTLIER);
+    let outliers = pixels_of(LABEL_OUTLIER);
+    if !outliers.is_empty() {
+        return outliers;
     }
     let mut present = [false; 256];
     for &l in labels {
@@ -124,8 +126,9 @@ pub fn is_inlier(label: u8) -> bool {
 }
 
 /// Class weights for stage 1's cross-entropy, from the label frequencies `f` in crops of the
-/// first `scenes` training scenes of seed 0, cut as training cuts them: `sqrt(median(f) / f)`, within
-/// [1/4, 4], so that poles and traffic lights count against the road; 0 for classes never drawn.
+/// first `scenes` training scenes of seed 0, cut as training cuts them: `sqrt(median(f) / f)`,
+/// within [1/4, 4], so that poles and traffic lights count against the road; 0 for classes never
+/// drawn.
 pub fn class_weights(spec: &BatchSpec, classes: usize, scenes: usize) -> Vec<f32> {
     let mut counts = vec![0u64; classes];
     let mut rng = SceneRng::new(0x5eed);
