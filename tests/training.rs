@@ -197,3 +197,22 @@ fn resizing_by_matrix_products_equals_bilinear_interpolation_and_has_a_gradient(
     let total: f32 = x.grad(&grads).expect("x has a gradient").sum().into_scalar();
     assert!((total - (2 * 17 * 13) as f32).abs() < 1e-3, "gradient total {total}");
 }
+
+#[test]
+fn stage_one_cross_entropy_is_the_class_weighted_mean_over_labelled_pixels_only() {
+    use burn::tensor::{Int, Tensor, TensorData};
+    use rpl_web::training::losses::segmentation_cross_entropy;
+    let device = BackendKind::Flex.device().unwrap();
+    // Three classes, four pixels in a row, channel-major: pixel 1 is void, pixel 3 an outlier.
+    let logits = [[2.0, 0.0, 1.0, 9.0], [0.0, 9.0, 1.0, 0.0], [0.0, 0.0, 0.0, 9.0]];
+    let logits = Tensor::<4>::from_data(TensorData::new(logits.concat(), [1, 3, 1, 4]), &device);
+    let labels = Tensor::<3, Int>::from_data(TensorData::new(vec![0i64, 255, 2, 254], [1, 1, 4]), &device);
+    let weights = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 5.0, 3.0], [3]), &device);
+    let e = std::f64::consts::E;
+    let pixel0 = -(e * e / (e * e + 2.0)).ln();
+    let pixel2 = -(1.0 / (2.0 * e + 1.0)).ln();
+    // PyTorch's weighted mean: the weights of the labelled pixels' classes divide.
+    let expected = (pixel0 + 3.0 * pixel2) / 4.0;
+    let loss = f64::from(segmentation_cross_entropy(logits, labels, weights).into_scalar::<f32>());
+    assert!((loss - expected).abs() < 1e-5, "cross-entropy {loss}, expected {expected}");
+}

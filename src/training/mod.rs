@@ -56,7 +56,7 @@ impl Default for TrainConfig {
             stage1_steps: 2800,
             stage2_steps: 1500,
             stage1_lr: 2e-3,
-            stage2_lr: 1e-3,
+            stage2_lr: 3e-3,
             contrast_samples: 512,
             seed: 1,
             checkpoint_every: 50,
