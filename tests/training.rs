@@ -203,7 +203,8 @@ fn stage_one_cross_entropy_is_the_class_weighted_mean_over_labelled_pixels_only(
     use burn::tensor::{Int, Tensor, TensorData};
     use rpl_web::training::losses::segmentation_cross_entropy;
     let device = BackendKind::Flex.device().unwrap();
-    // Three classes, four pixels in a row, channel-major: pixel 1 is void, pixel 3 an outlier.
+    // Three classes, four pixels in a row, channel-major: pixel 1 is void, pixel 3 an outlier;
+    // class 1 labels no pixel, so its weight must not count.
     let logits = [[2.0, 0.0, 1.0, 9.0], [0.0, 9.0, 1.0, 0.0], [0.0, 0.0, 0.0, 9.0]];
     let logits = Tensor::<4>::from_data(TensorData::new(logits.concat(), [1, 3, 1, 4]), &device);
     let labels = Tensor::<3, Int>::from_data(TensorData::new(vec![0i64, 255, 2, 254], [1, 1, 4]), &device);
