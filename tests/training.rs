@@ -99,6 +99,21 @@ fn frozen_entries(network: &rpl_web::RplNetwork) -> Vec<(String, Vec<f32>)> {
 }
 
 #[test]
+fn exported_batch_norm_statistics_include_the_last_training_update() {
+    let device = autodiff_cpu();
+    let mut stage = SegmentationStage::new(TINY, &[1.0; 19], &device);
+    segmentation_steps(&mut stage, 2, &device);
+    // Checkpoints are written from the training network; inference reads the eval-mode one.
+    let exported = NetworkTensors::new("network", &stage.network);
+    let evaluated = NetworkTensors::new("network", &stage.network.clone().valid());
+    let statistics: Vec<String> = exported.tensor_names().into_iter().filter(|k| k.contains("running_")).collect();
+    assert!(!statistics.is_empty());
+    for key in &statistics {
+        assert_eq!(exported.read_f32(key).unwrap(), evaluated.read_f32(key).unwrap(), "{key}");
+    }
+}
+
+#[test]
 fn stage_two_lowers_the_rpl_losses_and_leaves_the_segmentation_network_alone() {
     let device = autodiff_cpu();
     // A segmentation network that has learned something, for the residual block to preserve.
@@ -162,6 +177,12 @@ fn a_run_writes_checkpoints_and_resumes_where_it_stopped() {
     let trained = NetworkTensors::new("network", &network);
     for key in trained.tensor_names() {
         assert_eq!(trained.read_f32(&key).unwrap(), saved.read_f32(&key).unwrap(), "{key}");
+    }
+    // So does the resumable checkpoint of the last step: a run resumed from it loses no update.
+    let resumable = rpl_web::RplNetwork::new(TINY, &device).try_load_file(dir.path().join("stage1.model.bpk")).unwrap();
+    let resumable = NetworkTensors::new("network", &resumable);
+    for key in trained.tensor_names() {
+        assert_eq!(resumable.read_f32(&key).unwrap(), saved.read_f32(&key).unwrap(), "{key}");
     }
     // A longer second stage resumes: stage 1 is not trained again.
     let config = TrainConfig { stage2_steps: 2, ..config };

@@ -19,7 +19,7 @@ use thiserror::Error;
 use crate::model::{RplConfig, RplNetwork};
 use crate::synthetic::{OutlierSet, SceneRng};
 use crate::weights::safetensors::{SafetensorsCheckpoint, StorageType, write_safetensors};
-use crate::weights::{NetworkTensors, WeightsError, load_network_as};
+use crate::weights::{NetworkTensors, WeightsError, commit_running_statistics, load_network_as};
 use crate::model::aspp::Aspp;
 use crate::model::residual_block::ResidualAnomalyBlock;
 use data::{Batch, BatchSpec, training_batch};
@@ -55,7 +55,7 @@ impl Default for TrainConfig {
             batch: 4,
             stage1_steps: 2800,
             stage2_steps: 1500,
-            stage1_lr: 2e-3,
+            stage1_lr: 7e-4,
             stage2_lr: 3e-3,
             contrast_samples: 512,
             seed: 1,
@@ -105,6 +105,7 @@ impl RunDir {
 
     fn save(&self, stage: u8, step: usize, network: &RplNetwork, optimizer: &ModuleOptimizer) -> Result<(), TrainError> {
         let model = self.file(&format!("stage{stage}.model.bpk"));
+        commit_running_statistics(network);
         network.clone().save_file(&model).map_err(|e| Self::checkpoint_error("write", &model, format!("{e:?}")))?;
         let optim = self.file(&format!("stage{stage}.optim.bpk"));
         optimizer.save(&optim).map_err(|e| Self::checkpoint_error("write", &optim, format!("{e:?}")))?;
@@ -151,8 +152,7 @@ pub fn train(
         save_network(&network, &run.stage_output(1), StorageType::F32, device)?;
     }
     // Stage 2 always starts from the saved stage-1 network, so a fresh run and a resumed one train
-    // the same thing: burn commits a BatchNorm's last running-statistics update lazily, and a
-    // network straight out of stage 1 would later export statistics stage 2 never saw.
+    // from the same values.
     let stage1 = load_stage_output(&run.stage_output(1), cfg.config, device)?;
     let network = train_residual_block(cfg, &run, stage1, device, &mut report)?;
     Ok(network.valid())

@@ -47,6 +47,22 @@ pub(crate) fn read_network(network: &RplNetwork) -> Vec<(String, Vec<usize>, Vec
     reader.entries
 }
 
+/// Commits every BatchNorm's pending running-statistics update: burn applies a training step's
+/// update lazily, and a checkpoint written before the next step would miss it.
+#[cfg(feature = "train")]
+pub(crate) fn commit_running_statistics(network: &RplNetwork) {
+    struct Committer;
+    impl ParamVisitor for Committer {
+        fn param<const D: usize>(&mut self, _key: String, _param: &mut Param<Tensor<D>>) {}
+
+        fn running(&mut self, _key: String, state: &mut RunningState<Tensor<1>>) {
+            state.value_sync();
+        }
+    }
+    // Running statistics are shared handles: committing on a copy commits on the network.
+    visit_network(&mut network.clone(), &mut Committer);
+}
+
 #[derive(Default)]
 struct ValueReader {
     entries: Vec<(String, Vec<usize>, Vec<f32>)>,
@@ -66,7 +82,8 @@ impl ParamVisitor for ValueReader {
     }
 
     fn running(&mut self, key: String, state: &mut RunningState<Tensor<1>>) {
-        self.push(key, state.value());
+        // value() lags a training step's update until burn syncs it; export what eval would use.
+        self.push(key, state.value_sync());
     }
 }
 
