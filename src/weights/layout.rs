@@ -42,6 +42,7 @@ pub(crate) fn fill_network(network: &mut RplNetwork, source: &dyn TensorSource, 
 /// Every entry's key, shape and values, read from the network (to save what was trained).
 pub(crate) fn read_network(network: &RplNetwork) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut reader = ValueReader::default();
+    commit_running_statistics(network);
     // The visitor takes `&mut` for loading; reading works on a copy (parameters are shared handles).
     visit_network(&mut network.clone(), &mut reader);
     reader.entries
@@ -49,7 +50,6 @@ pub(crate) fn read_network(network: &RplNetwork) -> Vec<(String, Vec<usize>, Vec
 
 /// Commits every BatchNorm's pending running-statistics update: burn applies a training step's
 /// update lazily, and a checkpoint written before the next step would miss it.
-#[cfg(feature = "train")]
 pub(crate) fn commit_running_statistics(network: &RplNetwork) {
     struct Committer;
     impl ParamVisitor for Committer {
@@ -82,8 +82,7 @@ impl ParamVisitor for ValueReader {
     }
 
     fn running(&mut self, key: String, state: &mut RunningState<Tensor<1>>) {
-        // value() lags a training step's update until burn syncs it; export what eval would use.
-        self.push(key, state.value_sync());
+        self.push(key, state.value());
     }
 }
 

@@ -18,7 +18,6 @@ use burn::tensor::Device;
 
 pub use error::{MismatchReport, ShapeMismatch, WeightsError};
 pub use layout::{ParamEntry, expected_entries};
-#[cfg(feature = "train")]
 pub(crate) use layout::commit_running_statistics;
 
 use crate::model::{RplConfig, RplNetwork, config::released};
