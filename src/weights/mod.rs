@@ -18,6 +18,7 @@ use burn::tensor::Device;
 
 pub use error::{MismatchReport, ShapeMismatch, WeightsError};
 pub use layout::{ParamEntry, expected_entries};
+#[cfg(feature = "train")] // only training writes checkpoints from outside this module
 pub(crate) use layout::commit_running_statistics;
 
 use crate::model::{RplConfig, RplNetwork, config::released};
