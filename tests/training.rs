@@ -35,7 +35,7 @@ fn segmentation_steps(stage: &mut SegmentationStage, steps: usize, device: &Devi
 #[test]
 fn stage_one_lowers_the_segmentation_loss() {
     let device = autodiff_cpu();
-    let mut stage = SegmentationStage::new(TINY, &[1.0; 19], &device);
+    let mut stage = SegmentationStage::new(TINY, &[1.0; 19], 0.0, &device);
     let (first, last) = segmentation_steps(&mut stage, 25, &device);
     println!("stage 1 cross-entropy {first} -> {last}");
     assert!(first.is_finite() && last < 0.7 * first, "cross-entropy {first} -> {last}");
@@ -101,7 +101,7 @@ fn frozen_entries(network: &rpl_web::RplNetwork) -> Vec<(String, Vec<f32>)> {
 #[test]
 fn exported_batch_norm_statistics_include_the_last_training_update() {
     let device = autodiff_cpu();
-    let mut stage = SegmentationStage::new(TINY, &[1.0; 19], &device);
+    let mut stage = SegmentationStage::new(TINY, &[1.0; 19], 0.0, &device);
     segmentation_steps(&mut stage, 2, &device);
     // Checkpoints are written from the training network; inference reads the eval-mode one.
     let exported = NetworkTensors::new("network", &stage.network);
@@ -117,7 +117,7 @@ fn exported_batch_norm_statistics_include_the_last_training_update() {
 fn stage_two_lowers_the_rpl_losses_and_leaves_the_segmentation_network_alone() {
     let device = autodiff_cpu();
     // A segmentation network that has learned something, for the residual block to preserve.
-    let mut stage1 = SegmentationStage::new(TINY, &[1.0; 19], &device);
+    let mut stage1 = SegmentationStage::new(TINY, &[1.0; 19], 0.0, &device);
     segmentation_steps(&mut stage1, 15, &device);
     let segmentation = stage1.network;
     let before = frozen_entries(&segmentation.clone().valid());
@@ -237,4 +237,21 @@ fn stage_one_cross_entropy_is_the_class_weighted_mean_over_labelled_pixels_only(
     let expected = (pixel0 + 3.0 * pixel2) / 4.0;
     let loss = f64::from(segmentation_cross_entropy(logits, labels, weights).into_scalar::<f32>());
     assert!((loss - expected).abs() < 1e-5, "cross-entropy {loss}, expected {expected}");
+}
+
+#[test]
+fn logit_adjustment_shifts_each_class_by_tau_times_the_log_of_its_weight() {
+    use burn::tensor::{Int, Tensor, TensorData};
+    use rpl_web::training::losses::logit_adjusted_cross_entropy;
+    let device = BackendKind::Flex.device().unwrap();
+    // One pixel of class 0, equal logits. Class 1 (weight 4, tau 0.5) gains ln 2, so its
+    // softmax share doubles: -ln(1 / (1 + 2 + 1)). Class 2 has weight 0 and is not shifted.
+    let logits = Tensor::<4>::from_data(TensorData::new(vec![0.0f32; 3], [1, 3, 1, 1]), &device);
+    let labels = Tensor::<3, Int>::from_data(TensorData::new(vec![0i64], [1, 1, 1]), &device);
+    let weights = Tensor::<1>::from_data(TensorData::new(vec![1.0f32, 4.0, 0.0], [3]), &device);
+    let loss = f64::from(logit_adjusted_cross_entropy(logits.clone(), labels.clone(), weights.clone(), 0.5).into_scalar::<f32>());
+    assert!((loss - 4f64.ln()).abs() < 1e-5, "adjusted cross-entropy {loss}, expected ln 4");
+    // tau 0 is the plain weighted cross-entropy.
+    let plain = f64::from(logit_adjusted_cross_entropy(logits, labels, weights, 0.0).into_scalar::<f32>());
+    assert!((plain - 3f64.ln()).abs() < 1e-5, "unadjusted cross-entropy {plain}, expected ln 3");
 }

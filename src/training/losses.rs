@@ -36,6 +36,16 @@ pub fn segmentation_cross_entropy(logits: Tensor<4>, labels: Tensor<3, Int>, wei
     masked_mean(nll, pixel_weights)
 }
 
+/// Logit-adjusted cross-entropy (Menon et al., 2021): `tau * ln(w_c)` is added to class c's
+/// logits before [`segmentation_cross_entropy`], so that at test time the network's own logits
+/// sit `tau * ln(w)` lower, partly undoing the over-prediction of the up-weighted thin classes.
+/// Classes of weight 0 (never labelled) are not shifted.
+pub fn logit_adjusted_cross_entropy(logits: Tensor<4>, labels: Tensor<3, Int>, weights: Tensor<1>, tau: f32) -> Tensor<1> {
+    let [classes] = weights.dims();
+    let shift = weights.clone().mask_fill(weights.clone().equal_elem(0.0), 1.0).log() * tau;
+    segmentation_cross_entropy(logits + shift.reshape([1, classes, 1, 1]), labels, weights)
+}
+
 /// Stage 2's losses, each already weighted; their sum is what is minimised.
 pub struct RplLosses {
     /// Inlier pixels: out2 keeps out1's segmentation (cross-entropy to argmax(out1)).

@@ -39,6 +39,8 @@ pub struct TrainConfig {
     pub stage2_steps: usize,
     pub stage1_lr: f64,
     pub stage2_lr: f64,
+    /// Stage 1's logit adjustment `tau` (see [`losses::logit_adjusted_cross_entropy`]).
+    pub stage1_logit_adjustment: f32,
     /// CoroCL: at most this many embeddings per kind (outlier, inlier) per step.
     pub contrast_samples: usize,
     pub seed: u64,
@@ -57,6 +59,7 @@ impl Default for TrainConfig {
             stage2_steps: 1500,
             stage1_lr: 7e-4,
             stage2_lr: 3e-3,
+            stage1_logit_adjustment: 0.5,
             contrast_samples: 512,
             seed: 1,
             checkpoint_every: 50,
@@ -184,22 +187,24 @@ pub struct SegmentationStage {
     optimizer: ModuleOptimizer,
     /// Per-class weights of the cross-entropy `[classes]`.
     class_weights: Tensor<1>,
+    /// The logit adjustment's `tau`.
+    logit_adjustment: f32,
 }
 
 impl SegmentationStage {
     /// A freshly initialised network of `config` on `device` (an autodiff device), trained with
-    /// these class weights.
-    pub fn new(config: RplConfig, class_weights: &[f32], device: &Device) -> Self {
+    /// these class weights and logit adjustment.
+    pub fn new(config: RplConfig, class_weights: &[f32], logit_adjustment: f32, device: &Device) -> Self {
         let class_weights = Tensor::from_data(TensorData::new(class_weights.to_vec(), [class_weights.len()]), device);
         let mut network = RplNetwork::new(config, device);
         network.aspp = with_fixed_image_pool_statistics(network.aspp);
-        Self { network, optimizer: AdamConfig::new().init(), class_weights }
+        Self { network, optimizer: AdamConfig::new().init(), class_weights, logit_adjustment }
     }
 
     /// One optimiser step on `batch`; returns the loss before the step.
     pub fn step(&mut self, batch: Batch, lr: f64) -> Vec<(&'static str, f32)> {
         let logits = self.network.forward_closed_set(batch.images);
-        let loss = losses::segmentation_cross_entropy(logits, batch.labels, self.class_weights.clone());
+        let loss = losses::logit_adjusted_cross_entropy(logits, batch.labels, self.class_weights.clone(), self.logit_adjustment);
         let grads = GradientsParams::from_grads(loss.backward(), &self.network);
         self.network = self.optimizer.step(lr, self.network.clone(), grads);
         vec![("ce", loss.into_scalar())]
@@ -266,7 +271,7 @@ fn train_segmentation(
 ) -> Result<RplNetwork, TrainError> {
     let spec = BatchSpec { scene: cfg.scene, crop: cfg.crop, batch: cfg.batch, outliers: OutlierSet::None, with_sources: false };
     let weights = data::class_weights(&spec, cfg.config.num_classes, CLASS_FREQUENCY_SCENES);
-    let mut stage = SegmentationStage::new(cfg.config, &weights, device);
+    let mut stage = SegmentationStage::new(cfg.config, &weights, cfg.stage1_logit_adjustment, device);
     let start;
     (stage.network, stage.optimizer, start) = run.resume(1, stage.network, stage.optimizer)?;
     for step in start..cfg.stage1_steps {
