@@ -73,6 +73,9 @@ enum Command {
         export: Option<PathBuf>,
         #[arg(long, default_value_t = TrainConfig::default().stage1_steps)]
         stage1_steps: usize,
+        /// Stage 1's closing steps on larger crops (512x256 scenes cut to 256x256, two per step).
+        #[arg(long, default_value_t = TrainConfig::default().context_steps)]
+        context_steps: usize,
         #[arg(long, default_value_t = TrainConfig::default().stage2_steps)]
         stage2_steps: usize,
         #[arg(long, default_value_t = TrainConfig::default().seed)]
@@ -206,14 +209,14 @@ fn main() -> ExitCode {
             let options = InferOptions { mode: score, save_logits, max_side };
             infer(&model, &out, backend, options, &images)
         }
-        Command::Train { out, export, stage1_steps, stage2_steps, seed, batch, crop, backend } => {
+        Command::Train { out, export, stage1_steps, context_steps, stage2_steps, seed, batch, crop, backend } => {
             if std::env::var_os("BURN_DEVICE").is_none() {
                 // burn restores optimizer state on its default device (the GPU when compiled in)
                 // before moving it to the parameters' own: keep that on the training backend.
                 // SAFETY: no other thread exists yet.
                 unsafe { std::env::set_var("BURN_DEVICE", backend.name()) };
             }
-            let config = TrainConfig { stage1_steps, stage2_steps, seed, batch, crop, ..TrainConfig::default() };
+            let config = TrainConfig { stage1_steps, context_steps, stage2_steps, seed, batch, crop, ..TrainConfig::default() };
             if crop[0] > config.scene[0] || crop[1] > config.scene[1] || batch == 0 {
                 Err(format!("crops are cut from {}x{} scenes and a batch holds at least one", config.scene[1], config.scene[0]))
             } else {
@@ -348,19 +351,23 @@ fn progress_bar(total: usize, template: &str) -> indicatif::ProgressBar {
 fn train(config: &TrainConfig, out: &Path, export: Option<&Path>, backend: BackendKind) -> Result<(), String> {
     let device = backend.device().map_err(|e| e.to_string())?.autodiff();
     println!(
-        "training the {} RPL network on {}: stage 1 {} steps, stage 2 {} steps, batch {} crops {}x{}; run folder {}",
+        "training the {} RPL network on {}: stage 1 {} steps of {} crops {}x{} then {} of {} crops {}x{}, stage 2 {} steps; run folder {}",
         config.config.describe(),
         backend.name(),
         config.stage1_steps,
-        config.stage2_steps,
         config.batch,
         config.crop[1],
         config.crop[0],
+        config.context_steps,
+        config.context_batch,
+        config.context_crop[1],
+        config.context_crop[0],
+        config.stage2_steps,
         out.display()
     );
     let started = Instant::now();
     let template = "stage {prefix} [{bar:30}] {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}, {per_sec}]";
-    let bars = [progress_bar(config.stage1_steps, template), progress_bar(config.stage2_steps, template)];
+    let bars = [progress_bar(config.stage1_total_steps(), template), progress_bar(config.stage2_steps, template)];
     bars[0].set_prefix("1");
     bars[1].set_prefix("2");
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;

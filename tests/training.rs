@@ -163,6 +163,9 @@ fn a_run_writes_checkpoints_and_resumes_where_it_stopped() {
         crop: [48, 96],
         batch: 2,
         stage1_steps: 2,
+        context_steps: 1,
+        context_crop: [64, 64],
+        context_batch: 1,
         stage2_steps: 0,
         checkpoint_every: 1,
         contrast_samples: 32,
@@ -170,7 +173,7 @@ fn a_run_writes_checkpoints_and_resumes_where_it_stopped() {
     };
     let mut steps = Vec::new();
     let network = train(&config, dir.path(), &device, |r| steps.push((r.stage, r.step))).unwrap();
-    assert_eq!(steps, vec![(1, 1), (1, 2)]);
+    assert_eq!(steps, vec![(1, 1), (1, 2), (1, 3)], "two steps on crops, one on context crops");
     // Stage 2 starts from what stage 1 saved, BatchNorm statistics included, in a fresh run as in
     // a resumed one (burn commits a running statistic's last update lazily).
     let saved = rpl_web::weights::open_checkpoint(&dir.path().join("stage1.safetensors")).unwrap();
