@@ -69,7 +69,7 @@ fn end_to_end(network: &RplNetwork, image: &RgbImage, device: &Device) -> Result
 /// first access waits for the device.
 fn read_back(score: burn::tensor::Tensor<3>) -> Result<(), BenchmarkError> {
     let data = futures_lite::future::block_on(score.into_data_async()).map_err(|e| BenchmarkError::Execution(format!("{e:?}")))?;
-    let values = data.try_to_vec::<f32>().map_err(|e| BenchmarkError::Execution(format!("{e:?}")))?;
+    let values = data.convert::<f32>().try_to_vec::<f32>().map_err(|e| BenchmarkError::Execution(format!("{e:?}")))?;
     std::hint::black_box(values);
     Ok(())
 }

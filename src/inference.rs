@@ -130,7 +130,8 @@ pub struct LiveResult {
 
 fn read_floats(data: Result<TensorData, impl std::fmt::Debug>, what: &'static str) -> Result<Vec<f32>, InferenceError> {
     let failed = |reason: String| InferenceError::Readback { what, reason };
-    data.map_err(|e| failed(format!("{e:?}")))?.try_into_vec::<f32>().map_err(|e| failed(format!("{e:?}")))
+    // A float16 network's outputs are widened here, where they leave the device.
+    data.map_err(|e| failed(format!("{e:?}")))?.convert::<f32>().try_into_vec::<f32>().map_err(|e| failed(format!("{e:?}")))
 }
 
 fn read_classes(data: Result<TensorData, impl std::fmt::Debug>, what: &'static str) -> Result<Vec<u8>, InferenceError> {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use rpl_web::backend::BackendKind;
+use rpl_web::backend::{BackendKind, Precision};
 use rpl_web::model::RplConfig;
 use rpl_web::model::convolution::{GpuConvolution, gpu_convolution, set_gpu_convolution};
 use rpl_web::inference::PredictOptions;
@@ -50,6 +50,9 @@ enum Command {
         /// flex (CPU), ndarray (CPU, slower) or wgpu (GPU).
         #[arg(long, default_value = "flex", value_parser = parse_backend)]
         backend: BackendKind,
+        /// f32, or f16 (wgpu on an adapter with shader-f16; outputs within about 1 %).
+        #[arg(long, default_value = "f32", value_parser = parse_precision)]
+        dtype: Precision,
         /// energy (the paper's), entropy, or the baselines max-softmax and max-logit.
         #[arg(long, default_value = "energy", value_parser = parse_score)]
         score: ScoreMode,
@@ -137,6 +140,9 @@ enum Command {
         sizes: Vec<[usize; 2]>,
         #[arg(long, default_value = "wgpu", value_parser = parse_backend)]
         backend: BackendKind,
+        /// f32, or f16 (wgpu on an adapter with shader-f16).
+        #[arg(long, default_value = "f32", value_parser = parse_precision)]
+        dtype: Precision,
         #[arg(long, default_value_t = 5)]
         reps: usize,
         /// On wgpu: `direct` (burn's convolution kernel) or `products` (im2col matrix products).
@@ -192,6 +198,10 @@ fn parse_backend(name: &str) -> Result<BackendKind, String> {
     BackendKind::from_name(name).ok_or_else(|| format!("unknown backend `{name}` (ndarray, flex or wgpu)"))
 }
 
+fn parse_precision(name: &str) -> Result<Precision, String> {
+    Precision::from_name(name).ok_or_else(|| format!("unknown dtype `{name}` (f32 or f16)"))
+}
+
 fn parse_gpu_convolution(name: &str) -> Result<GpuConvolution, String> {
     let choices = [GpuConvolution::Direct, GpuConvolution::MatrixProducts];
     choices.into_iter().find(|c| c.name() == name).ok_or_else(|| format!("unknown GPU convolution `{name}` (direct or products)"))
@@ -205,9 +215,9 @@ fn parse_score(name: &str) -> Result<ScoreMode, String> {
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::Convert { input, output, f16 } => convert(&input, &output, f16),
-        Command::Infer { model, out, backend, score, save_logits, max_side, images } => {
+        Command::Infer { model, out, backend, dtype, score, save_logits, max_side, images } => {
             let options = InferOptions { mode: score, save_logits, max_side };
-            infer(&model, &out, backend, options, &images)
+            infer(&model, &out, backend, dtype, options, &images)
         }
         Command::Train { out, export, stage1_steps, context_steps, stage2_steps, seed, batch, crop, backend } => {
             if std::env::var_os("BURN_DEVICE").is_none() {
@@ -236,12 +246,12 @@ fn main() -> ExitCode {
                 _ => Err("--scores and --save-scores need a folder of images: write the scenes with `rpl scenes --out DIR`, then run `rpl eval --dataset synthetic DIR`".into()),
             },
         },
-        Command::Bench { width_divisor, sizes, backend, reps, gpu_convolution, json } => {
+        Command::Bench { width_divisor, sizes, backend, dtype, reps, gpu_convolution, json } => {
             if gpu_convolution != GpuConvolution::Direct && backend != BackendKind::Wgpu {
                 Err(format!("--gpu-convolution {} applies to --backend wgpu only", gpu_convolution.name()))
             } else {
                 set_gpu_convolution(gpu_convolution);
-                bench(width_divisor, &sizes, backend, reps, json.as_deref())
+                bench(width_divisor, &sizes, backend, dtype, reps, json.as_deref())
             }
         }
         Command::Scenes { out, count, first, outliers, size } => scenes(&out, count, first, outliers, size),
@@ -271,13 +281,13 @@ struct InferOptions {
     max_side: usize,
 }
 
-fn infer(model: &Path, out: &Path, backend: BackendKind, options: InferOptions, images: &[PathBuf]) -> Result<(), String> {
-    let device = backend.device().map_err(|e| e.to_string())?;
+fn infer(model: &Path, out: &Path, backend: BackendKind, dtype: Precision, options: InferOptions, images: &[PathBuf]) -> Result<(), String> {
+    let device = backend.device_with(dtype).map_err(|e| e.to_string())?;
     let source = open_checkpoint(model).map_err(|e| e.to_string())?;
     let network = load_network(source.as_ref(), &device).map_err(|e| e.to_string())?;
     drop(source);
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    println!("{}: {} RPL network on {}", model.display(), network.config.describe(), backend.name());
+    println!("{}: {} RPL network on {}, {}", model.display(), network.config.describe(), backend.name(), dtype.name());
 
     let mut failed = 0;
     let started_all = Instant::now();
@@ -569,15 +579,20 @@ fn report_json(set: &HeldOutSet, r: &SyntheticReport, colour_only: f64) -> Strin
     )
 }
 
-fn bench(width_divisor: usize, sizes: &[[usize; 2]], backend: BackendKind, reps: usize, json: Option<&Path>) -> Result<(), String> {
+fn bench(width_divisor: usize, sizes: &[[usize; 2]], backend: BackendKind, dtype: Precision, reps: usize, json: Option<&Path>) -> Result<(), String> {
     let config = RplConfig { width_divisor, ..RplConfig::RELEASED };
     if !config.is_valid() {
         return Err(format!("width divisor {width_divisor} does not divide the released widths (1, 2, 4, 8 and 16 do)"));
     }
-    let device = backend.device().map_err(|e| e.to_string())?;
+    let device = backend.device_with(dtype).map_err(|e| e.to_string())?;
     let network = rpl_web::RplNetwork::new(config, &device);
     let convolutions = if backend == BackendKind::Wgpu { format!(", convolutions: {}", gpu_convolution().name()) } else { String::new() };
-    println!("{} RPL network, random weights, on {}{convolutions}; {reps} runs per size after the first", config.describe(), backend.name());
+    println!(
+        "{} RPL network, random weights, {}, on {}{convolutions}; {reps} runs per size after the first",
+        config.describe(),
+        dtype.name(),
+        backend.name()
+    );
     println!("{:>10} {:>10} {:>10} {:>9}  stages (median ms)", "size", "first ms", "median ms", "TFLOP/s");
     let mut reports = Vec::new();
     for &size in sizes {
@@ -613,8 +628,9 @@ fn bench(width_divisor: usize, sizes: &[[usize; 2]], backend: BackendKind, reps:
             })
             .collect();
         let text = format!(
-            "{{\"backend\": \"{}\", \"gpu_convolution\": \"{}\", \"width_divisor\": {width_divisor}, \"repetitions\": {reps}, \"sizes\": [\n{}\n]}}\n",
+            "{{\"backend\": \"{}\", \"dtype\": \"{}\", \"gpu_convolution\": \"{}\", \"width_divisor\": {width_divisor}, \"repetitions\": {reps}, \"sizes\": [\n{}\n]}}\n",
             backend.name(),
+            dtype.name(),
             gpu_convolution().name(),
             rows.join(",\n")
         );

@@ -279,12 +279,29 @@ fn bench_prints_and_writes_each_sizes_stages_and_refuses_a_width_that_does_not_d
     }
     assert!(sizes[0]["tflop_per_s"].is_null(), "TFLOP/s only for the released width, whose cost is known");
     assert_eq!(report["gpu_convolution"].as_str(), Some("direct"), "the default convolution is recorded");
+    assert_eq!(report["dtype"].as_str(), Some("f32"), "the default float type is recorded");
     let output = rpl(&["bench", "--width-divisor", "3", "--backend", "ndarray"]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("width divisor 3"));
     let output = rpl(&["bench", "--backend", "ndarray", "--gpu-convolution", "products"]);
     assert!(!output.status.success(), "matrix-product convolutions are a wgpu choice");
     assert!(String::from_utf8_lossy(&output.stderr).contains("--backend wgpu only"), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+#[test]
+fn infer_in_float16_runs_on_wgpu_and_an_unknown_dtype_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, image) = (fixture("rpl_w8/rpl_w8.pth"), fixture("rpl_w8/case_64x128.png"));
+    let args = ["infer", "--model", model.to_str().unwrap(), "--out", dir.path().to_str().unwrap(), "--backend", "wgpu"];
+    let output = rpl(&[&args[..], &["--dtype", "f16", image.to_str().unwrap()]].concat());
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("on wgpu, f16"), "{}", String::from_utf8_lossy(&output.stdout));
+    let (shape, score) = read_npy(&dir.path().join("case_64x128_score.npy"));
+    assert_eq!(shape, vec![64, 128]);
+    assert!(score.iter().all(|v| v.is_finite()), "float16 scores widened to finite float32");
+    let output = rpl(&[&args[..], &["--dtype", "f64", image.to_str().unwrap()]].concat());
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown dtype `f64`"), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
 #[test]
