@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use burn::tensor::Device;
+use burn::tensor::{Device, FloatDType};
 use js_sys::{Float32Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
@@ -47,14 +47,16 @@ fn error(message: impl std::fmt::Display) -> JsError {
 }
 
 /// Starts the session on WebGPU (with the adapter's maximum buffer and binding sizes), or on
-/// burn's CPU backend when `webgpu` is false. Returns what was chosen:
-/// `{backend, maxBufferSize, maxStorageBufferBindingSize}` (the Worker names the adapter: the
-/// browser describes it better than wgpu sees it).
+/// burn's CPU backend when `webgpu` is false; in float16 when `half_precision` is true and the
+/// device offers it. Returns what was chosen:
+/// `{backend, dtype, maxBufferSize, maxStorageBufferBindingSize}`, and `halfPrecisionError` where
+/// float16 was asked for and refused (the Worker names the adapter: the browser describes it
+/// better than wgpu sees it).
 #[wasm_bindgen(js_name = initBackend)]
-pub async fn init_backend(webgpu: bool) -> Result<JsValue, JsError> {
+pub async fn init_backend(webgpu: bool, half_precision: bool) -> Result<JsValue, JsError> {
     let info = Object::new();
     let mut max_tensor_bytes = CPU_MAX_TENSOR_BYTES;
-    let device = if webgpu {
+    let mut device = if webgpu {
         // cubecl asks the adapter for its own limits, not WebGPU's defaults.
         let (device, setup) = Device::wgpu_options().init_with_setup_async().await.map_err(error)?;
         let limits = setup.device.limits();
@@ -68,6 +70,15 @@ pub async fn init_backend(webgpu: bool) -> Result<JsValue, JsError> {
         set(&info, "adapter", if cfg!(target_feature = "simd128") { "burn flex (WebAssembly SIMD)" } else { "burn flex (WebAssembly)" });
         Device::flex()
     };
+    let mut dtype = "f32";
+    if half_precision {
+        // burn fixes the device's float type before its first tensor: weights load as float16.
+        match device.configure(FloatDType::F16) {
+            Ok(()) => dtype = "f16",
+            Err(e) => set(&info, "halfPrecisionError", format!("{e:?}")),
+        }
+    }
+    set(&info, "dtype", dtype);
     SESSION.with(|s| *s.borrow_mut() = Some(Session { device, max_tensor_bytes, network: None, last: None }));
     Ok(info.into())
 }

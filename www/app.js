@@ -49,8 +49,10 @@ function draw(canvas, width, height, rgba) {
 // --- starting ----------------------------------------------------------------------------------
 
 function startBackend() {
-  return client.init({ preferCpu: params.get('backend') === 'cpu' }).then(async (info) => {
+  return client.init({ preferCpu: params.get('backend') === 'cpu', halfPrecision: params.get('dtype') === 'f16' }).then(async (info) => {
     state.backendLine = info.backend === 'webgpu' ? `WebGPU on ${info.adapter}` : `CPU (${info.fallbackReason})`;
+    if (info.dtype === 'f16') state.backendLine += ', float16';
+    if (info.halfPrecisionError) state.backendLine += ` (float32: ${info.halfPrecisionError})`;
     state.legend = (await client.legend()).classes;
     status(`${state.backendLine}. Ready.`);
     return info;

@@ -49,9 +49,10 @@ export class RplClient {
     });
   }
 
-  /** Starts WebGPU, or the CPU backend where WebGPU is missing: {backend, adapter, ...}. */
-  init({ preferCpu = false } = {}) {
-    return this.request('init', { preferCpu });
+  /** Starts WebGPU, or the CPU backend where WebGPU is missing: {backend, adapter, dtype, ...};
+   * halfPrecision asks for float16 where the adapter has shader-f16 (halfPrecisionError says why not). */
+  init({ preferCpu = false, halfPrecision = false } = {}) {
+    return this.request('init', { preferCpu, halfPrecision });
   }
 
   /** Loads safetensors weights from bytes (an ArrayBuffer, transferred to the Worker). */

@@ -49,17 +49,24 @@ function describeAdapter({ info }) {
 }
 
 const ops = {
-  async init({ preferCpu }) {
+  async init({ preferCpu, halfPrecision = false }) {
     const wasmMs = await wasmReady;
     let { adapter, reason } = preferCpu ? { reason: 'CPU requested' } : await probeWebgpu();
     if (adapter) {
       try {
-        return { ...(await initBackend(true)), adapter: describeAdapter(adapter), wasmMs };
+        // Float16 only where the adapter computes in it (WGSL's shader-f16).
+        const half = halfPrecision && adapter.features.has('shader-f16');
+        const info = await initBackend(true, half);
+        if (halfPrecision && !half) info.halfPrecisionError = 'this adapter has no shader-f16';
+        return { ...info, adapter: describeAdapter(adapter), wasmMs };
       } catch (e) {
         reason = `WebGPU device failed: ${e.message}`;
       }
     }
-    return { ...(await initBackend(false)), fallbackReason: reason, wasmMs };
+    // The CPU fallback stays in float32: WebAssembly has no half-precision arithmetic.
+    const info = await initBackend(false, false);
+    if (halfPrecision) info.halfPrecisionError = 'float16 runs on WebGPU only';
+    return { ...info, fallbackReason: reason, wasmMs };
   },
   load({ name, bytes }) {
     return { description: loadWeights(name, new Uint8Array(bytes)) };

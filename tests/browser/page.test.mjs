@@ -137,3 +137,18 @@ test('the page segments an uploaded image, scores it like the CLI and evaluates 
     await browser.close();
   }
 });
+
+test('float16 is used where the adapter has shader-f16 and otherwise refused with the reason', { timeout: 300_000 }, async () => {
+  const browser = await launchBrowser({ webgpu: true });
+  try {
+    const page = await browser.context.newPage();
+    await page.goto(`${server.url}/index.html?dtype=f16&model=none`);
+    await waitForStatus(page, /Ready\./);
+    const hasF16 = await page.evaluate(async () => (await navigator.gpu.requestAdapter()).features.has('shader-f16'));
+    // Chromium's SwiftShader has no shader-f16; a GPU adapter usually has.
+    const expected = hasF16 ? /WebGPU on .*, float16\. Ready\./ : /WebGPU on .* \(float32: this adapter has no shader-f16\)\. Ready\./;
+    assert.match(await statusText(page), expected);
+  } finally {
+    await browser.close();
+  }
+});
