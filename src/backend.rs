@@ -1,7 +1,6 @@
 //! Choosing where the network runs: burn's CPU backend or wgpu (Vulkan, Metal, DX12, WebGPU).
 
-#[cfg(not(target_arch = "wasm32"))]
-use burn::tensor::{Device, FloatDType};
+use burn::tensor::{Device, DeviceError, FloatDType};
 use thiserror::Error;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +44,15 @@ impl Precision {
     }
 }
 
+/// Makes `precision` the float type of `device`'s tensors, weights included when loaded onto it.
+/// burn fixes a device's float type at its first tensor: call this before anything uses it.
+pub fn set_precision(device: &mut Device, precision: Precision) -> Result<(), DeviceError> {
+    match precision {
+        Precision::F32 => Ok(()),
+        Precision::F16 => device.configure(FloatDType::F16),
+    }
+}
+
 impl BackendKind {
     pub fn name(self) -> &'static str {
         match self {
@@ -74,17 +82,12 @@ impl BackendKind {
         }
     }
 
-    /// A ready device whose float tensors (weights included, when loaded onto it) are of
-    /// `precision`. Call before anything else uses this backend's device: burn fixes a device's
-    /// float type at its first tensor.
+    /// A ready device computing in `precision` (see [`set_precision`]).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn device_with(self, precision: Precision) -> Result<Device, BackendError> {
         let mut device = self.device()?;
-        if precision == Precision::F16 {
-            device
-                .configure(FloatDType::F16)
-                .map_err(|e| BackendError::NoHalfPrecision { backend: self.name(), reason: format!("{e:?}") })?;
-        }
+        set_precision(&mut device, precision)
+            .map_err(|e| BackendError::NoHalfPrecision { backend: self.name(), reason: format!("{e:?}") })?;
         Ok(device)
     }
 }

@@ -4,11 +4,12 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use burn::tensor::{Device, FloatDType};
+use burn::tensor::Device;
 use js_sys::{Float32Array, Object, Reflect, Uint8Array};
 use wasm_bindgen::prelude::*;
 
 use crate::analysis::{HeadResults, threshold_mask};
+use crate::backend::{Precision, set_precision};
 use crate::inference::LiveResult;
 use crate::model::{RplConfig, RplNetwork};
 use crate::npy;
@@ -70,15 +71,12 @@ pub async fn init_backend(webgpu: bool, half_precision: bool) -> Result<JsValue,
         set(&info, "adapter", if cfg!(target_feature = "simd128") { "burn flex (WebAssembly SIMD)" } else { "burn flex (WebAssembly)" });
         Device::flex()
     };
-    let mut dtype = "f32";
-    if half_precision {
-        // burn fixes the device's float type before its first tensor: weights load as float16.
-        match device.configure(FloatDType::F16) {
-            Ok(()) => dtype = "f16",
-            Err(e) => set(&info, "halfPrecisionError", format!("{e:?}")),
-        }
+    let mut precision = if half_precision { Precision::F16 } else { Precision::F32 };
+    if let Err(e) = set_precision(&mut device, precision) {
+        set(&info, "halfPrecisionError", format!("{e:?}"));
+        precision = Precision::F32;
     }
-    set(&info, "dtype", dtype);
+    set(&info, "dtype", precision.name());
     SESSION.with(|s| *s.borrow_mut() = Some(Session { device, max_tensor_bytes, network: None, last: None }));
     Ok(info.into())
 }
