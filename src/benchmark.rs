@@ -8,7 +8,8 @@ use thiserror::Error;
 
 use crate::model::{RplConfig, RplNetwork, Stage};
 use crate::preprocess::RgbImage;
-use crate::scoring::{ScoreMode, anomaly_score};
+use crate::inference::{LiveResult, OUT2};
+use crate::scoring::ScoreMode;
 
 /// The released network's cost for one 512x1024 frame (multiply-adds counted twice); it grows
 /// with the pixel count (15.0 TFLOP at 1024x2048).
@@ -32,7 +33,8 @@ pub struct SizeReport {
     /// Median and fastest of the runs after it (image upload to score read back).
     pub median_ms: f64,
     pub min_ms: f64,
-    /// Median time per stage (runs that wait for the device after each stage), then the score.
+    /// Median time per stage (runs that wait for the device after each stage), then the score
+    /// (resized to the image in bands of rows, energy, blur, read back).
     pub stages: Vec<(&'static str, f64)>,
     /// From the released model's known cost, when this is the released width.
     pub tflop_per_s: Option<f64>,
@@ -59,17 +61,14 @@ fn sync(device: &Device) -> Result<(), BenchmarkError> {
 /// Image in, energy score of out2 read back: what a user waits for.
 fn end_to_end(network: &RplNetwork, image: &RgbImage, device: &Device) -> Result<f64, BenchmarkError> {
     let started = Instant::now();
-    let logits = network.forward(image.to_input(device));
-    let score = anomaly_score(logits.out2, ScoreMode::Energy);
-    read_back(score)?;
+    read_score(LiveResult::run(network, image, device))?;
     Ok(started.elapsed().as_secs_f64() * 1e3)
 }
 
-/// Reads a result back and touches its values: natively the bytes arrive lazily, and only the
-/// first access waits for the device.
-fn read_back(score: burn::tensor::Tensor<3>) -> Result<(), BenchmarkError> {
-    let data = futures_lite::future::block_on(score.into_data_async()).map_err(|e| BenchmarkError::Execution(format!("{e:?}")))?;
-    let values = data.convert::<f32>().try_to_vec::<f32>().map_err(|e| BenchmarkError::Execution(format!("{e:?}")))?;
+/// The energy score of out2 at the image's size, as inference makes it (in bands of rows),
+/// read back: its values are on the host when this returns.
+fn read_score(live: LiveResult) -> Result<(), BenchmarkError> {
+    let values = futures_lite::future::block_on(live.score(OUT2, ScoreMode::Energy)).map_err(|e| BenchmarkError::Execution(e.to_string()))?;
     std::hint::black_box(values);
     Ok(())
 }
@@ -91,7 +90,7 @@ fn staged(network: &RplNetwork, image: &RgbImage, device: &Device) -> Result<Vec
     if let Some(e) = failure {
         return Err(e);
     }
-    read_back(anomaly_score(logits.out2, ScoreMode::Energy))?;
+    read_score(LiveResult::new(logits))?;
     times.push(mark.elapsed().as_secs_f64() * 1e3);
     Ok(times)
 }

@@ -1,12 +1,15 @@
 //! One image through the network: class map, anomaly scores and (optionally) both heads' logits.
-//! Results are read back asynchronously, as the browser requires; natively [`predict`] waits.
+//! Full-resolution maps are made in bands of rows (see [`LiveResult`]). Results are read back asynchronously, as the browser requires; natively [`predict`] waits.
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use std::ops::Range;
+
+use burn::tensor::kind::Basic;
+use burn::tensor::{Device, Tensor, TensorData};
 use thiserror::Error;
 
-use crate::model::RplNetwork;
+use crate::model::{DecoderLogits, RplNetwork, resize_rows};
 use crate::preprocess::RgbImage;
-use crate::scoring::{ScoreMode, anomaly_score};
+use crate::scoring::{ScoreMode, gaussian_blur, unblurred_score};
 
 #[derive(Debug, Error)]
 pub enum InferenceError {
@@ -46,24 +49,6 @@ pub struct Prediction {
     pub logits: Option<[Vec<f32>; 2]>,
 }
 
-/// The results, computed (or queued) on the device, not yet read back.
-struct DeviceResults {
-    classes: Tensor<4, Int>,
-    score: Tensor<3>,
-    closed_set_score: Option<Tensor<3>>,
-    logits: Option<[Tensor<4>; 2]>,
-}
-
-fn compute(network: &RplNetwork, image: &RgbImage, options: PredictOptions, device: &Device) -> DeviceResults {
-    let logits = network.forward(image.to_input(device));
-    DeviceResults {
-        classes: logits.out1.clone().argmax(1),
-        score: anomaly_score(logits.out2.clone(), options.mode),
-        closed_set_score: options.closed_set_score.then(|| anomaly_score(logits.out1.clone(), options.mode)),
-        logits: options.keep_logits.then_some([logits.out1, logits.out2]),
-    }
-}
-
 /// Runs and waits for the results (native backends; the browser cannot block).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn predict(
@@ -82,50 +67,37 @@ pub async fn predict_async(
     options: PredictOptions,
     device: &Device,
 ) -> Result<Prediction, InferenceError> {
-    let results = compute(network, image, options, device);
-    let classes = results.classes.into_data_async().await;
-    let score = results.score.into_data_async().await;
-    let closed = match results.closed_set_score {
-        Some(t) => Some(t.into_data_async().await),
-        None => None,
+    let live = LiveResult::run(network, image, device);
+    let classes = live.class_map(OUT1).await?;
+    let score = live.score(OUT2, options.mode).await?;
+    let closed_set_score = match options.closed_set_score {
+        true => Some(live.score(OUT1, options.mode).await?),
+        false => None,
     };
-    let logits = match results.logits {
-        Some([out1, out2]) => Some([out1.into_data_async().await, out2.into_data_async().await]),
-        None => None,
+    let logits = match options.keep_logits {
+        true => Some([live.logits(OUT1).await?, live.logits(OUT2).await?]),
+        false => None,
     };
-    assemble(image, options, classes, score, closed, logits)
+    Ok(Prediction { width: image.width, height: image.height, classes, mode: options.mode, score, closed_set_score, logits })
 }
 
-type Read<E> = Result<TensorData, E>;
+/// The heads' index in `[out1, out2]`: the closed-set network, and the one with the RPL block.
+pub const OUT1: usize = 0;
+pub const OUT2: usize = 1;
 
-fn assemble<E: std::fmt::Debug>(
-    image: &RgbImage,
-    options: PredictOptions,
-    classes: Read<E>,
-    score: Read<E>,
-    closed_set_score: Option<Read<E>>,
-    logits: Option<[Read<E>; 2]>,
-) -> Result<Prediction, InferenceError> {
-    Ok(Prediction {
-        width: image.width,
-        height: image.height,
-        classes: read_classes(classes, "class map")?,
-        mode: options.mode,
-        score: read_floats(score, "anomaly score")?,
-        closed_set_score: closed_set_score.map(|d| read_floats(d, "closed-set score")).transpose()?,
-        logits: match logits {
-            Some([out1, out2]) => Some([read_floats(out1, "out1 logits")?, read_floats(out2, "out2 logits")?]),
-            None => None,
-        },
-    })
-}
+/// Full-resolution logits are made at most this many bytes (float32) of one head at a time: a
+/// quarter of the 128 MiB every WebGPU adapter can bind, whatever the image size.
+pub const OUTPUT_BAND_BYTES: usize = 32 << 20;
 
 /// Both heads' logits kept on the device, for follow-up questions about one image without
 /// running the network again: other score modes, class maps, one pixel's probabilities.
+/// They are kept at the decoder's resolution; every full-resolution map is made from them in
+/// bands of rows (a 2048x1024 frame's logits alone would take 152 MB per head).
 pub struct LiveResult {
     pub width: usize,
     pub height: usize,
-    logits: crate::model::RplLogits,
+    logits: DecoderLogits,
+    rows_per_band: usize,
 }
 
 fn read_floats(data: Result<TensorData, impl std::fmt::Debug>, what: &'static str) -> Result<Vec<f32>, InferenceError> {
@@ -142,30 +114,84 @@ fn read_classes(data: Result<TensorData, impl std::fmt::Debug>, what: &'static s
 
 impl LiveResult {
     pub fn run(network: &RplNetwork, image: &RgbImage, device: &Device) -> Self {
-        Self { width: image.width, height: image.height, logits: network.forward(image.to_input(device)) }
+        Self::new(network.forward_to_decoder(image.to_input(device)))
     }
 
-    fn heads(&self) -> [Tensor<4>; 2] {
-        [self.logits.out1.clone(), self.logits.out2.clone()]
+    /// From a forward pass already queued (one image).
+    pub fn new(logits: DecoderLogits) -> Self {
+        let [height, width] = logits.image_size;
+        Self { width, height, logits, rows_per_band: 0 }.with_band_bytes(OUTPUT_BAND_BYTES)
+    }
+
+    /// Makes full-resolution maps at most `bytes` of one head's logits at a time (at least one row).
+    pub fn with_band_bytes(mut self, bytes: usize) -> Self {
+        let row_bytes = self.logits.out1.dims()[1] * self.width * size_of::<f32>();
+        self.rows_per_band = (bytes / row_bytes.max(1)).max(1);
+        self
+    }
+
+    /// The row ranges the full-resolution maps are made in.
+    pub fn bands(&self) -> impl Iterator<Item = Range<usize>> + use<> {
+        let (height, rows) = (self.height, self.rows_per_band);
+        (0..height).step_by(rows).map(move |start| start..(start + rows).min(height))
+    }
+
+    fn head(&self, head: usize) -> &Tensor<4> {
+        [&self.logits.out1, &self.logits.out2][head]
+    }
+
+    /// `per_band` of each band of `head`'s full-resolution logits, joined along the rows.
+    fn by_bands<K: Basic>(&self, head: usize, per_band: impl Fn(Tensor<4>) -> Tensor<3, K>) -> Tensor<3, K> {
+        let size = self.logits.image_size;
+        let bands = self.bands().map(|rows| per_band(resize_rows(self.head(head).clone(), size, rows))).collect();
+        Tensor::cat(bands, 1)
+    }
+
+    /// The blurred score of `head` (0: out1, 1: out2), row-major H x W.
+    pub async fn score(&self, head: usize, mode: ScoreMode) -> Result<Vec<f32>, InferenceError> {
+        let score = gaussian_blur(self.by_bands(head, |logits| unblurred_score(logits, mode)));
+        read_floats(score.into_data_async().await, ["out1 score", "out2 score"][head])
+    }
+
+    /// Train ids (argmax over the classes) of `head`, row-major H x W.
+    pub async fn class_map(&self, head: usize) -> Result<Vec<u8>, InferenceError> {
+        let classes = self.by_bands(head, |logits| logits.argmax(1).squeeze_dim(1));
+        read_classes(classes.into_data_async().await, ["out1 classes", "out2 classes"][head])
+    }
+
+    /// `head`'s logits at the image's resolution, `[classes, H, W]`, read back a band at a time.
+    pub async fn logits(&self, head: usize) -> Result<Vec<f32>, InferenceError> {
+        let what = ["out1 logits", "out2 logits"][head];
+        let classes = self.head(head).dims()[1];
+        let plane = self.height * self.width;
+        let mut logits = vec![0f32; classes * plane];
+        for rows in self.bands() {
+            let band = resize_rows(self.head(head).clone(), self.logits.image_size, rows.clone());
+            let values = read_floats(band.into_data_async().await, what)?;
+            let band_plane = rows.len() * self.width;
+            for (class, values) in values.chunks_exact(band_plane).enumerate() {
+                logits[class * plane + rows.start * self.width..][..band_plane].copy_from_slice(values);
+            }
+        }
+        Ok(logits)
     }
 
     /// The blurred score of out1 and of out2, row-major H x W each.
     pub async fn scores(&self, mode: ScoreMode) -> Result<[Vec<f32>; 2], InferenceError> {
-        let [out1, out2] = self.heads().map(|l| anomaly_score(l, mode));
-        Ok([read_floats(out1.into_data_async().await, "out1 score")?, read_floats(out2.into_data_async().await, "out2 score")?])
+        Ok([self.score(OUT1, mode).await?, self.score(OUT2, mode).await?])
     }
 
     /// Train ids (argmax) of out1 and of out2.
     pub async fn class_maps(&self) -> Result<[Vec<u8>; 2], InferenceError> {
-        let [c1, c2] = self.heads().map(|l| l.argmax(1));
-        Ok([read_classes(c1.into_data_async().await, "out1 classes")?, read_classes(c2.into_data_async().await, "out2 classes")?])
+        Ok([self.class_map(OUT1).await?, self.class_map(OUT2).await?])
     }
 
     /// Both heads' logits at one pixel (`x < width`, `y < height`).
     pub async fn pixel_logits(&self, x: usize, y: usize) -> Result<[Vec<f32>; 2], InferenceError> {
-        let [l1, l2] = self.heads().map(|l| {
-            let classes = l.dims()[1];
-            l.slice([0..1, 0..classes, y..y + 1, x..x + 1])
+        let [l1, l2] = [self.logits.out1.clone(), self.logits.out2.clone()].map(|head| {
+            let row = resize_rows(head, self.logits.image_size, y..y + 1);
+            let classes = row.dims()[1];
+            row.slice([0..1, 0..classes, 0..1, x..x + 1])
         });
         Ok([read_floats(l1.into_data_async().await, "out1 logits")?, read_floats(l2.into_data_async().await, "out2 logits")?])
     }

@@ -46,13 +46,18 @@ impl ScoreMode {
 
 /// The blurred anomaly score `[N, H, W]` of logits `[N, classes, H, W]`.
 pub fn anomaly_score(logits: Tensor<4>, mode: ScoreMode) -> Tensor<3> {
-    let raw = match mode {
+    gaussian_blur(unblurred_score(logits, mode))
+}
+
+/// The per-pixel score `[N, H, W]` before the blur: pixels are independent, so it can be
+/// computed a band of rows at a time.
+pub fn unblurred_score(logits: Tensor<4>, mode: ScoreMode) -> Tensor<3> {
+    match mode {
         ScoreMode::Energy => energy_score(logits),
         ScoreMode::Entropy => normalized_entropy(logits),
         ScoreMode::MaxSoftmax => max_softmax_score(logits),
         ScoreMode::MaxLogit => max_logit_score(logits),
-    };
-    gaussian_blur(raw)
+    }
 }
 
 /// `log(sum(exp(x)))` over the classes, stable: shifted by the per-pixel maximum. `[N, 1, H, W]`.

@@ -132,7 +132,7 @@ fn staged_forward_reports_each_stage_in_order_and_computes_the_same_logits() {
     let mut stages = Vec::new();
     let staged = network.forward_staged(input.clone(), &mut |stage| stages.push(stage));
     assert_eq!(stages, rpl_web::model::Stage::ALL);
-    let plain = network.forward(input);
+    let plain = network.forward_to_decoder(input);
     assert_eq!(values(staged.out1), values(plain.out1));
     assert_eq!(values(staged.out2), values(plain.out2));
 }

@@ -53,12 +53,13 @@ impl RplConfig {
         5 * self.width(released::ASPP_BRANCH)
     }
 
-    /// Bytes per input pixel of the largest single activation: the logits (full resolution),
-    /// `mod1` (full), the decoder's concatenation (H/2) or `mod7` (H/8). A GPU binding must
-    /// hold it, so this bounds the image size an adapter can run.
+    /// Bytes per input pixel of the largest single activation: the input or `mod1` (full
+    /// resolution), the decoder's concatenation (H/2) or `mod7` (H/8). A GPU binding must hold
+    /// it, so this bounds the image size an adapter can run. (Full-resolution logits are made
+    /// in bands of rows of bounded size: see `inference::LiveResult`.)
     pub fn largest_activation_bytes_per_pixel(&self) -> usize {
         const F32: usize = 4;
-        let full = [self.num_classes, self.width(released::STEM)];
+        let full = [3, self.width(released::STEM)];
         let half = self.decoder_channels();
         let eighth = self.width(released::TRUNK_OUT);
         (full.iter().max().unwrap() * F32).max(half * F32 / 4).max(eighth * F32 / 64)

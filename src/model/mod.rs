@@ -10,12 +10,14 @@ pub mod network;
 pub mod residual_block;
 pub mod trunk;
 
-use burn::tensor::{Tensor, TensorData};
+use std::ops::Range;
+
+use burn::tensor::{Int, Tensor, TensorData};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
 pub use config::RplConfig;
-pub use network::{RplLogits, RplNetwork, RplTrace, Stage};
+pub use network::{DecoderLogits, RplLogits, RplNetwork, RplTrace, Stage};
 
 /// Bilinear resize with `align_corners=True`, as every resize of the reference.
 pub fn resize_to(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
@@ -34,20 +36,52 @@ pub fn resize_to(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
     interpolate(x, options)
 }
 
-/// Bilinear weights with `align_corners=True` as a `[to, from]` row-major matrix: output `i`
-/// samples input `i * (from - 1) / (to - 1)` from its two neighbours.
-pub fn interpolation_matrix(from: usize, to: usize) -> Vec<f32> {
+/// Each output position of an `align_corners=True` bilinear resize from `from` to `to`
+/// samples input `i * (from - 1) / (to - 1)`: its two neighbours and the upper one's weight.
+fn bilinear_taps(from: usize, to: usize) -> impl Iterator<Item = (usize, usize, f32)> {
     let scale = if to > 1 { (from - 1) as f32 / (to - 1) as f32 } else { 0.0 };
-    let mut weights = vec![0f32; to * from];
-    for i in 0..to {
+    (0..to).map(move |i| {
         let source = i as f32 * scale;
         let lower = (source.floor() as usize).min(from - 1);
         let upper = (lower + 1).min(from - 1);
-        let t = source - lower as f32;
+        (lower, upper, source - lower as f32)
+    })
+}
+
+/// Bilinear weights with `align_corners=True` as a `[to, from]` row-major matrix.
+pub fn interpolation_matrix(from: usize, to: usize) -> Vec<f32> {
+    let mut weights = vec![0f32; to * from];
+    for (i, (lower, upper, t)) in bilinear_taps(from, to).enumerate() {
         weights[i * from + lower] += 1.0 - t;
         weights[i * from + upper] += t;
     }
     weights
+}
+
+/// Rows `rows` of `resize_to(x, size)`, each output value blended from the two source rows
+/// and columns it reads. Work and memory follow the rows asked for, so a large output can be
+/// made band by band, each band fitting one GPU buffer.
+pub fn resize_rows(x: Tensor<4>, size: [usize; 2], rows: Range<usize>) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    let vertical: Vec<_> = bilinear_taps(h, size[0]).skip(rows.start).take(rows.len()).collect();
+    let x = blend(x, 2, &vertical);
+    if w == size[1] { x } else { blend(x, 3, &bilinear_taps(w, size[1]).collect::<Vec<_>>()) }
+}
+
+/// `lower * (1 - t) + upper * t` along `dim`, one tap per output index.
+fn blend(x: Tensor<4>, dim: usize, taps: &[(usize, usize, f32)]) -> Tensor<4> {
+    let device = x.device();
+    let n = taps.len();
+    let index = |pick: fn(&(usize, usize, f32)) -> usize| {
+        let values: Vec<i64> = taps.iter().map(|tap| pick(tap) as i64).collect();
+        Tensor::<1, Int>::from_data(TensorData::new(values, [n]), &device)
+    };
+    let (lower, upper) = (index(|tap| tap.0), index(|tap| tap.1));
+    let mut shape = [1; 4];
+    shape[dim] = n;
+    let upper_weight = Tensor::<4>::from_data(TensorData::new(taps.iter().map(|tap| tap.2).collect(), shape), &device);
+    let lower_weight = upper_weight.clone().neg().add_scalar(1.0);
+    x.clone().select(dim, lower) * lower_weight + x.select(dim, upper) * upper_weight
 }
 
 /// The same resize as [`resize_to`], as `A_h · x · A_wᵀ` (differentiable on every backend).

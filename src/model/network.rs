@@ -1,5 +1,7 @@
 //! The whole RPL network: DeepLabV3+ on WideResNet-38 with the RPL residual block.
 
+use std::ops::Range;
+
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
@@ -10,7 +12,7 @@ use super::convolution::convolve;
 use super::decoder::SegmentationHead;
 use super::layers::conv;
 use super::residual_block::ResidualAnomalyBlock;
-use super::resize_to;
+use super::{resize_rows, resize_to};
 use super::trunk::WiderResNet38;
 
 /// Both heads' logits at the input's resolution, `[N, classes, H, W]`.
@@ -22,6 +24,30 @@ pub struct RplLogits {
     pub out2: Tensor<4>,
 }
 
+/// Both heads' logits at the decoder's resolution (m2's, about H/2 x W/2), before the resize to
+/// the image: a quarter of the full-resolution values, so inference keeps these on the device
+/// and makes full-resolution rows from them a band at a time.
+#[derive(Debug, Clone)]
+pub struct DecoderLogits {
+    pub out1: Tensor<4>,
+    pub out2: Tensor<4>,
+    /// `[height, width]` of the input image, the size both heads resize to.
+    pub image_size: [usize; 2],
+}
+
+impl DecoderLogits {
+    /// Image rows `rows` of both heads' logits at the image's resolution.
+    pub fn rows(&self, rows: Range<usize>) -> RplLogits {
+        let [out1, out2] = [&self.out1, &self.out2].map(|head| resize_rows(head.clone(), self.image_size, rows.clone()));
+        RplLogits { out1, out2 }
+    }
+
+    /// Both heads' logits at the image's resolution, whole.
+    pub fn at_image_size(&self) -> RplLogits {
+        self.rows(0..self.image_size[0])
+    }
+}
+
 /// The stages of a forward pass, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -31,7 +57,7 @@ pub enum Stage {
     Aspp,
     /// The RPL residual block (its own ASPP).
     ResidualBlock,
-    /// The shared `final` head on both inputs, resized to the image (out1, out2).
+    /// The shared `final` head on both inputs (out1, out2 at the decoder's resolution).
     Decoder,
 }
 
@@ -91,19 +117,22 @@ impl RplNetwork {
 
     /// `x`: normalised images `[N, 3, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> RplLogits {
+        self.forward_to_decoder(x).at_image_size()
+    }
+
+    /// Both heads' logits before the final resize: what inference keeps (see [`DecoderLogits`]).
+    pub fn forward_to_decoder(&self, x: Tensor<4>) -> DecoderLogits {
         self.forward_inner(x, false, &mut |_| {}).0
     }
 
-    /// The forward pass, calling `stage_done` after each stage (for timing each one).
-    pub fn forward_staged(&self, x: Tensor<4>, stage_done: &mut dyn FnMut(Stage)) -> RplLogits {
+    /// [`Self::forward_to_decoder`], calling `stage_done` after each stage (for timing each one).
+    pub fn forward_staged(&self, x: Tensor<4>, stage_done: &mut dyn FnMut(Stage)) -> DecoderLogits {
         self.forward_inner(x, false, stage_done).0
     }
 
     /// The forward pass that also returns the intermediate maps (for parity debugging).
     pub fn forward_traced(&self, x: Tensor<4>) -> RplTrace {
-        let (logits, trace) = self.forward_inner(x, true, &mut |_| {});
-        let trace = trace.expect("traced forward pass keeps its maps");
-        RplTrace { logits, ..trace }
+        self.forward_inner(x, true, &mut |_| {}).1.expect("traced forward pass keeps its maps")
     }
 
     /// out1 only: the closed-set segmentation, without the residual block (training stage 1).
@@ -140,7 +169,7 @@ impl RplNetwork {
         (Tensor::cat(vec![convolve(&self.bot_fine, m2), dec0_up], 1), aspp)
     }
 
-    fn forward_inner(&self, x: Tensor<4>, traced: bool, stage_done: &mut dyn FnMut(Stage)) -> (RplLogits, Option<RplTrace>) {
+    fn forward_inner(&self, x: Tensor<4>, traced: bool, stage_done: &mut dyn FnMut(Stage)) -> (DecoderLogits, Option<RplTrace>) {
         let [_, _, h, w] = x.dims();
         let features = self.trunk.forward(x, traced);
         stage_done(Stage::Trunk);
@@ -151,10 +180,10 @@ impl RplNetwork {
         let res = self.residual_block.forward(features.mod7.clone(), [h2, w2]);
         stage_done(Stage::ResidualBlock);
 
-        let out1 = resize_to(self.head.forward(dec0.clone()), [h, w]);
-        let out2 = resize_to(self.head.forward(dec0 + res.clone()), [h, w]);
+        let out1 = self.head.forward(dec0.clone());
+        let out2 = self.head.forward(dec0 + res.clone());
         stage_done(Stage::Decoder);
-        let logits = RplLogits { out1, out2 };
+        let logits = DecoderLogits { out1, out2, image_size: [h, w] };
 
         let trace = traced.then(|| RplTrace {
             mod1: features.mod1.expect("mod1 kept when traced"),
@@ -162,7 +191,7 @@ impl RplNetwork {
             mod7: features.mod7,
             aspp,
             res,
-            logits: logits.clone(),
+            logits: logits.at_image_size(),
         });
         (logits, trace)
     }

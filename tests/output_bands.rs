@@ -1,0 +1,121 @@
+//! Full-resolution outputs made in bands of rows: the same values as made whole, and a frame
+//! whose logits would not fit one of the device's buffers runs instead of failing.
+
+mod common;
+
+use burn::tensor::{Device, Distribution, Tensor};
+use common::{FLOAT32_TOLERANCE, assert_close, fixture};
+use futures_lite::future::block_on;
+use rpl_web::backend::BackendKind;
+use rpl_web::benchmark::random_image;
+use rpl_web::inference::{LiveResult, OUT1, OUT2};
+use rpl_web::model::{RplNetwork, resize_rows, resize_to};
+use rpl_web::scoring::ScoreMode;
+use rpl_web::weights::load_network;
+use rpl_web::weights::pth::PthCheckpoint;
+
+fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    tensor.into_data().try_into_vec::<f32>().unwrap()
+}
+
+fn fixture_network(device: &Device) -> RplNetwork {
+    load_network(&PthCheckpoint::open(&fixture("rpl_w8/rpl_w8.pth")).unwrap(), device).unwrap()
+}
+
+/// Everything the page and the command line read from one result, in order.
+fn read_everything(live: &LiveResult) -> (Vec<Vec<f32>>, Vec<Vec<u8>>) {
+    let mut floats = Vec::new();
+    for mode in [ScoreMode::Energy, ScoreMode::Entropy] {
+        floats.extend(block_on(live.scores(mode)).unwrap());
+    }
+    floats.push(block_on(live.logits(OUT1)).unwrap());
+    floats.push(block_on(live.logits(OUT2)).unwrap());
+    (floats, block_on(live.class_maps()).unwrap().to_vec())
+}
+
+#[test]
+fn resizing_a_band_of_rows_gives_those_rows_of_the_whole_resize() {
+    for backend in [BackendKind::Flex, BackendKind::Wgpu] {
+        let device = backend.device().unwrap();
+        // Up, down, to one row, one axis only.
+        for ([h, w], size) in [([7, 9], [13, 17]), ([9, 9], [4, 3]), ([5, 6], [1, 11]), ([6, 4], [6, 15]), ([4, 8], [9, 8])] {
+            let x = Tensor::<4>::random([2, 3, h, w], Distribution::Normal(0.0, 1.0), &device);
+            let whole = values(resize_to(x.clone(), size));
+            for rows_per_band in [1, 3, size[0]] {
+                let bands: Vec<_> = (0..size[0])
+                    .step_by(rows_per_band)
+                    .map(|start| resize_rows(x.clone(), size, start..(start + rows_per_band).min(size[0])))
+                    .collect();
+                let what = format!("{} {h}x{w} -> {size:?} in bands of {rows_per_band}", backend.name());
+                assert_close(&what, &values(Tensor::cat(bands, 2)), &whole, FLOAT32_TOLERANCE / 100.0);
+            }
+        }
+    }
+}
+
+#[test]
+fn maps_made_in_bands_of_one_row_equal_the_maps_made_whole() {
+    let device = BackendKind::Flex.device().unwrap();
+    let network = fixture_network(&device);
+    let image = random_image(161, 97, 3);
+    let whole = LiveResult::run(&network, &image, &device).with_band_bytes(usize::MAX);
+    let rows = LiveResult::run(&network, &image, &device).with_band_bytes(1);
+    assert_eq!(whole.bands().count(), 1);
+    assert_eq!(rows.bands().count(), 97);
+    // Each pixel's value does not depend on the band it was made in: bit for bit equal.
+    assert_eq!(read_everything(&rows), read_everything(&whole));
+
+    // The logits read back band by band are the network's full-resolution logits.
+    let logits = network.forward(image.to_input(&device));
+    assert_eq!(block_on(rows.logits(OUT2)).unwrap(), values(logits.out2.clone()));
+    let pixel = block_on(rows.pixel_logits(150, 90)).unwrap();
+    let classes = pixel[1].len();
+    let at = |logits: Vec<f32>| (0..classes).map(|c| logits[c * 97 * 161 + 90 * 161 + 150]).collect::<Vec<_>>();
+    assert_eq!(pixel[1], at(values(logits.out2)));
+}
+
+/// A wgpu device whose buffers hold at most `bytes` (lavapipe offers 128 MiB, every WebGPU
+/// adapter at least 128 MiB; a smaller limit lets a small image show what a large one does).
+fn wgpu_device_with_buffers_of(bytes: u64) -> Device {
+    use burn::tensor::wgpu::{WgpuSetup, wgpu};
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapter = block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())).expect("a wgpu adapter (lavapipe)");
+    let mut limits = adapter.limits();
+    limits.max_buffer_size = bytes;
+    limits.max_storage_buffer_binding_size = bytes;
+    let descriptor = wgpu::DeviceDescriptor {
+        required_features: adapter.features().difference(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS),
+        required_limits: limits,
+        ..Default::default()
+    };
+    let (device, queue) = block_on(adapter.request_device(&descriptor)).expect("a device with smaller limits");
+    let backend = adapter.get_info().backend;
+    Device::wgpu_options().setup(WgpuSetup { instance, adapter, device, queue, backend }).init().expect("burn on that device")
+}
+
+#[test]
+fn a_frame_whose_logits_exceed_the_devices_buffers_is_made_in_bands() {
+    const BUFFER: u64 = 8 << 20;
+    let device = wgpu_device_with_buffers_of(BUFFER);
+    let network = fixture_network(&device);
+    // 512x428, just inside the size bound the page applies (the decoder's 38 channels at half
+    // resolution: 8.3 MB); each head's full-resolution logits would take 19 x 4 bytes per pixel, 16.7 MB.
+    let image = random_image(512, 428, 11);
+    let needed = (image.width * image.height * network.config.largest_activation_bytes_per_pixel()) as u64;
+    assert!(needed <= BUFFER && needed > BUFFER * 99 / 100, "{needed} bytes");
+    let live = LiveResult::run(&network, &image, &device).with_band_bytes(BUFFER as usize / 2);
+    assert!(live.bands().count() > 1);
+    let score = block_on(live.score(OUT2, ScoreMode::Energy)).expect("made in bands, every tensor fits");
+    let classes = block_on(live.class_map(OUT1)).unwrap();
+
+    let cpu = BackendKind::Flex.device().unwrap();
+    let expected = LiveResult::run(&fixture_network(&cpu), &image, &cpu);
+    assert_close("energy of out2", &score, &block_on(expected.score(OUT2, ScoreMode::Energy)).unwrap(), FLOAT32_TOLERANCE);
+    let expected_classes = block_on(expected.class_map(OUT1)).unwrap();
+    let agreeing = classes.iter().zip(&expected_classes).filter(|(a, b)| a == b).count();
+    assert!(agreeing as f64 >= 0.999 * classes.len() as f64, "{agreeing} of {} pixels agree", classes.len());
+
+    // Made whole, the logits do not fit: this is the failure the bands avoid.
+    let whole = LiveResult::run(&network, &image, &device).with_band_bytes(usize::MAX);
+    assert!(block_on(whole.score(OUT2, ScoreMode::Energy)).is_err());
+}
