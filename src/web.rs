@@ -10,8 +10,8 @@ use wasm_bindgen::prelude::*;
 
 use crate::analysis::{HeadResults, threshold_mask};
 use crate::backend::{Precision, set_precision};
-use crate::inference::LiveResult;
-use crate::model::{RplConfig, RplNetwork};
+use crate::inference::{LiveResult, OUT2};
+use crate::model::{RplConfig, RplNetwork, Stage};
 use crate::npy;
 use crate::preprocess::RgbImage;
 use crate::scoring::ScoreMode;
@@ -138,6 +138,33 @@ pub fn load_random_weights(width_divisor: usize) -> Result<String, JsError> {
         session.network = Some(Rc::new(RplNetwork::new(config, &session.device)));
         Ok(format!("{} (random weights)", config.describe()))
     })
+}
+
+/// Benchmarks: runs the network on an RGBA image through `stage` ("trunk", "aspp", "residual
+/// block", "decoder"; "score": the whole pass and the energy of out2 at the image's size) and
+/// waits for that result. The Worker times each call; stage times are the differences.
+#[wasm_bindgen(js_name = runThrough)]
+pub async fn run_through(width: usize, height: usize, rgba: Vec<u8>, stage: String) -> Result<(), JsError> {
+    let last = match stage.as_str() {
+        "score" => None,
+        name => Some(Stage::ALL.into_iter().find(|s| s.name() == name).ok_or_else(|| error(format!("unknown stage `{name}`")))?),
+    };
+    let (network, device) = with_session(|session| match &session.network {
+        Some(network) => Ok((network.clone(), session.device.clone())),
+        None => Err(error("no model is loaded")),
+    })?;
+    let input = RgbImage::from_interleaved(width, height, 4, &rgba).map_err(error)?.to_input(&device);
+    match last {
+        None => {
+            LiveResult::new(network.forward_to_decoder(input)).score(OUT2, ScoreMode::Energy).await.map_err(error)?;
+        }
+        Some(stage) => {
+            // One value read back waits for all the work queued before it.
+            let output = network.forward_through(input, stage).slice([0..1, 0..1, 0..1, 0..1]);
+            output.into_data_async().await.map_err(|e| error(format!("reading the {} output back: {e:?}", stage.name())))?;
+        }
+    }
+    Ok(())
 }
 
 /// The last segmented image, kept for follow-up questions from the page.

@@ -70,6 +70,13 @@ export class RplClient {
     return this.request('segment', { width: imageData.width, height: imageData.height, rgba, mode }, [rgba]);
   }
 
+  /** Benchmarks: runs the network on an ImageData through `stage` (trunk, aspp, residual block,
+   * decoder, or score: the whole pass) and waits for it; the reply's `ms` times it. */
+  runThrough(imageData, stage) {
+    const rgba = imageData.data.buffer.slice(0);
+    return this.request('runThrough', { width: imageData.width, height: imageData.height, rgba, stage }, [rgba]);
+  }
+
   /** The last image's scores in another mode, without running the network again. */
   rescore(mode) {
     return this.request('rescore', { mode });

@@ -3,7 +3,7 @@
 // unasked, {event: 'fatal', error} when the GPU device is lost.
 import init, {
   initBackend, loadWeights, loadRandomWeights, segment, rescore, pixelInfo, heatImage, maskImage,
-  evaluateMask, scoreNpy, classLegend, maxInferencePixels, memoryUsage,
+  evaluateMask, scoreNpy, classLegend, maxInferencePixels, memoryUsage, runThrough,
 } from './pkg/rpl_web.js';
 
 let wasm = null;
@@ -76,6 +76,11 @@ const ops = {
   },
   segment({ width, height, rgba, mode }) {
     return segment(width, height, new Uint8Array(rgba), mode);
+  },
+  // Benchmarks: the network through one stage, waited for (the reply's ms times it).
+  async runThrough({ width, height, rgba, stage }) {
+    await runThrough(width, height, new Uint8Array(rgba), stage);
+    return {};
   },
   rescore({ mode }) {
     return rescore(mode);

@@ -1,6 +1,6 @@
 //! The whole RPL network: DeepLabV3+ on WideResNet-38 with the RPL residual block.
 
-use std::ops::Range;
+use std::ops::{ControlFlow, Range};
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -122,17 +122,37 @@ impl RplNetwork {
 
     /// Both heads' logits before the final resize: what inference keeps (see [`DecoderLogits`]).
     pub fn forward_to_decoder(&self, x: Tensor<4>) -> DecoderLogits {
-        self.forward_inner(x, false, &mut |_| {}).0
+        self.forward_staged(x, &mut |_| {})
     }
 
     /// [`Self::forward_to_decoder`], calling `stage_done` after each stage (for timing each one).
     pub fn forward_staged(&self, x: Tensor<4>, stage_done: &mut dyn FnMut(Stage)) -> DecoderLogits {
-        self.forward_inner(x, false, stage_done).0
+        let mut each = |stage, _: &Tensor<4>| {
+            stage_done(stage);
+            ControlFlow::Continue(())
+        };
+        self.forward_inner(x, false, &mut each).expect("no stage stops the pass").0
+    }
+
+    /// The pass up to and including `last`, and that stage's output (mod7, dec0, the residual,
+    /// out2 at the decoder's resolution): where waiting for each stage is not possible (the
+    /// browser), a stage's time is the difference between two of these.
+    pub fn forward_through(&self, x: Tensor<4>, last: Stage) -> Tensor<4> {
+        let mut output = None;
+        self.forward_inner(x, false, &mut |stage, result| {
+            if stage != last {
+                return ControlFlow::Continue(());
+            }
+            output = Some(result.clone());
+            ControlFlow::Break(())
+        });
+        output.expect("every stage reports its output")
     }
 
     /// The forward pass that also returns the intermediate maps (for parity debugging).
     pub fn forward_traced(&self, x: Tensor<4>) -> RplTrace {
-        self.forward_inner(x, true, &mut |_| {}).1.expect("traced forward pass keeps its maps")
+        let pass = self.forward_inner(x, true, &mut |_, _| ControlFlow::Continue(()));
+        pass.and_then(|(_, trace)| trace).expect("traced forward pass keeps its maps")
     }
 
     /// out1 only: the closed-set segmentation, without the residual block (training stage 1).
@@ -169,20 +189,27 @@ impl RplNetwork {
         (Tensor::cat(vec![convolve(&self.bot_fine, m2), dec0_up], 1), aspp)
     }
 
-    fn forward_inner(&self, x: Tensor<4>, traced: bool, stage_done: &mut dyn FnMut(Stage)) -> (DecoderLogits, Option<RplTrace>) {
+    /// The pass, offering each stage's output to `stage_done`; `None` where it stopped the pass.
+    fn forward_inner(
+        &self,
+        x: Tensor<4>,
+        traced: bool,
+        stage_done: &mut dyn FnMut(Stage, &Tensor<4>) -> ControlFlow<()>,
+    ) -> Option<(DecoderLogits, Option<RplTrace>)> {
+        let mut done = |stage, output: &Tensor<4>| stage_done(stage, output).is_continue().then_some(());
         let [_, _, h, w] = x.dims();
         let features = self.trunk.forward(x, traced);
-        stage_done(Stage::Trunk);
+        done(Stage::Trunk, &features.mod7)?;
         let [_, _, h2, w2] = features.m2.dims();
 
         let (dec0, aspp) = self.decoder_features_and_aspp(features.mod7.clone(), features.m2.clone(), [h2, w2]);
-        stage_done(Stage::Aspp);
+        done(Stage::Aspp, &dec0)?;
         let res = self.residual_block.forward(features.mod7.clone(), [h2, w2]);
-        stage_done(Stage::ResidualBlock);
+        done(Stage::ResidualBlock, &res)?;
 
         let out1 = self.head.forward(dec0.clone());
         let out2 = self.head.forward(dec0 + res.clone());
-        stage_done(Stage::Decoder);
+        done(Stage::Decoder, &out2)?;
         let logits = DecoderLogits { out1, out2, image_size: [h, w] };
 
         let trace = traced.then(|| RplTrace {
@@ -193,6 +220,6 @@ impl RplNetwork {
             res,
             logits: logits.at_image_size(),
         });
-        (logits, trace)
+        Some((logits, trace))
     }
 }

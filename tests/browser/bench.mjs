@@ -1,45 +1,79 @@
-// Benchmark (not a test): times the browser path in headless Chromium and prints a table.
-//   node tests/browser/bench.mjs [--cpu] [--runs N] [--skip-released]
-// Fixture model (width 1/8) at 256x512; the released-size model with random weights made in
-// the page at 64x128 and 128x256. SwiftShader emulates the GPU on the CPU: the released model
-// at 128x256 (about 235 GFLOP) takes minutes there.
+// Benchmark (not a test): times the browser path in headless Chromium; prints a table (and JSON).
+//   node tests/browser/bench.mjs [--cpu] [--dtype f16] [--runs N] [--fixture-sizes 512x256]
+//        [--released-sizes 128x64] [--skip-released] [--json FILE]
+// Sizes are WIDTHxHEIGHT, as `rpl bench` takes them. The fixture model is width 1/8; the
+// released-size model has random weights made in the page. Per size: the first inference
+// (shader compilation), the median of N, each stage (the median time of runs through it, minus
+// that through the stage before: the browser cannot wait for the GPU in between), effective
+// TFLOP/s at the released width, and memory (the GPU allocator's reserve, or the module's heap).
+// SwiftShader emulates the GPU on the CPU: the released model at 256x128 takes minutes there.
+import { writeFileSync } from 'node:fs';
 import { startServer, launchBrowser, convertedFixtureModel } from './harness.mjs';
 
 const argv = process.argv.slice(2);
+const option = (name, fallback) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : fallback);
 const webgpu = !argv.includes('--cpu');
-const runs = Number(argv[argv.indexOf('--runs') + 1]) || 3;
-const skipReleased = argv.includes('--skip-released');
+const dtype = option('--dtype', 'f32');
+const runs = Number(option('--runs', 3));
+const sizes = (list) => list.split(',').map((s) => s.split('x').map(Number)).map(([width, height]) => ({ width, height }));
+const fixtureSizes = sizes(option('--fixture-sizes', '512x256'));
+const releasedSizes = argv.includes('--skip-released') ? [] : sizes(option('--released-sizes', '128x64'));
+const jsonFile = option('--json', null);
 
+const STAGES = ['trunk', 'aspp', 'residual block', 'decoder', 'score'];
+// The released network's cost of one 512x1024 frame (as `rpl bench`); it grows with the pixels.
+const RELEASED_TFLOP_AT_512X1024 = 3.76;
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 const server = await startServer();
 const modelUrl = convertedFixtureModel();
 const browser = await launchBrowser({ webgpu });
 const rows = [];
+const report = { sizes: [] };
 try {
   const page = await browser.context.newPage();
   const pageStarted = Date.now();
-  await page.goto(`${server.url}/index.html?model=none`);
+  await page.goto(`${server.url}/index.html?model=none${dtype === 'f16' ? '&dtype=f16' : ''}`);
   const info = await page.evaluate(() => window.rpl.ready);
-  console.log(`backend: ${info.backend}, adapter: ${info.adapter}${info.fallbackReason ? ` (${info.fallbackReason})` : ''}`);
+  Object.assign(report, { backend: info.backend, adapter: info.adapter, dtype: info.dtype, fallbackReason: info.fallbackReason ?? null });
+  console.log(`backend: ${info.backend}, adapter: ${info.adapter}, ${info.dtype}` +
+    `${info.fallbackReason ? ` (${info.fallbackReason})` : ''}${info.halfPrecisionError ? ` (float32: ${info.halfPrecisionError})` : ''}`);
   rows.push(['wasm load (fetch + compile + instantiate)', `${info.wasmMs.toFixed(0)} ms`]);
   rows.push(['page open to backend ready', `${Date.now() - pageStarted} ms`]);
 
-  // Segments a synthetic image `count` times; returns the times in ms.
-  const timeSegments = (height, width, count) => page.evaluate(async ([height, width, count]) => {
+  // Times `count` calls in the page on one synthetic image: `segment` (what a user waits for),
+  // or `runThrough` a stage. Returns the Worker's times in ms.
+  const time = (op, { width, height }, count, stage = null) => page.evaluate(async ([op, width, height, count, stage]) => {
     const pixels = new Uint8ClampedArray(width * height * 4);
     for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 2654435761) >>> 24;
     const image = new ImageData(pixels, width, height);
+    const client = window.rpl.client;
     const times = [];
-    for (let i = 0; i < count; i++) times.push((await window.rpl.client.segment(image)).ms);
+    for (let i = 0; i < count; i++) times.push((await (op === 'segment' ? client.segment(image) : client.runThrough(image, stage))).ms);
     return times;
-  }, [height, width, count]);
+  }, [op, width, height, count, stage]);
 
-  const measure = async (label, height, width, count) => {
-    const [first, ...rest] = await timeSegments(height, width, 1 + count);
-    rows.push([`${label} ${height}x${width}: first inference (shader compilation)`, `${first.toFixed(0)} ms`]);
-    if (rest.length) rows.push([`${label} ${height}x${width}: steady state, median of ${rest.length}`, `${median(rest).toFixed(0)} ms`]);
-    console.log(`${label} ${height}x${width}: ${[first, ...rest].map((t) => t.toFixed(0)).join(', ')} ms`);
+  const measure = async (model, released, size) => {
+    const label = `${model} ${size.width}x${size.height}`;
+    const [first, ...rest] = await time('segment', size, 1 + runs);
+    const through = [];
+    for (const stage of STAGES) through.push(median(await time('runThrough', size, runs, stage)));
+    const stages = Object.fromEntries(STAGES.map((s, i) => [s, Math.max(0, through[i] - (i ? through[i - 1] : 0))]));
+    const medianMs = median(rest);
+    const tflop = RELEASED_TFLOP_AT_512X1024 * (size.width * size.height) / (512 * 1024);
+    const memory = (await page.evaluate(() => window.rpl.client.memory()));
+    const memoryBytes = memory.deviceBytesReserved ?? memory.wasmBytes;
+    const entry = {
+      model, size: [size.height, size.width], first_ms: first, median_ms: medianMs, runs, stages_ms: stages,
+      tflop_per_s: released ? tflop / (medianMs / 1e3) : null, memory_bytes: memoryBytes,
+    };
+    report.sizes.push(entry);
+    rows.push([`${label}: first inference (shader compilation)`, `${first.toFixed(0)} ms`]);
+    rows.push([`${label}: steady state, median of ${runs}`, `${medianMs.toFixed(0)} ms` +
+      (entry.tflop_per_s === null ? '' : ` (${entry.tflop_per_s.toPrecision(3)} TFLOP/s)`)]);
+    rows.push([`${label}: stages (median ms)`, STAGES.map((s) => `${s} ${stages[s].toFixed(0)}`).join(', ')]);
+    rows.push([`${label}: memory`, `${(memoryBytes / 2 ** 20).toFixed(0)} MiB ${memory.deviceBytesReserved === undefined ? 'module heap' : 'GPU allocator reserve'}`]);
+    console.log(`${label}: ${[first, ...rest].map((t) => t.toFixed(0)).join(', ')} ms; through each stage ${through.map((t) => t.toFixed(0)).join(', ')} ms`);
   };
 
   const loaded = await page.evaluate(async (url) => {
@@ -47,13 +81,12 @@ try {
     return window.rpl.client.loadWeights('rpl_w8.safetensors', bytes);
   }, modelUrl);
   rows.push(['fixture weights load (10.6 MB safetensors)', `${loaded.ms.toFixed(0)} ms`]);
-  await measure('fixture model (width 1/8)', 256, 512, runs);
+  for (const size of fixtureSizes) await measure('fixture model (width 1/8)', false, size);
 
-  if (!skipReleased) {
+  if (releasedSizes.length) {
     const random = await page.evaluate(() => window.rpl.client.loadRandomWeights(1));
     rows.push(['released-size model: random weights made', `${random.ms.toFixed(0)} ms`]);
-    await measure('released-size model', 64, 128, runs);
-    await measure('released-size model', 128, 256, 1);
+    for (const size of releasedSizes) await measure('released-size model', true, size);
   }
 } finally {
   await browser.close();
@@ -61,3 +94,4 @@ try {
 }
 console.log(`\n| ${webgpu ? 'WebGPU' : 'CPU fallback'} in headless Chromium | time |\n|---|---|`);
 for (const [what, value] of rows) console.log(`| ${what} | ${value} |`);
+if (jsonFile) writeFileSync(jsonFile, `${JSON.stringify(report, null, 2)}\n`);
