@@ -42,6 +42,14 @@ impl Precision {
     pub fn from_name(name: &str) -> Option<Self> {
         [Self::F32, Self::F16].into_iter().find(|p| p.name() == name)
     }
+
+    /// Bytes per value of a float tensor.
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 => 2,
+        }
+    }
 }
 
 /// Makes `precision` the float type of `device`'s tensors, weights included when loaded onto it.

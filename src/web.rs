@@ -25,6 +25,8 @@ struct Session {
     device: Device,
     /// The largest buffer one tensor may occupy: the adapter's binding limit on WebGPU.
     max_tensor_bytes: u64,
+    /// The float type tensors take on this device (float16 halves every activation).
+    precision: Precision,
     /// Shared so that a running inference keeps its network while new weights load.
     network: Option<Rc<RplNetwork>>,
     last: Option<Rc<LastImage>>,
@@ -77,7 +79,7 @@ pub async fn init_backend(webgpu: bool, half_precision: bool) -> Result<JsValue,
         precision = Precision::F32;
     }
     set(&info, "dtype", precision.name());
-    SESSION.with(|s| *s.borrow_mut() = Some(Session { device, max_tensor_bytes, network: None, last: None }));
+    SESSION.with(|s| *s.borrow_mut() = Some(Session { device, max_tensor_bytes, precision, network: None, last: None }));
     Ok(info.into())
 }
 
@@ -90,7 +92,7 @@ const CPU_MAX_TENSOR_BYTES: u64 = 512 << 20;
 pub fn max_inference_pixels() -> Result<f64, JsError> {
     with_session(|session| {
         let network = session.network.as_ref().ok_or_else(|| error("no model is loaded"))?;
-        Ok((session.max_tensor_bytes / network.config.largest_activation_bytes_per_pixel() as u64) as f64)
+        Ok((session.max_tensor_bytes / network.config.largest_activation_bytes_per_pixel(session.precision.bytes()) as u64) as f64)
     })
 }
 
@@ -204,7 +206,7 @@ pub async fn segment(width: usize, height: usize, rgba: Vec<u8>, mode: String) -
     let mode = parse_mode(&mode)?;
     let (network, device) = with_session(|session| match &session.network {
         Some(network) => {
-            let needed = (width * height * network.config.largest_activation_bytes_per_pixel()) as u64;
+            let needed = (width * height * network.config.largest_activation_bytes_per_pixel(session.precision.bytes())) as u64;
             if needed > session.max_tensor_bytes {
                 return Err(error(format!(
                     "{width}x{height} is too large for this device: the network's largest tensor would take {} MB, \

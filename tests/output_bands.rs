@@ -6,7 +6,7 @@ mod common;
 use burn::tensor::{Device, Distribution, Tensor};
 use common::{FLOAT32_TOLERANCE, assert_close, fixture};
 use futures_lite::future::block_on;
-use rpl_web::backend::BackendKind;
+use rpl_web::backend::{BackendKind, Precision, set_precision};
 use rpl_web::benchmark::random_image;
 use rpl_web::inference::{LiveResult, OUT1, OUT2};
 use rpl_web::model::{RplNetwork, resize_rows, resize_to};
@@ -93,15 +93,17 @@ fn wgpu_device_with_buffers_of(bytes: u64) -> Device {
     Device::wgpu_options().setup(WgpuSetup { instance, adapter, device, queue, backend }).init().expect("burn on that device")
 }
 
+/// The buffer limit of the small-device tests.
+const BUFFER: u64 = 8 << 20;
+
 #[test]
 fn a_frame_whose_logits_exceed_the_devices_buffers_is_made_in_bands() {
-    const BUFFER: u64 = 8 << 20;
     let device = wgpu_device_with_buffers_of(BUFFER);
     let network = fixture_network(&device);
     // 512x428, just inside the size bound the page applies (the decoder's 38 channels at half
     // resolution: 8.3 MB); each head's full-resolution logits would take 19 x 4 bytes per pixel, 16.7 MB.
     let image = random_image(512, 428, 11);
-    let needed = (image.width * image.height * network.config.largest_activation_bytes_per_pixel()) as u64;
+    let needed = (image.width * image.height * network.config.largest_activation_bytes_per_pixel(4)) as u64;
     assert!(needed <= BUFFER && needed > BUFFER * 99 / 100, "{needed} bytes");
     let live = LiveResult::run(&network, &image, &device).with_band_bytes(BUFFER as usize / 2);
     assert!(live.bands().count() > 1);
@@ -118,4 +120,21 @@ fn a_frame_whose_logits_exceed_the_devices_buffers_is_made_in_bands() {
     // Made whole, the logits do not fit: this is the failure the bands avoid.
     let whole = LiveResult::run(&network, &image, &device).with_band_bytes(usize::MAX);
     assert!(block_on(whole.score(OUT2, ScoreMode::Energy)).is_err());
+}
+
+/// Float16 networks may take twice the pixels (the page's bound): every activation is half the
+/// bytes, and inference writes no boolean masks (4 bytes a value: burn's GPU `relu` did).
+#[test]
+fn in_float16_twice_the_pixels_fit_the_same_buffers() {
+    let mut device = wgpu_device_with_buffers_of(BUFFER);
+    set_precision(&mut device, Precision::F16).expect("lavapipe offers shader-f16");
+    let network = fixture_network(&device);
+    let image = random_image(512, 856, 5);
+    let pixels = image.width * image.height;
+    let [half, full] = [2, 4].map(|bytes| (pixels * network.config.largest_activation_bytes_per_pixel(bytes)) as u64);
+    assert!(half <= BUFFER && half > BUFFER * 99 / 100 && full > 2 * BUFFER * 99 / 100, "{half} / {full} bytes");
+    let live = LiveResult::run(&network, &image, &device).with_band_bytes(BUFFER as usize / 2);
+    let score = block_on(live.score(OUT2, ScoreMode::Energy)).expect("every float16 tensor fits");
+    assert_eq!(score.len(), pixels);
+    assert!(score.iter().all(|v| v.is_finite()));
 }

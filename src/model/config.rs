@@ -56,13 +56,13 @@ impl RplConfig {
     /// Bytes per input pixel of the largest single activation: the input or `mod1` (full
     /// resolution), the decoder's concatenation (H/2) or `mod7` (H/8). A GPU binding must hold
     /// it, so this bounds the image size an adapter can run. (Full-resolution logits are made
-    /// in bands of rows of bounded size: see `inference::LiveResult`.)
-    pub fn largest_activation_bytes_per_pixel(&self) -> usize {
-        const F32: usize = 4;
+    /// in bands of rows of bounded size: see `inference::LiveResult`.) `float_bytes`: 4 for
+    /// float32, 2 for float16 (inference writes no boolean masks, which take 4 bytes a value).
+    pub fn largest_activation_bytes_per_pixel(&self, float_bytes: usize) -> usize {
         let full = [3, self.width(released::STEM)];
         let half = self.decoder_channels();
         let eighth = self.width(released::TRUNK_OUT);
-        (full.iter().max().unwrap() * F32).max(half * F32 / 4).max(eighth * F32 / 64)
+        (full.iter().max().unwrap() * float_bytes).max(half * float_bytes / 4).max(eighth * float_bytes / 64)
     }
 
     /// A name for people: "released (full width)" or "width 1/8".

@@ -7,11 +7,14 @@
 //! 1/8, over 3x at the released width); real GPUs are not measured yet, so burn's kernel stays
 //! the default (`rpl bench --gpu-convolution` compares both).
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
+use burn::tensor::Tensor;
 use burn::tensor::ops::PadMode;
-use burn::tensor::{Device, Tensor};
-use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::on_gpu_outside_training;
 
 /// The largest im2col matrix one product reads (bytes): half of WebGPU's default storage-binding
 /// limit (128 MiB), so that any adapter binds it with room for the memory pool's rounding;
@@ -67,21 +70,6 @@ pub fn convolve(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 fn large_enough(conv: &Conv2d) -> bool {
     let [cout, cin, kh, kw] = conv.weight.lazy_shape().dims();
     cout >= MIN_PRODUCT_COLUMNS && cin * kh * kw >= MIN_PRODUCT_DEPTH
-}
-
-/// Training keeps burn's convolution (and its backward pass).
-fn on_gpu_outside_training(device: &Device) -> bool {
-    #[cfg(feature = "wgpu")]
-    {
-        // Only cubecl devices (wgpu, WebGPU here: burn's cubecl CPU runtime is not built) report
-        // an identity; flex and ndarray do not.
-        !device.is_autodiff() && device.identity().is_some()
-    }
-    #[cfg(not(feature = "wgpu"))]
-    {
-        let _ = device;
-        false
-    }
 }
 
 /// A stride-1, ungrouped convolution with "same" padding (every convolution of the network but

@@ -4,9 +4,10 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 
 use super::convolution::convolve;
+use super::on_gpu_outside_training;
 
 /// Every BatchNorm of the reference has eps 1e-5.
 const BN_EPS: f64 = 1e-5;
@@ -41,7 +42,19 @@ pub fn batch_norm(channels: usize, device: &Device) -> BatchNorm {
 
 /// BatchNorm followed by ReLU: the reference's pre-activation `bnX` (keys `bnX.0.*`).
 pub fn bn_relu(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
-    relu(bn.forward(x))
+    relu_in_one_pass(bn.forward(x))
+}
+
+/// ReLU as one clamp to [0, the type's largest value] on GPU backends: burn's `relu` (and
+/// `clamp_min`) there write a boolean mask (4 bytes a value, twice a float16 activation) and
+/// then fill it. burn's CPU backends have a fast `relu` of their own; training keeps its gradient.
+pub fn relu_in_one_pass(x: Tensor<4>) -> Tensor<4> {
+    if !on_gpu_outside_training(&x.device()) {
+        return relu(x);
+    }
+    // A finite bound: WGSL has no infinite constants.
+    let largest = if x.dtype() == DType::F16 { f64::from(half::f16::MAX) } else { f64::from(f32::MAX) };
+    x.clamp(0.0, largest)
 }
 
 /// Convolution, BatchNorm, ReLU (keys `.0` conv and `.1` BatchNorm).
@@ -57,6 +70,6 @@ impl ConvBnRelu {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu(self.bn.forward(convolve(&self.conv, x)))
+        relu_in_one_pass(self.bn.forward(convolve(&self.conv, x)))
     }
 }

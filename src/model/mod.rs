@@ -12,12 +12,28 @@ pub mod trunk;
 
 use std::ops::Range;
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
 pub use config::RplConfig;
 pub use network::{DecoderLogits, RplLogits, RplNetwork, RplTrace, Stage};
+
+/// Inference on a GPU backend: where the model swaps a burn op for a cheaper form that burn's
+/// CPU backends do not need (they have their own) and training must not take (its gradient).
+pub(crate) fn on_gpu_outside_training(device: &Device) -> bool {
+    #[cfg(feature = "wgpu")]
+    {
+        // Only cubecl devices (wgpu, WebGPU here: burn's cubecl CPU runtime is not built) report
+        // an identity; flex and ndarray do not.
+        !device.is_autodiff() && device.identity().is_some()
+    }
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = device;
+        false
+    }
+}
 
 /// Bilinear resize with `align_corners=True`, as every resize of the reference.
 pub fn resize_to(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
