@@ -1,5 +1,6 @@
 //! One image through the network: class map, anomaly scores and (optionally) both heads' logits.
-//! Full-resolution maps are made in bands of rows (see [`LiveResult`]). Results are read back asynchronously, as the browser requires; natively [`predict`] waits.
+//! Full-resolution maps are made in bands of rows (see [`LiveResult`]). Results are read back
+//! asynchronously, as the browser requires; natively [`predict`] waits.
 
 use std::ops::Range;
 

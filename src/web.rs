@@ -151,10 +151,7 @@ pub async fn run_through(width: usize, height: usize, rgba: Vec<u8>, stage: Stri
         "score" => None,
         name => Some(Stage::ALL.into_iter().find(|s| s.name() == name).ok_or_else(|| error(format!("unknown stage `{name}`")))?),
     };
-    let (network, device) = with_session(|session| match &session.network {
-        Some(network) => Ok((network.clone(), session.device.clone())),
-        None => Err(error("no model is loaded")),
-    })?;
+    let (network, device) = network_for(width, height)?;
     let input = RgbImage::from_interleaved(width, height, 4, &rgba).map_err(error)?.to_input(&device);
     match last {
         None => {
@@ -197,14 +194,10 @@ fn scores_object(mode: ScoreMode, scores: &[Vec<f32>; 2]) -> Object {
     result
 }
 
-/// Segments an RGBA image and scores it in `mode` (energy, entropy, max-softmax, max-logit).
-/// Returns `{width, height, classes, classesOut2, classImage, classImageOut2, mode, baseline,
-/// score, scoreOut1, scoreRange}`: train ids (argmax of out1 and of out2) with their RGBA
-/// pictures, and the blurred score of out2 (with RPL) and of out1 (without), row-major.
-#[wasm_bindgen]
-pub async fn segment(width: usize, height: usize, rgba: Vec<u8>, mode: String) -> Result<JsValue, JsError> {
-    let mode = parse_mode(&mode)?;
-    let (network, device) = with_session(|session| match &session.network {
+/// The loaded network and the device, once a `width` x `height` image is known to fit the
+/// device's buffers (refused with the sizes otherwise).
+fn network_for(width: usize, height: usize) -> Result<(Rc<RplNetwork>, Device), JsError> {
+    with_session(|session| match &session.network {
         Some(network) => {
             let needed = (width * height * network.config.largest_activation_bytes_per_pixel(session.precision.bytes())) as u64;
             if needed > session.max_tensor_bytes {
@@ -218,7 +211,17 @@ pub async fn segment(width: usize, height: usize, rgba: Vec<u8>, mode: String) -
             Ok((network.clone(), session.device.clone()))
         }
         None => Err(error("no model is loaded")),
-    })?;
+    })
+}
+
+/// Segments an RGBA image and scores it in `mode` (energy, entropy, max-softmax, max-logit).
+/// Returns `{width, height, classes, classesOut2, classImage, classImageOut2, mode, baseline,
+/// score, scoreOut1, scoreRange}`: train ids (argmax of out1 and of out2) with their RGBA
+/// pictures, and the blurred score of out2 (with RPL) and of out1 (without), row-major.
+#[wasm_bindgen]
+pub async fn segment(width: usize, height: usize, rgba: Vec<u8>, mode: String) -> Result<JsValue, JsError> {
+    let mode = parse_mode(&mode)?;
+    let (network, device) = network_for(width, height)?;
     // Checked against the device first: a refused size costs no copy of its pixels.
     let image = RgbImage::from_interleaved(width, height, 4, &rgba).map_err(error)?;
     let live = LiveResult::run(&network, &image, &device);

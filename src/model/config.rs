@@ -60,7 +60,9 @@ impl RplConfig {
     /// float32, 2 for float16 (inference writes no boolean masks, which take 4 bytes a value).
     pub fn largest_activation_bytes_per_pixel(&self, float_bytes: usize) -> usize {
         let full = [3, self.width(released::STEM)];
-        let half = self.decoder_channels();
+        // The heads' logits also live whole at half resolution (fewer channels than the
+        // decoder's features in every RPL config, but counted in case of many classes).
+        let half = self.decoder_channels().max(self.num_classes);
         let eighth = self.width(released::TRUNK_OUT);
         (full.iter().max().unwrap() * float_bytes).max(half * float_bytes / 4).max(eighth * float_bytes / 64)
     }

@@ -52,7 +52,8 @@ pub fn relu_in_one_pass(x: Tensor<4>) -> Tensor<4> {
     if !on_gpu_outside_training(&x.device()) {
         return relu(x);
     }
-    // A finite bound: WGSL has no infinite constants.
+    // A finite bound (WGSL has no infinite constants): an activation that overflowed to +inf
+    // becomes the type's largest value here, where the CPU keeps inf.
     let largest = if x.dtype() == DType::F16 { f64::from(half::f16::MAX) } else { f64::from(f32::MAX) };
     x.clamp(0.0, largest)
 }

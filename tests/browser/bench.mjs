@@ -14,7 +14,7 @@ const argv = process.argv.slice(2);
 const option = (name, fallback) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : fallback);
 const webgpu = !argv.includes('--cpu');
 const dtype = option('--dtype', 'f32');
-const runs = Number(option('--runs', 3));
+const runs = Math.max(1, Number(option('--runs', 3)) || 3);
 const sizes = (list) => list.split(',').map((s) => s.split('x').map(Number)).map(([width, height]) => ({ width, height }));
 const fixtureSizes = sizes(option('--fixture-sizes', '512x256'));
 const releasedSizes = argv.includes('--skip-released') ? [] : sizes(option('--released-sizes', '128x64'));
