@@ -69,12 +69,11 @@ pub async fn predict_async(
     device: &Device,
 ) -> Result<Prediction, InferenceError> {
     let live = LiveResult::run(network, image, device);
-    let classes = live.class_map(OUT1).await?;
-    let score = live.score(OUT2, options.mode).await?;
-    let closed_set_score = match options.closed_set_score {
-        true => Some(live.score(OUT1, options.mode).await?),
-        false => None,
+    let (classes, closed_set_score) = match options.closed_set_score {
+        true => live.class_map_and_score(OUT1, options.mode).await.map(|(classes, score)| (classes, Some(score)))?,
+        false => (live.class_map(OUT1).await?, None),
     };
+    let score = live.score(OUT2, options.mode).await?;
     let logits = match options.keep_logits {
         true => Some([live.logits(OUT1).await?, live.logits(OUT2).await?]),
         false => None,
@@ -141,11 +140,14 @@ impl LiveResult {
         [&self.logits.out1, &self.logits.out2][head]
     }
 
+    /// Image rows `rows` of `head`'s logits at the image's resolution.
+    fn head_rows(&self, head: usize, rows: Range<usize>) -> Tensor<4> {
+        resize_rows(self.head(head).clone(), self.logits.image_size, rows)
+    }
+
     /// `per_band` of each band of `head`'s full-resolution logits, joined along the rows.
     fn by_bands<K: Basic>(&self, head: usize, per_band: impl Fn(Tensor<4>) -> Tensor<3, K>) -> Tensor<3, K> {
-        let size = self.logits.image_size;
-        let bands = self.bands().map(|rows| per_band(resize_rows(self.head(head).clone(), size, rows))).collect();
-        Tensor::cat(bands, 1)
+        Tensor::cat(self.bands().map(|rows| per_band(self.head_rows(head, rows))).collect(), 1)
     }
 
     /// The blurred score of `head` (0: out1, 1: out2), row-major H x W.
@@ -160,6 +162,20 @@ impl LiveResult {
         read_classes(classes.into_data_async().await, ["out1 classes", "out2 classes"][head])
     }
 
+    /// [`Self::class_map`] and [`Self::score`] of `head`, each band resized once for both.
+    pub async fn class_map_and_score(&self, head: usize, mode: ScoreMode) -> Result<(Vec<u8>, Vec<f32>), InferenceError> {
+        let (classes, scores): (Vec<_>, Vec<_>) = self
+            .bands()
+            .map(|rows| {
+                let logits = self.head_rows(head, rows);
+                (logits.clone().argmax(1).squeeze_dim::<3>(1), unblurred_score(logits, mode))
+            })
+            .unzip();
+        let score = gaussian_blur(Tensor::cat(scores, 1));
+        let classes = read_classes(Tensor::cat(classes, 1).into_data_async().await, ["out1 classes", "out2 classes"][head])?;
+        Ok((classes, read_floats(score.into_data_async().await, ["out1 score", "out2 score"][head])?))
+    }
+
     /// `head`'s logits at the image's resolution, `[classes, H, W]`, read back a band at a time.
     pub async fn logits(&self, head: usize) -> Result<Vec<f32>, InferenceError> {
         let what = ["out1 logits", "out2 logits"][head];
@@ -167,8 +183,7 @@ impl LiveResult {
         let plane = self.height * self.width;
         let mut logits = vec![0f32; classes * plane];
         for rows in self.bands() {
-            let band = resize_rows(self.head(head).clone(), self.logits.image_size, rows.clone());
-            let values = read_floats(band.into_data_async().await, what)?;
+            let values = read_floats(self.head_rows(head, rows.clone()).into_data_async().await, what)?;
             let band_plane = rows.len() * self.width;
             for (class, values) in values.chunks_exact(band_plane).enumerate() {
                 logits[class * plane + rows.start * self.width..][..band_plane].copy_from_slice(values);
@@ -182,15 +197,17 @@ impl LiveResult {
         Ok([self.score(OUT1, mode).await?, self.score(OUT2, mode).await?])
     }
 
-    /// Train ids (argmax) of out1 and of out2.
-    pub async fn class_maps(&self) -> Result<[Vec<u8>; 2], InferenceError> {
-        Ok([self.class_map(OUT1).await?, self.class_map(OUT2).await?])
+    /// Train ids (argmax) and blurred scores of out1 and of out2.
+    pub async fn class_maps_and_scores(&self, mode: ScoreMode) -> Result<([Vec<u8>; 2], [Vec<f32>; 2]), InferenceError> {
+        let (classes1, score1) = self.class_map_and_score(OUT1, mode).await?;
+        let (classes2, score2) = self.class_map_and_score(OUT2, mode).await?;
+        Ok(([classes1, classes2], [score1, score2]))
     }
 
     /// Both heads' logits at one pixel (`x < width`, `y < height`).
     pub async fn pixel_logits(&self, x: usize, y: usize) -> Result<[Vec<f32>; 2], InferenceError> {
-        let [l1, l2] = [self.logits.out1.clone(), self.logits.out2.clone()].map(|head| {
-            let row = resize_rows(head, self.logits.image_size, y..y + 1);
+        let [l1, l2] = [OUT1, OUT2].map(|head| {
+            let row = self.head_rows(head, y..y + 1);
             let classes = row.dims()[1];
             row.slice([0..1, 0..classes, 0..1, x..x + 1])
         });

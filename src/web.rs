@@ -225,8 +225,7 @@ pub async fn segment(width: usize, height: usize, rgba: Vec<u8>, mode: String) -
     // Checked against the device first: a refused size costs no copy of its pixels.
     let image = RgbImage::from_interleaved(width, height, 4, &rgba).map_err(error)?;
     let live = LiveResult::run(&network, &image, &device);
-    let [classes1, classes2] = live.class_maps().await.map_err(error)?;
-    let scores = live.scores(mode).await.map_err(error)?;
+    let ([classes1, classes2], scores) = live.class_maps_and_scores(mode).await.map_err(error)?;
 
     let result = scores_object(mode, &scores);
     set(&result, "width", width as u32);

@@ -49,6 +49,12 @@ export class RplClient {
     });
   }
 
+  /** `op` on a copy of an ImageData's pixels (transferred: the caller keeps its image). */
+  requestWithImage(op, imageData, args) {
+    const rgba = imageData.data.buffer.slice(0);
+    return this.request(op, { width: imageData.width, height: imageData.height, rgba, ...args }, [rgba]);
+  }
+
   /** Starts WebGPU, or the CPU backend where WebGPU is missing: {backend, adapter, dtype, ...};
    * halfPrecision asks for float16 where the adapter has shader-f16 (halfPrecisionError says why not). */
   init({ preferCpu = false, halfPrecision = false } = {}) {
@@ -66,15 +72,13 @@ export class RplClient {
 
   /** Segments RGBA pixels (an ImageData) and scores them in `mode` (energy, entropy, ...). */
   segment(imageData, mode = 'energy') {
-    const rgba = imageData.data.buffer.slice(0);
-    return this.request('segment', { width: imageData.width, height: imageData.height, rgba, mode }, [rgba]);
+    return this.requestWithImage('segment', imageData, { mode });
   }
 
   /** Benchmarks: runs the network on an ImageData through `stage` (trunk, aspp, residual block,
    * decoder, or score: the whole pass) and waits for it; the reply's `ms` times it. */
   runThrough(imageData, stage) {
-    const rgba = imageData.data.buffer.slice(0);
-    return this.request('runThrough', { width: imageData.width, height: imageData.height, rgba, stage }, [rgba]);
+    return this.requestWithImage('runThrough', imageData, { stage });
   }
 
   /** The last image's scores in another mode, without running the network again. */

@@ -52,11 +52,12 @@ pub fn resize_to(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
     interpolate(x, options)
 }
 
-/// Each output position of an `align_corners=True` bilinear resize from `from` to `to`
-/// samples input `i * (from - 1) / (to - 1)`: its two neighbours and the upper one's weight.
-fn bilinear_taps(from: usize, to: usize) -> impl Iterator<Item = (usize, usize, f32)> {
+/// Output positions `outputs` of an `align_corners=True` bilinear resize from `from` to `to`:
+/// output `i` samples input `i * (from - 1) / (to - 1)`, from its two neighbours (the upper
+/// one's weight last).
+fn bilinear_taps(from: usize, to: usize, outputs: Range<usize>) -> impl Iterator<Item = (usize, usize, f32)> {
     let scale = if to > 1 { (from - 1) as f32 / (to - 1) as f32 } else { 0.0 };
-    (0..to).map(move |i| {
+    outputs.map(move |i| {
         let source = i as f32 * scale;
         let lower = (source.floor() as usize).min(from - 1);
         let upper = (lower + 1).min(from - 1);
@@ -67,7 +68,7 @@ fn bilinear_taps(from: usize, to: usize) -> impl Iterator<Item = (usize, usize, 
 /// Bilinear weights with `align_corners=True` as a `[to, from]` row-major matrix.
 pub fn interpolation_matrix(from: usize, to: usize) -> Vec<f32> {
     let mut weights = vec![0f32; to * from];
-    for (i, (lower, upper, t)) in bilinear_taps(from, to).enumerate() {
+    for (i, (lower, upper, t)) in bilinear_taps(from, to, 0..to).enumerate() {
         weights[i * from + lower] += 1.0 - t;
         weights[i * from + upper] += t;
     }
@@ -79,9 +80,8 @@ pub fn interpolation_matrix(from: usize, to: usize) -> Vec<f32> {
 /// made band by band, each band fitting one GPU buffer.
 pub fn resize_rows(x: Tensor<4>, size: [usize; 2], rows: Range<usize>) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
-    let vertical: Vec<_> = bilinear_taps(h, size[0]).skip(rows.start).take(rows.len()).collect();
-    let x = blend(x, 2, &vertical);
-    if w == size[1] { x } else { blend(x, 3, &bilinear_taps(w, size[1]).collect::<Vec<_>>()) }
+    let x = blend(x, 2, &bilinear_taps(h, size[0], rows).collect::<Vec<_>>());
+    if w == size[1] { x } else { blend(x, 3, &bilinear_taps(w, size[1], 0..size[1]).collect::<Vec<_>>()) }
 }
 
 /// `lower * (1 - t) + upper * t` along `dim`, one tap per output index.

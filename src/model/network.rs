@@ -1,6 +1,6 @@
 //! The whole RPL network: DeepLabV3+ on WideResNet-38 with the RPL residual block.
 
-use std::ops::{ControlFlow, Range};
+use std::ops::ControlFlow;
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
@@ -36,15 +36,11 @@ pub struct DecoderLogits {
 }
 
 impl DecoderLogits {
-    /// Image rows `rows` of both heads' logits at the image's resolution.
-    pub fn rows(&self, rows: Range<usize>) -> RplLogits {
-        let [out1, out2] = [&self.out1, &self.out2].map(|head| resize_rows(head.clone(), self.image_size, rows.clone()));
-        RplLogits { out1, out2 }
-    }
-
     /// Both heads' logits at the image's resolution, whole.
     pub fn at_image_size(&self) -> RplLogits {
-        self.rows(0..self.image_size[0])
+        let rows = 0..self.image_size[0];
+        let [out1, out2] = [&self.out1, &self.out2].map(|head| resize_rows(head.clone(), self.image_size, rows.clone()));
+        RplLogits { out1, out2 }
     }
 }
 
