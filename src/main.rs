@@ -284,7 +284,7 @@ struct InferOptions {
 fn infer(model: &Path, out: &Path, backend: BackendKind, dtype: Precision, options: InferOptions, images: &[PathBuf]) -> Result<(), String> {
     let device = backend.device_with(dtype).map_err(|e| e.to_string())?;
     let source = open_checkpoint(model).map_err(|e| e.to_string())?;
-    let network = load_network(source.as_ref(), &device).map_err(|e| e.to_string())?;
+    let network = load_network(source.as_ref(), &device).map_err(|e| e.to_string())?.fold_batch_norms();
     drop(source);
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     println!("{}: {} RPL network on {}, {}", model.display(), network.config.describe(), backend.name(), dtype.name());
@@ -416,7 +416,7 @@ fn train(config: &TrainConfig, out: &Path, export: Option<&Path>, backend: Backe
 fn eval_synthetic(model: &Path, count: usize, outliers: OutlierSet, backend: BackendKind, json: Option<&Path>) -> Result<(), String> {
     let device = backend.device().map_err(|e| e.to_string())?;
     let source = open_checkpoint(model).map_err(|e| e.to_string())?;
-    let network = load_network(source.as_ref(), &device).map_err(|e| e.to_string())?;
+    let network = load_network(source.as_ref(), &device).map_err(|e| e.to_string())?.fold_batch_norms();
     let set = HeldOutSet { count, size: [256, 512], outliers };
     let bar = progress_bar(count, "[{bar:30}] {pos}/{len} images [{elapsed_precise} < {eta_precise}, {per_sec}]");
     let report = evaluate_synthetic(&network, &set, &device, |done, _| bar.set_position(done as u64)).map_err(|e| e.to_string())?;
@@ -455,7 +455,7 @@ fn eval_dataset(
         Some(model) => {
             let device = backend.device().map_err(|e| e.to_string())?;
             let source = open_checkpoint(model).map_err(|e| e.to_string())?;
-            let network = load_network(source.as_ref(), &device).map_err(|e| e.to_string())?;
+            let network = load_network(source.as_ref(), &device).map_err(|e| e.to_string())?.fold_batch_norms();
             println!("{}: {} RPL network on {}, score {}", model.display(), network.config.describe(), backend.name(), mode.name());
             Some((network, device))
         }
@@ -585,7 +585,7 @@ fn bench(width_divisor: usize, sizes: &[[usize; 2]], backend: BackendKind, dtype
         return Err(format!("width divisor {width_divisor} does not divide the released widths (1, 2, 4, 8 and 16 do)"));
     }
     let device = backend.device_with(dtype).map_err(|e| e.to_string())?;
-    let network = rpl_web::RplNetwork::new(config, &device);
+    let network = rpl_web::RplNetwork::new(config, &device).fold_batch_norms();
     let convolutions = if backend == BackendKind::Wgpu { format!(", convolutions: {}", gpu_convolution().name()) } else { String::new() };
     println!(
         "{} RPL network, random weights, {}, on {}{convolutions}; {reps} runs per size after the first",

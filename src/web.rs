@@ -122,7 +122,7 @@ fn with_session<T>(f: impl FnOnce(&mut Session) -> Result<T, JsError>) -> Result
 pub fn load_weights(name: String, bytes: Vec<u8>) -> Result<String, JsError> {
     with_session(|session| {
         let source = SafetensorsCheckpoint::from_bytes(name, bytes).map_err(error)?;
-        let network = load_network(&source, &session.device).map_err(error)?;
+        let network = load_network(&source, &session.device).map_err(error)?.fold_batch_norms();
         let description = network.config.describe();
         session.network = Some(Rc::new(network));
         Ok(description)
@@ -137,7 +137,7 @@ pub fn load_random_weights(width_divisor: usize) -> Result<String, JsError> {
         return Err(error(format!("no RPL network has width 1/{width_divisor}")));
     }
     with_session(|session| {
-        session.network = Some(Rc::new(RplNetwork::new(config, &session.device)));
+        session.network = Some(Rc::new(RplNetwork::new(config, &session.device).fold_batch_norms()));
         Ok(format!("{} (random weights)", config.describe()))
     })
 }

@@ -1,16 +1,18 @@
 //! Convolutions as matrix products (how the network runs them on GPU backends) against burn's
 //! own convolution: bands of rows, shifted copies partly or wholly outside the map, bias, batch;
-//! and the whole network run that way against the reference outputs.
+//! and the whole network run that way against the reference outputs. Also BatchNorm folded into
+//! the convolution before it (how inference runs every such pair) against burn's BatchNorm.
 
 mod common;
 
 use std::sync::OnceLock;
 
+use burn::module::{Param, RunningState};
 use burn::tensor::{Device, Distribution, Tensor};
 use common::{CASES, FLOAT32_TOLERANCE, ReferenceCase, assert_close, fixture};
 use rpl_web::backend::BackendKind;
 use rpl_web::model::convolution::{GpuConvolution, convolve_by_matmul, set_gpu_convolution};
-use rpl_web::model::layers::conv_with_bias;
+use rpl_web::model::layers::{batch_norm, conv_with_bias, fold_batch_norm};
 use rpl_web::preprocess::RgbImage;
 use rpl_web::weights::load_network;
 use rpl_web::weights::pth::PthCheckpoint;
@@ -83,7 +85,8 @@ fn network_with_matrix_product_convolutions_matches_reference_outputs_on_wgpu() 
     set_gpu_convolution(GpuConvolution::MatrixProducts);
     let device = wgpu();
     let source = PthCheckpoint::open(&fixture("rpl_w8/rpl_w8.pth")).unwrap();
-    let network = load_network(&source, &device).unwrap();
+    // As inference runs it: the BatchNorms folded into the convolutions (biases everywhere).
+    let network = load_network(&source, &device).unwrap().fold_batch_norms();
     for name in CASES {
         let case = ReferenceCase::load(name);
         let image = RgbImage::decode(name, &std::fs::read(case.png()).unwrap()).unwrap();
@@ -91,6 +94,33 @@ fn network_with_matrix_product_convolutions_matches_reference_outputs_on_wgpu() 
         for (head, ours) in [("out1", logits.out1), ("out2", logits.out2)] {
             let error = assert_close(&format!("wgpu, products: {name} {head}"), &values(ours), &case.f32(head), FLOAT32_TOLERANCE);
             println!("wgpu, products: {name} {head}: relative max error {error:.2e}");
+        }
+    }
+}
+
+/// Folding changes nothing but rounding: with and without the convolution's own bias, with
+/// statistics far from the initial ones (mean 0, variance 1), on the CPU and on wgpu.
+#[test]
+fn batch_norm_folded_into_its_convolution_gives_the_same_output() {
+    for (device, label) in [(BackendKind::Flex.device().unwrap(), "flex"), (wgpu(), "wgpu")] {
+        for bias in [false, true] {
+            let (cin, cout) = (6, 10);
+            let mut conv = conv_with_bias(cin, cout, 3, 1, 2, bias, &device);
+            let mut bn = batch_norm(cout, &device);
+            let random = |low: f64, high: f64| Tensor::<1>::random([cout], Distribution::Uniform(low, high), &device);
+            bn.gamma = Param::from_tensor(random(-2.0, 2.0));
+            bn.beta = Param::from_tensor(random(-1.0, 1.0));
+            bn.running_mean = RunningState::new(random(-3.0, 3.0));
+            bn.running_var = RunningState::new(random(0.01, 4.0));
+            let x = Tensor::<4>::random([2, cin, 9, 7], Distribution::Normal(0.0, 1.0), &device);
+            let expected = values(bn.forward(conv.forward(x.clone())));
+
+            let mut folded = Some(bn);
+            fold_batch_norm(&mut conv, &mut folded);
+            assert!(folded.is_none(), "the BatchNorm is gone once folded");
+            let what = format!("{label}: BatchNorm folded into a 3x3 convolution, bias {bias}");
+            let error = assert_close(&what, &values(conv.forward(x)), &expected, FLOAT32_TOLERANCE);
+            println!("{what}: relative max error {error:.2e}");
         }
     }
 }

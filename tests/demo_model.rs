@@ -16,7 +16,7 @@ const SMALL_SET_MARGIN: f64 = 0.05;
 fn the_bundled_model_does_what_its_model_card_says_on_held_out_outliers() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/rpl-demo.safetensors");
     let device = BackendKind::Flex.device().unwrap();
-    let network = load_network(open_checkpoint(&path).unwrap().as_ref(), &device).unwrap();
+    let network = load_network(open_checkpoint(&path).unwrap().as_ref(), &device).unwrap().fold_batch_norms();
     let set = HeldOutSet { count: 24, size: [256, 512], outliers: OutlierSet::HeldOut };
     let r = evaluate_synthetic(&network, &set, &device, |_, _| {}).unwrap();
     let colour_only = nearest_mean_colour_miou(&set, 20, 19);

@@ -37,7 +37,7 @@ fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
 #[test]
 fn float16_matches_the_reference_outputs_within_its_tolerance() {
     let device = half_device();
-    let network = load_network(&PthCheckpoint::open(&fixture("rpl_w8/rpl_w8.pth")).unwrap(), &device).unwrap();
+    let network = load_network(&PthCheckpoint::open(&fixture("rpl_w8/rpl_w8.pth")).unwrap(), &device).unwrap().fold_batch_norms();
     for name in CASES {
         let case = ReferenceCase::load(name);
         let image = RgbImage::decode(case.name, &std::fs::read(case.png()).unwrap()).unwrap();
@@ -56,7 +56,8 @@ fn float16_stays_within_one_percent_of_float32_on_the_bundled_model() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/rpl-demo.safetensors");
     let checkpoint = open_checkpoint(&path).unwrap();
     let (half, full) = (half_device(), BackendKind::Flex.device().unwrap());
-    let half_network = load_network(checkpoint.as_ref(), &half).unwrap();
+    // Float16 as inference runs it (BatchNorms folded) against the float32 network as loaded.
+    let half_network = load_network(checkpoint.as_ref(), &half).unwrap().fold_batch_norms();
     let full_network = load_network(checkpoint.as_ref(), &full).unwrap();
     let set = HeldOutSet { count: 3, size: [256, 512], outliers: OutlierSet::HeldOut };
     for index in 0..set.count {

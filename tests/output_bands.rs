@@ -19,7 +19,7 @@ fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
 }
 
 fn fixture_network(device: &Device) -> RplNetwork {
-    load_network(&PthCheckpoint::open(&fixture("rpl_w8/rpl_w8.pth")).unwrap(), device).unwrap()
+    load_network(&PthCheckpoint::open(&fixture("rpl_w8/rpl_w8.pth")).unwrap(), device).unwrap().fold_batch_norms()
 }
 
 /// Everything the page and the command line read from one result, in order.

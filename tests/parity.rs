@@ -87,11 +87,14 @@ fn check_backend(backend: BackendKind) {
         let source = PthCheckpoint::open(&fixture(&format!("rpl_w8/{checkpoint}"))).unwrap();
         let network = load_network(&source, &device).unwrap();
         assert_eq!(network.config, RplConfig::FIXTURE_W8, "{checkpoint}: width recognised from its shapes");
-        for case in &cases {
-            let label = format!("{} {checkpoint}", backend.name());
-            let errors = check_case(&network, case, &device, &label);
-            let summary: Vec<String> = errors.iter().map(|(key, e)| format!("{key} {e:.2e}")).collect();
-            println!("{label} {}: relative max error {}", case.name, summary.join(", "));
+        // As loaded (what training and conversion hold), and as inference runs it.
+        for (form, network) in [("as loaded", network.clone()), ("BatchNorms folded", network.fold_batch_norms())] {
+            for case in &cases {
+                let label = format!("{} {checkpoint} {form}", backend.name());
+                let errors = check_case(&network, case, &device, &label);
+                let summary: Vec<String> = errors.iter().map(|(key, e)| format!("{key} {e:.2e}")).collect();
+                println!("{label} {}: relative max error {}", case.name, summary.join(", "));
+            }
         }
     }
 }

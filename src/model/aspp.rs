@@ -39,4 +39,8 @@ impl Aspp {
         branches.extend(self.features.iter().map(|f| f.forward(x.clone())));
         Tensor::cat(branches, 1)
     }
+
+    pub fn fold_batch_norms(&mut self) {
+        self.features.iter_mut().chain([&mut self.img_conv]).for_each(ConvBnRelu::fold_batch_norm);
+    }
 }

@@ -30,4 +30,9 @@ impl SegmentationHead {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         convolve(&self.classifier, self.block2.forward(self.block1.forward(x)))
     }
+
+    pub fn fold_batch_norms(&mut self) {
+        self.block1.fold_batch_norm();
+        self.block2.fold_batch_norm();
+    }
 }

@@ -1,6 +1,6 @@
 //! Small building blocks shared by the trunk, the ASPPs and the decoder.
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
@@ -42,7 +42,48 @@ pub fn batch_norm(channels: usize, device: &Device) -> BatchNorm {
 
 /// BatchNorm followed by ReLU: the reference's pre-activation `bnX` (keys `bnX.0.*`).
 pub fn bn_relu(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
-    relu_in_one_pass(bn.forward(x))
+    relu_in_one_pass(batch_norm_forward(bn, x))
+}
+
+/// `bn` applied to `x`; at inference as one multiply and one add per value (burn's BatchNorm
+/// makes four passes over the map: subtract, divide, multiply, add).
+fn batch_norm_forward(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    if x.device().is_autodiff() {
+        return bn.forward(x);
+    }
+    let (scale, shift) = scale_and_shift(bn);
+    let channels = scale.dims()[0];
+    x * scale.reshape([1, channels, 1, 1]) + shift.reshape([1, channels, 1, 1])
+}
+
+/// Inference's BatchNorm as `x · scale + shift`, per channel.
+fn scale_and_shift(bn: &BatchNorm) -> (Tensor<1>, Tensor<1>) {
+    let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
+    let shift = bn.beta.val() - bn.running_mean.value() * scale.clone();
+    (scale, shift)
+}
+
+/// ReLU after the BatchNorm that follows a convolution, unless that BatchNorm was folded into it.
+pub fn unfolded_bn_relu(bn: Option<&BatchNorm>, x: Tensor<4>) -> Tensor<4> {
+    match bn {
+        Some(bn) => bn_relu(bn, x),
+        None => relu_in_one_pass(x),
+    }
+}
+
+/// Folds `bn`, which reads `conv`'s output, into `conv` (inference only): each output channel's
+/// weights scaled by `gamma / sqrt(var + eps)` and a bias `beta - mean · scale` (plus the
+/// convolution's own bias, scaled). Exact up to rounding; the convolution's bias add replaces
+/// BatchNorm's four passes over the map.
+pub fn fold_batch_norm(conv: &mut Conv2d, bn: &mut Option<BatchNorm>) {
+    let Some(bn) = bn.take() else { return };
+    let (scale, mut shift) = scale_and_shift(&bn);
+    if let Some(bias) = conv.bias.take() {
+        shift = shift + bias.val() * scale.clone();
+    }
+    let cout = scale.dims()[0];
+    conv.weight = Param::from_tensor(conv.weight.val() * scale.reshape([cout, 1, 1, 1]));
+    conv.bias = Some(Param::from_tensor(shift));
 }
 
 /// ReLU as one clamp to [0, the type's largest value] on GPU backends: burn's `relu` (and
@@ -62,15 +103,20 @@ pub fn relu_in_one_pass(x: Tensor<4>) -> Tensor<4> {
 #[derive(Module, Debug)]
 pub struct ConvBnRelu {
     pub conv: Conv2d,
-    pub bn: BatchNorm,
+    /// `None` once folded into `conv` for inference.
+    pub bn: Option<BatchNorm>,
 }
 
 impl ConvBnRelu {
     pub fn new(cin: usize, cout: usize, kernel: usize, dilation: usize, device: &Device) -> Self {
-        Self { conv: conv(cin, cout, kernel, 1, dilation, device), bn: batch_norm(cout, device) }
+        Self { conv: conv(cin, cout, kernel, 1, dilation, device), bn: Some(batch_norm(cout, device)) }
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        relu_in_one_pass(self.bn.forward(convolve(&self.conv, x)))
+        unfolded_bn_relu(self.bn.as_ref(), convolve(&self.conv, x))
+    }
+
+    pub fn fold_batch_norm(&mut self) {
+        fold_batch_norm(&mut self.conv, &mut self.bn);
     }
 }

@@ -111,6 +111,18 @@ impl RplNetwork {
         }
     }
 
+    /// For inference: every BatchNorm that reads a convolution's output folded into that
+    /// convolution (see [`fold_batch_norm`](super::layers::fold_batch_norm)); the trunk's pre-activation `bn1`s stay.
+    /// Not for training or saving: the reference's BatchNorm entries are gone.
+    pub fn fold_batch_norms(mut self) -> Self {
+        let blocks = self.trunk.stages.iter_mut().flat_map(|stage| stage.blocks.iter_mut());
+        blocks.for_each(|block| block.fold_batch_norms());
+        self.aspp.fold_batch_norms();
+        self.residual_block.atten_aspp.fold_batch_norms();
+        self.head.fold_batch_norms();
+        self
+    }
+
     /// `x`: normalised images `[N, 3, H, W]`.
     pub fn forward(&self, x: Tensor<4>) -> RplLogits {
         self.forward_to_decoder(x).at_image_size()

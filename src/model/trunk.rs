@@ -9,16 +9,17 @@ use burn::tensor::{Device, Tensor};
 
 use super::config::{RplConfig, released};
 use super::convolution::convolve;
-use super::layers::{batch_norm, bn_relu, conv};
+use super::layers::{batch_norm, bn_relu, conv, fold_batch_norm, unfolded_bn_relu};
 
 /// Pre-activation residual block: two 3x3 convolutions, or a 1x1-3x3-1x1 bottleneck.
 #[derive(Module, Debug)]
 pub struct IdentityResidualBlock {
     pub bn1: BatchNorm,
     pub conv1: Conv2d,
-    pub bn2: BatchNorm,
+    /// `None` once folded into `conv1` for inference.
+    pub bn2: Option<BatchNorm>,
     pub conv2: Conv2d,
-    /// Present in bottleneck blocks only, with `conv3`.
+    /// Present in bottleneck blocks only (with `conv3`), until folded into `conv2`.
     pub bn3: Option<BatchNorm>,
     pub conv3: Option<Conv2d>,
     /// 1x1 projection of the shortcut, where the stride or the channel count changes.
@@ -39,7 +40,7 @@ impl IdentityResidualBlock {
         Self {
             bn1: batch_norm(cin, device),
             conv1,
-            bn2: batch_norm(channels[0], device),
+            bn2: Some(batch_norm(channels[0], device)),
             conv2,
             bn3: bottleneck.then(|| batch_norm(channels[1], device)),
             conv3: bottleneck.then(|| conv(channels[1], channels[2], 1, 1, 1, device)),
@@ -53,11 +54,17 @@ impl IdentityResidualBlock {
             Some(proj) => convolve(proj, a.clone()),
             None => x,
         };
-        let mut out = convolve(&self.conv2, bn_relu(&self.bn2, convolve(&self.conv1, a)));
-        if let (Some(bn3), Some(conv3)) = (&self.bn3, &self.conv3) {
-            out = convolve(conv3, bn_relu(bn3, out));
+        let mut out = convolve(&self.conv2, unfolded_bn_relu(self.bn2.as_ref(), convolve(&self.conv1, a)));
+        if let Some(conv3) = &self.conv3 {
+            out = convolve(conv3, unfolded_bn_relu(self.bn3.as_ref(), out));
         }
         out + shortcut
+    }
+
+    /// `bn2` into `conv1` and `bn3` into `conv2` (`bn1` reads the block's input, no convolution's).
+    pub fn fold_batch_norms(&mut self) {
+        fold_batch_norm(&mut self.conv1, &mut self.bn2);
+        fold_batch_norm(&mut self.conv2, &mut self.bn3);
     }
 }
 

@@ -195,7 +195,10 @@ pub fn save_network(network: &RplNetwork, path: &Path, storage: StorageType, dev
 /// no usable statistics (training-mode outputs then differ from eval-mode ones), so it trains as
 /// a fixed affine map on its initial running statistics (mean 0, variance 1).
 fn with_fixed_image_pool_statistics(mut aspp: Aspp) -> Aspp {
-    aspp.img_conv.bn.training = aspp.img_conv.bn.training.with_value(false);
+    aspp.img_conv.bn = aspp.img_conv.bn.map(|mut bn| {
+        bn.training = bn.training.with_value(false);
+        bn
+    });
     aspp
 }
 
