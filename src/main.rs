@@ -586,7 +586,12 @@ fn bench(width_divisor: usize, sizes: &[[usize; 2]], backend: BackendKind, dtype
     }
     let device = backend.device_with(dtype).map_err(|e| e.to_string())?;
     let network = rpl_web::RplNetwork::new(config, &device).fold_batch_norms();
-    let convolutions = if backend == BackendKind::Wgpu { format!(", convolutions: {}", gpu_convolution().name()) } else { String::new() };
+    let convolutions = if backend == BackendKind::Wgpu {
+        let tuned = if cfg!(feature = "autotune") { ", burn autotune on" } else { "" };
+        format!(", convolutions: {}{tuned}", gpu_convolution().name())
+    } else {
+        String::new()
+    };
     println!(
         "{} RPL network, random weights, {}, on {}{convolutions}; {reps} runs per size after the first",
         config.describe(),
@@ -628,10 +633,11 @@ fn bench(width_divisor: usize, sizes: &[[usize; 2]], backend: BackendKind, dtype
             })
             .collect();
         let text = format!(
-            "{{\"backend\": \"{}\", \"dtype\": \"{}\", \"gpu_convolution\": \"{}\", \"width_divisor\": {width_divisor}, \"repetitions\": {reps}, \"sizes\": [\n{}\n]}}\n",
+            "{{\"backend\": \"{}\", \"dtype\": \"{}\", \"gpu_convolution\": \"{}\", \"autotune\": {}, \"width_divisor\": {width_divisor}, \"repetitions\": {reps}, \"sizes\": [\n{}\n]}}\n",
             backend.name(),
             dtype.name(),
             gpu_convolution().name(),
+            cfg!(feature = "autotune"),
             rows.join(",\n")
         );
         std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;

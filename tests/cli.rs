@@ -280,6 +280,7 @@ fn bench_prints_and_writes_each_sizes_stages_and_refuses_a_width_that_does_not_d
     assert!(sizes[0]["tflop_per_s"].is_null(), "TFLOP/s only for the released width, whose cost is known");
     assert_eq!(report["gpu_convolution"].as_str(), Some("direct"), "the default convolution is recorded");
     assert_eq!(report["dtype"].as_str(), Some("f32"), "the default float type is recorded");
+    assert_eq!(report["autotune"].as_bool(), Some(cfg!(feature = "autotune")), "whether burn's autotune was built in is recorded");
     let output = rpl(&["bench", "--width-divisor", "3", "--backend", "ndarray"]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("width divisor 3"));
