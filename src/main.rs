@@ -275,6 +275,13 @@ fn convert(input: &Path, output: &Path, f16: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// The checkpoint at `model` on `device`, its BatchNorms folded for inference; the file's bytes
+/// are released once the weights are on the device.
+fn inference_network(model: &Path, device: &burn::tensor::Device) -> Result<rpl_web::RplNetwork, String> {
+    let source = open_checkpoint(model).map_err(|e| e.to_string())?;
+    Ok(load_network(source.as_ref(), device).map_err(|e| e.to_string())?.fold_batch_norms())
+}
+
 struct InferOptions {
     mode: ScoreMode,
     save_logits: bool,
@@ -283,9 +290,7 @@ struct InferOptions {
 
 fn infer(model: &Path, out: &Path, backend: BackendKind, dtype: Precision, options: InferOptions, images: &[PathBuf]) -> Result<(), String> {
     let device = backend.device_with(dtype).map_err(|e| e.to_string())?;
-    let source = open_checkpoint(model).map_err(|e| e.to_string())?;
-    let network = load_network(source.as_ref(), &device).map_err(|e| e.to_string())?.fold_batch_norms();
-    drop(source);
+    let network = inference_network(model, &device)?;
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
     println!("{}: {} RPL network on {}, {}", model.display(), network.config.describe(), backend.name(), dtype.name());
 
@@ -415,8 +420,7 @@ fn train(config: &TrainConfig, out: &Path, export: Option<&Path>, backend: Backe
 
 fn eval_synthetic(model: &Path, count: usize, outliers: OutlierSet, backend: BackendKind, json: Option<&Path>) -> Result<(), String> {
     let device = backend.device().map_err(|e| e.to_string())?;
-    let source = open_checkpoint(model).map_err(|e| e.to_string())?;
-    let network = load_network(source.as_ref(), &device).map_err(|e| e.to_string())?.fold_batch_norms();
+    let network = inference_network(model, &device)?;
     let set = HeldOutSet { count, size: [256, 512], outliers };
     let bar = progress_bar(count, "[{bar:30}] {pos}/{len} images [{elapsed_precise} < {eta_precise}, {per_sec}]");
     let report = evaluate_synthetic(&network, &set, &device, |done, _| bar.set_position(done as u64)).map_err(|e| e.to_string())?;
@@ -454,8 +458,7 @@ fn eval_dataset(
     let loaded = match model {
         Some(model) => {
             let device = backend.device().map_err(|e| e.to_string())?;
-            let source = open_checkpoint(model).map_err(|e| e.to_string())?;
-            let network = load_network(source.as_ref(), &device).map_err(|e| e.to_string())?.fold_batch_norms();
+            let network = inference_network(model, &device)?;
             println!("{}: {} RPL network on {}, score {}", model.display(), network.config.describe(), backend.name(), mode.name());
             Some((network, device))
         }

@@ -173,13 +173,9 @@ fn visit_network(net: &mut RplNetwork, v: &mut impl ParamVisitor) {
 fn residual_block(v: &mut impl ParamVisitor, p: String, block: &mut IdentityResidualBlock) {
     batch_norm(v, format!("{p}.bn1.0"), &mut block.bn1);
     conv(v, format!("{p}.convs.conv1"), &mut block.conv1);
-    if let Some(bn2) = &mut block.bn2 {
-        batch_norm(v, format!("{p}.convs.bn2.0"), bn2);
-    }
+    unless_folded(v, format!("{p}.convs.bn2.0"), &mut block.bn2);
     conv(v, format!("{p}.convs.conv2"), &mut block.conv2);
-    if let Some(bn3) = &mut block.bn3 {
-        batch_norm(v, format!("{p}.convs.bn3.0"), bn3);
-    }
+    unless_folded(v, format!("{p}.convs.bn3.0"), &mut block.bn3);
     if let Some(conv3) = &mut block.conv3 {
         conv(v, format!("{p}.convs.conv3"), conv3);
     }
@@ -197,15 +193,21 @@ fn aspp(v: &mut impl ParamVisitor, p: String, aspp: &mut Aspp) {
 
 fn conv_bn_relu(v: &mut impl ParamVisitor, conv_key: String, bn_key: String, layer: &mut ConvBnRelu) {
     conv(v, conv_key, &mut layer.conv);
-    if let Some(bn) = &mut layer.bn {
-        batch_norm(v, bn_key, bn);
-    }
+    unless_folded(v, bn_key, &mut layer.bn);
 }
 
 fn conv(v: &mut impl ParamVisitor, p: String, conv: &mut Conv2d) {
     v.param(format!("{p}.weight"), &mut conv.weight);
     if let Some(bias) = &mut conv.bias {
         v.param(format!("{p}.bias"), bias);
+    }
+}
+
+/// A BatchNorm that follows a convolution: absent once folded into it (or, for `bn3`, in a
+/// two-convolution block).
+fn unless_folded(v: &mut impl ParamVisitor, p: String, bn: &mut Option<BatchNorm>) {
+    if let Some(bn) = bn {
+        batch_norm(v, p, bn);
     }
 }
 
