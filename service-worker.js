@@ -1,12 +1,16 @@
 // Makes the page work offline once it has been opened: the page, its scripts, the WebAssembly
-// module, the bundled model and the samples are cached at install; every same-origin request
-// goes to the network first (so a rebuilt page is seen at once) and to the cache when offline.
-// It must sit at the site's root to control index.html.
-const CACHE = 'rpl-app-v1';
+// module and the samples are cached at install; every same-origin request goes to the network
+// first (so a rebuilt page is seen at once) and to the cache when offline. Models (.safetensors)
+// are left to the page, which keeps them in its own versioned cache ('rpl-models', emptied by
+// "Forget cached models"): one copy, checked against the server. It must sit at the site's root
+// to control index.html.
+const CACHE = 'rpl-app-v2';
 const SHELL = [
   './', 'index.html', 'www/app.js', 'www/rpl-client.js', 'www/worker.js', 'www/style.css',
-  'www/pkg/rpl_web.js', 'www/pkg/rpl_web_bg.wasm', 'models/rpl-demo.safetensors', 'models/samples/index.json',
+  'www/pkg/rpl_web.js', 'www/pkg/rpl_web_bg.wasm', 'models/samples/index.json',
 ];
+// The page's own model cache; every other cache is an older version of this worker's.
+const KEPT_CACHES = [CACHE, 'rpl-models'];
 
 async function precache() {
   const cache = await caches.open(CACHE);
@@ -19,8 +23,13 @@ self.addEventListener('install', (event) => {
   event.waitUntil(precache().then(() => self.skipWaiting()));
 });
 
+async function dropOldCaches() {
+  const names = await caches.keys();
+  await Promise.all(names.filter((name) => !KEPT_CACHES.includes(name)).map((name) => caches.delete(name)));
+}
+
 self.addEventListener('activate', (event) => {
-  event.waitUntil(self.clients.claim());
+  event.waitUntil(dropOldCaches().then(() => self.clients.claim()));
 });
 
 async function networkFirst(request) {
@@ -38,7 +47,9 @@ async function networkFirst(request) {
 
 self.addEventListener('fetch', (event) => {
   const { request } = event;
-  // Only this site's own files; anything else (a model URL the user typed) is left alone.
-  if (request.method !== 'GET' || new URL(request.url).origin !== self.location.origin) return;
+  const url = new URL(request.url);
+  // Only this site's own files, and no models: a model URL the user typed, and the page's model
+  // downloads, are left alone.
+  if (request.method !== 'GET' || url.origin !== self.location.origin || url.pathname.endsWith('.safetensors')) return;
   event.respondWith(networkFirst(request));
 });

@@ -4,6 +4,7 @@
 
 use thiserror::Error;
 
+use crate::inference::Head;
 use crate::metrics::{Curves, LABEL_INLIER, LABEL_OOD, MetricsError, OodMetrics, OodScorePool};
 
 /// Points per drawn curve.
@@ -17,27 +18,27 @@ pub enum AnalysisError {
     MaskValues { values: Vec<u8> },
     #[error("pixel ({x}, {y}) is outside the {width}x{height} image")]
     OutsideImage { x: usize, y: usize, width: usize, height: usize },
+    #[error("the {head} scores have {values} values, the {width}x{height} image has {} pixels", .width * .height)]
+    ScoreCount { head: &'static str, values: usize, width: usize, height: usize },
     #[error(transparent)]
     Metrics(#[from] MetricsError),
 }
 
-/// Both heads' logits `[classes, H, W]` and their anomaly scores `[H, W]` for one image.
-#[derive(Debug, Clone)]
-pub struct HeadResults {
-    pub width: usize,
-    pub height: usize,
-    pub classes: usize,
-    /// out1 (closed set) and out2 (with RPL).
-    pub logits: [Vec<f32>; 2],
-    pub scores: [Vec<f32>; 2],
+/// Both heads' anomaly scores of one image, row-major H x W each.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageScores {
+    width: usize,
+    height: usize,
+    /// In [`Head::BOTH`] order.
+    scores: [Vec<f32>; 2],
 }
 
-/// One pixel, for the page's hover read-out.
+/// One pixel, for the page's hover read-out; each pair in [`Head::BOTH`] order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PixelReport {
-    /// Train id of argmax, per head.
+    /// Train id of the argmax (the first on ties).
     pub class: [u8; 2],
-    /// Softmax over the classes, per head.
+    /// Softmax over the classes.
     pub probabilities: [Vec<f32>; 2],
     pub score: [f32; 2],
 }
@@ -49,73 +50,77 @@ pub struct HeadEvaluation {
     pub curves: Curves,
 }
 
-impl HeadResults {
-    /// Argmax over classes per pixel, for head 0 (out1) or 1 (out2).
-    pub fn class_map(&self, head: usize) -> Vec<u8> {
-        argmax_classes(&self.logits[head], self.classes)
+impl ImageScores {
+    /// `scores` in [`Head::BOTH`] order, each `width * height` values.
+    pub fn new(width: usize, height: usize, scores: [Vec<f32>; 2]) -> Result<Self, AnalysisError> {
+        for head in Head::BOTH {
+            let values = scores[head.index()].len();
+            if values != width * height {
+                return Err(AnalysisError::ScoreCount { head: head.name(), values, width, height });
+            }
+        }
+        Ok(Self { width, height, scores })
     }
 
-    pub fn pixel(&self, x: usize, y: usize) -> Result<PixelReport, AnalysisError> {
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    pub fn head(&self, head: Head) -> &[f32] {
+        &self.scores[head.index()]
+    }
+
+    /// Both heads' scores at one pixel.
+    pub fn at(&self, x: usize, y: usize) -> Result<[f32; 2], AnalysisError> {
         if x >= self.width || y >= self.height {
             return Err(AnalysisError::OutsideImage { x, y, width: self.width, height: self.height });
         }
-        let pixels = self.width * self.height;
-        let p = y * self.width + x;
-        let head = |h: usize| {
-            let logits: Vec<f32> = (0..self.classes).map(|c| self.logits[h][c * pixels + p]).collect();
-            let peak = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let exp: Vec<f32> = logits.iter().map(|l| (l - peak).exp()).collect();
-            let sum: f32 = exp.iter().sum();
-            let class = (0..self.classes).fold(0, |best, c| if logits[c] > logits[best] { c } else { best });
-            (class as u8, exp.iter().map(|e| e / sum).collect::<Vec<f32>>())
-        };
-        let (c1, p1) = head(0);
-        let (c2, p2) = head(1);
-        Ok(PixelReport { class: [c1, c2], probabilities: [p1, p2], score: [self.scores[0][p], self.scores[1][p]] })
+        Ok(Head::BOTH.map(|head| self.head(head)[y * self.width + x]))
     }
 
-    /// Share of pixels whose score (of `head`) is above `threshold`, and that mask.
-    pub fn threshold(&self, head: usize, threshold: f32) -> (f64, Vec<bool>) {
-        threshold_mask(&self.scores[head], threshold)
+    /// The pixels whose score of `head` is above `threshold`, and their share of the image.
+    pub fn threshold(&self, head: Head, threshold: f32) -> (f64, Vec<bool>) {
+        let mask: Vec<bool> = self.head(head).iter().map(|&s| s > threshold).collect();
+        let share = mask.iter().filter(|&&m| m).count() as f64 / mask.len().max(1) as f64;
+        (share, mask)
     }
 
-    /// Both heads' metrics against a mask of the image's size (0 inlier, 1 OoD, 255 ignored).
+    /// Each head's metrics against a mask of the image's size (0 inlier, 1 OoD, 255 ignored),
+    /// in [`Head::BOTH`] order.
     pub fn evaluate(&self, mask: &[u8], mask_width: usize, mask_height: usize) -> Result<[HeadEvaluation; 2], AnalysisError> {
         check_mask(mask, mask_width, mask_height, self.width, self.height)?;
-        let head = |h: usize| -> Result<HeadEvaluation, AnalysisError> {
+        let evaluate = |head: Head| -> Result<HeadEvaluation, AnalysisError> {
             let mut pool = OodScorePool::new();
-            pool.add(&self.scores[h], mask)?;
+            pool.add(self.head(head), mask)?;
             Ok(HeadEvaluation { metrics: pool.metrics()?, curves: pool.curves(CURVE_POINTS)? })
         };
-        Ok([head(0)?, head(1)?])
+        Ok([evaluate(Head::Out1)?, evaluate(Head::Out2)?])
     }
 }
 
-/// The pixels scoring above `threshold`, and their share of the image.
-pub fn threshold_mask(scores: &[f32], threshold: f32) -> (f64, Vec<bool>) {
-    let mask: Vec<bool> = scores.iter().map(|&s| s > threshold).collect();
-    let share = mask.iter().filter(|&&m| m).count() as f64 / mask.len().max(1) as f64;
-    (share, mask)
+impl PixelReport {
+    /// From both heads' logits at the pixel (one per class) and its scores.
+    pub fn new(logits: &[Vec<f32>; 2], score: [f32; 2]) -> Self {
+        let [(c1, p1), (c2, p2)] = [&logits[0], &logits[1]].map(|head_logits| class_and_softmax(head_logits));
+        Self { class: [c1, c2], probabilities: [p1, p2], score }
+    }
 }
 
-/// Argmax over classes per pixel of logits stored `[classes, H, W]` (the first on ties).
-pub fn argmax_classes(logits: &[f32], classes: usize) -> Vec<u8> {
-    let pixels = logits.len() / classes;
-    (0..pixels)
-        .map(|p| {
-            let mut best = 0;
-            for c in 1..classes {
-                if logits[c * pixels + p] > logits[best * pixels + p] {
-                    best = c;
-                }
-            }
-            best as u8
-        })
-        .collect()
+/// The argmax (the first on ties) and the softmax of one pixel's logits.
+fn class_and_softmax(logits: &[f32]) -> (u8, Vec<f32>) {
+    let peak = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exp: Vec<f32> = logits.iter().map(|l| (l - peak).exp()).collect();
+    let sum: f32 = exp.iter().sum();
+    let class = (0..logits.len()).fold(0, |best, c| if logits[c] > logits[best] { c } else { best });
+    (class as u8, exp.iter().map(|e| e / sum).collect())
 }
 
 /// A mask must have the image's size and only the benchmarks' three values.
-pub fn check_mask(mask: &[u8], mask_width: usize, mask_height: usize, width: usize, height: usize) -> Result<(), AnalysisError> {
+fn check_mask(mask: &[u8], mask_width: usize, mask_height: usize, width: usize, height: usize) -> Result<(), AnalysisError> {
     if (mask_width, mask_height) != (width, height) || mask.len() != width * height {
         return Err(AnalysisError::MaskSize { mask_width, mask_height, width, height });
     }

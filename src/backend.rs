@@ -95,7 +95,23 @@ impl BackendKind {
     pub fn device_with(self, precision: Precision) -> Result<Device, BackendError> {
         let mut device = self.device()?;
         set_precision(&mut device, precision)
-            .map_err(|e| BackendError::NoHalfPrecision { backend: self.name(), reason: format!("{e:?}") })?;
+            .map_err(|e| BackendError::NoHalfPrecision { backend: self.name(), reason: e.to_string() })?;
         Ok(device)
+    }
+}
+
+/// Without a display (a server, CI, a container) Mesa's Vulkan device-select layer still asks
+/// Wayland for the compositor's GPU and prints `XDG_RUNTIME_DIR is invalid` on every run. With no
+/// compositor it has nothing to choose (wgpu picks its adapter itself), so it is switched off
+/// there; on a desktop nothing changes.
+///
+/// # Safety
+/// Sets an environment variable: call it before any other thread starts.
+#[cfg(target_os = "linux")]
+pub unsafe fn skip_device_select_without_display() {
+    let has_display = ["WAYLAND_DISPLAY", "DISPLAY"].iter().any(|name| std::env::var_os(name).is_some());
+    if !has_display && std::env::var_os("NODEVICE_SELECT").is_none() {
+        // SAFETY: the caller guarantees no other thread reads the environment yet.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
     }
 }

@@ -4,11 +4,12 @@
 use std::time::Instant;
 
 use burn::tensor::Device;
+use serde::{Serialize, Serializer, ser::SerializeMap};
 use thiserror::Error;
 
 use crate::model::{RplConfig, RplNetwork, Stage};
 use crate::preprocess::RgbImage;
-use crate::inference::{LiveResult, OUT2};
+use crate::inference::{Head, LiveResult};
 use crate::scoring::ScoreMode;
 
 /// The released network's cost for one 512x1024 frame (multiply-adds counted twice); it grows
@@ -23,11 +24,25 @@ pub enum BenchmarkError {
     NoRepetitions(usize),
 }
 
+/// What `rpl bench` measured, and on what; as JSON, what `rpl bench --json` writes.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchmarkReport {
+    pub backend: &'static str,
+    pub dtype: &'static str,
+    /// The wgpu convolution kernels (`direct` or `products`).
+    pub gpu_convolution: &'static str,
+    /// Whether burn's autotune was built in.
+    pub autotune: bool,
+    pub width_divisor: usize,
+    pub repetitions: usize,
+    pub sizes: Vec<SizeReport>,
+}
+
 /// One size's figures, in milliseconds.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct SizeReport {
-    /// `[height, width]`.
-    pub size: [usize; 2],
+    pub height: usize,
+    pub width: usize,
     /// The first run: uploads, shader compilation and autotuning included.
     pub first_ms: f64,
     /// Median and fastest of the runs after it (image upload to score read back).
@@ -35,11 +50,21 @@ pub struct SizeReport {
     pub min_ms: f64,
     /// Median time per stage (runs that wait for the device after each stage), then the score
     /// (resized to the image in bands of rows, energy, blur, read back).
+    #[serde(rename = "stages_ms", serialize_with = "stages_as_map")]
     pub stages: Vec<(&'static str, f64)>,
     /// From the released model's known cost, when this is the released width.
     pub tflop_per_s: Option<f64>,
     /// Bytes the device's allocator reserved (GPU), or the process's peak resident memory (CPU).
     pub memory_bytes: Option<u64>,
+}
+
+/// Stage times as a JSON object, in the order the stages run.
+fn stages_as_map<S: Serializer>(stages: &[(&'static str, f64)], serializer: S) -> Result<S::Ok, S::Error> {
+    let mut map = serializer.serialize_map(Some(stages.len()))?;
+    for (name, ms) in stages {
+        map.serialize_entry(name, ms)?;
+    }
+    map.end()
 }
 
 /// A random RGB image: benchmarks need no data.
@@ -55,7 +80,7 @@ pub fn random_image(width: usize, height: usize, seed: u64) -> RgbImage {
 }
 
 fn sync(device: &Device) -> Result<(), BenchmarkError> {
-    device.sync().map_err(|e| BenchmarkError::Execution(format!("{e:?}")))
+    device.sync().map_err(|e| BenchmarkError::Execution(e.to_string()))
 }
 
 /// Image in, energy score of out2 read back: what a user waits for.
@@ -68,7 +93,7 @@ fn end_to_end(network: &RplNetwork, image: &RgbImage, device: &Device) -> Result
 /// The energy score of out2 at the image's size, as inference makes it (in bands of rows),
 /// read back: its values are on the host when this returns.
 fn read_score(live: LiveResult) -> Result<(), BenchmarkError> {
-    let values = futures_lite::future::block_on(live.score(OUT2, ScoreMode::Energy)).map_err(|e| BenchmarkError::Execution(e.to_string()))?;
+    let values = futures_lite::future::block_on(live.score(Head::Out2, ScoreMode::Energy)).map_err(|e| BenchmarkError::Execution(e.to_string()))?;
     std::hint::black_box(values);
     Ok(())
 }
@@ -131,5 +156,5 @@ pub fn benchmark_size(network: &RplNetwork, size: [usize; 2], repetitions: usize
         tflop / (median_ms / 1e3)
     });
     let memory_bytes = device.memory_pool_usage().map(|u| u.bytes_reserved).or_else(peak_resident_bytes);
-    Ok(SizeReport { size, first_ms, median_ms, min_ms, stages, tflop_per_s, memory_bytes })
+    Ok(SizeReport { height: size[0], width: size[1], first_ms, median_ms, min_ms, stages, tflop_per_s, memory_bytes })
 }

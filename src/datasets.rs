@@ -16,6 +16,12 @@ pub enum DatasetKind {
     Synthetic,
 }
 
+impl serde::Serialize for DatasetKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
 impl DatasetKind {
     pub const ALL: [Self; 6] = [
         Self::RoadAnomaly,
@@ -98,7 +104,7 @@ pub struct Sample {
 }
 
 /// A file left out of the evaluation, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Skipped {
     pub file: PathBuf,
     pub reason: String,

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
+use serde::Serialize;
 
 use futures_lite::future::block_on;
 
@@ -19,7 +20,7 @@ use crate::scoring::ScoreMode;
 use crate::synthetic::{HELD_OUT_SEED_BASE, LABEL_OUTLIER, LABEL_VOID, OutlierSet, Scene, TRAINING_SEED_BASE, generate_scene};
 
 /// The fixed held-out set: `count` scenes from the evaluation seed range, with outliers of `kinds`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct HeldOutSet {
     pub count: usize,
     pub size: [usize; 2],
@@ -32,18 +33,20 @@ impl HeldOutSet {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct SyntheticReport {
     pub images: usize,
+    /// The anomaly score both heads were evaluated with.
+    pub score: ScoreMode,
     /// Inlier mIoU of argmax(out1), the closed-set segmentation.
     pub miou_out1: f64,
     /// Inlier mIoU of argmax(out2), with the residual block.
     pub miou_out2: f64,
     /// Share of inlier pixels where argmax(out2) equals argmax(out1).
     pub agreement: f64,
-    /// Blurred energy of out2 (the paper's RPL score).
+    /// The blurred score of out2 (with RPL; energy is the paper's).
     pub rpl: OodMetrics,
-    /// Blurred energy of out1 (the closed-set baseline).
+    /// The same score of out1 (the closed-set baseline).
     pub baseline: OodMetrics,
     /// IoU per class of argmax(out1) (`None`: class absent).
     pub iou_out1: Vec<Option<f64>>,
@@ -57,10 +60,24 @@ pub enum EvaluationError {
     Metrics(#[from] MetricsError),
 }
 
-/// Runs the network over the held-out set; `progress(done, total)` after each image.
+/// What `rpl eval --json` writes for the generated held-out set: the set, the network's figures
+/// and the colour-only control in one document.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyntheticEvaluation {
+    pub dataset: DatasetKind,
+    pub set: HeldOutSet,
+    #[serde(flatten)]
+    pub report: SyntheticReport,
+    /// [`nearest_mean_colour_miou`] on the same scenes.
+    pub colour_only_miou: f64,
+}
+
+/// Runs the network over the held-out set, scoring both heads in `mode`; `progress(done, total)`
+/// after each image.
 pub fn evaluate_synthetic(
     network: &RplNetwork,
     set: &HeldOutSet,
+    mode: ScoreMode,
     device: &Device,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<SyntheticReport, EvaluationError> {
@@ -73,7 +90,7 @@ pub fn evaluate_synthetic(
         let image = RgbImage::from_interleaved(scene.width, scene.height, 3, &scene.rgb8).expect("generated scenes are valid RGB");
         // Class maps and scores of both heads, without reading the logits back.
         let live = LiveResult::run(network, &image, device);
-        let ([classes1, classes2], [score1, score2]) = block_on(live.class_maps_and_scores(ScoreMode::Energy))?;
+        let ([classes1, classes2], [score1, score2]) = block_on(live.class_maps_and_scores(mode))?;
         cm1.add(&classes1, &scene.labels)?;
         cm2.add(&classes2, &scene.labels)?;
         for ((&label, &c1), &c2) in scene.labels.iter().zip(&classes1).zip(&classes2) {
@@ -89,6 +106,7 @@ pub fn evaluate_synthetic(
     }
     Ok(SyntheticReport {
         images: set.count,
+        score: mode,
         miou_out1: cm1.mean_iou(),
         miou_out2: cm2.mean_iou(),
         agreement: agree as f64 / inliers.max(1) as f64,
@@ -151,17 +169,22 @@ pub struct DatasetOptions<'a> {
 }
 
 /// One image's own AUROC / AP / FPR95 (`None` where it lacks OoD or inlier pixels).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ImageReport {
     pub name: String,
     pub rpl: Option<OodMetrics>,
     pub baseline: Option<OodMetrics>,
 }
 
-#[derive(Debug, Clone)]
+/// A dataset's figures; as JSON, what `rpl eval --json` writes for a benchmark folder.
+#[derive(Debug, Clone, Serialize)]
 pub struct DatasetReport {
+    #[serde(rename = "dataset")]
     pub kind: DatasetKind,
+    /// The score the network ran with; `None` for saved score maps (computed elsewhere).
+    pub score: Option<ScoreMode>,
     /// Images evaluated, in the dataset's order.
+    #[serde(rename = "per_image")]
     pub images: Vec<ImageReport>,
     /// Every evaluated pixel pooled, as the paper's tables.
     pub rpl: OodMetrics,
@@ -253,6 +276,10 @@ pub fn evaluate_dataset(
     let ran_network = matches!(source, ScoreSource::Network { .. });
     Ok(DatasetReport {
         kind: listing.kind,
+        score: match source {
+            ScoreSource::Network { mode, .. } => Some(*mode),
+            ScoreSource::Saved(_) => None,
+        },
         rpl: rpl.metrics()?,
         baseline: if ran_network && !images.is_empty() { Some(baseline.metrics()?) } else { None },
         miou_out1: confusion.map(|c| c.mean_iou()),

@@ -2,6 +2,7 @@
 //! Full-resolution maps are made in bands of rows (see [`LiveResult`]). Results are read back
 //! asynchronously, as the browser requires; natively [`predict`] waits.
 
+use std::fmt::Display;
 use std::ops::Range;
 
 use burn::tensor::kind::Basic;
@@ -14,8 +15,8 @@ use crate::scoring::{ScoreMode, gaussian_blur, unblurred_score};
 
 #[derive(Debug, Error)]
 pub enum InferenceError {
-    #[error("reading the {what} back from the device failed: {reason}")]
-    Readback { what: &'static str, reason: String },
+    #[error("reading the {head} {what} back from the device failed: {reason}")]
+    Readback { head: &'static str, what: &'static str, reason: String },
 }
 
 /// What to compute besides the class map and the anomaly score of out2.
@@ -70,20 +71,49 @@ pub async fn predict_async(
 ) -> Result<Prediction, InferenceError> {
     let live = LiveResult::run(network, image, device);
     let (classes, closed_set_score) = match options.closed_set_score {
-        true => live.class_map_and_score(OUT1, options.mode).await.map(|(classes, score)| (classes, Some(score)))?,
-        false => (live.class_map(OUT1).await?, None),
+        true => live.class_map_and_score(Head::Out1, options.mode).await.map(|(classes, score)| (classes, Some(score)))?,
+        false => (live.class_map(Head::Out1).await?, None),
     };
-    let score = live.score(OUT2, options.mode).await?;
+    let score = live.score(Head::Out2, options.mode).await?;
     let logits = match options.keep_logits {
-        true => Some([live.logits(OUT1).await?, live.logits(OUT2).await?]),
+        true => Some([live.logits(Head::Out1).await?, live.logits(Head::Out2).await?]),
         false => None,
     };
     Ok(Prediction { width: image.width, height: image.height, classes, mode: options.mode, score, closed_set_score, logits })
 }
 
-/// The heads' index in `[out1, out2]`: the closed-set network, and the one with the RPL block.
-pub const OUT1: usize = 0;
-pub const OUT2: usize = 1;
+/// The network's two heads: out1, the closed-set segmentation network, and out2, the same
+/// network with the RPL residual block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Head {
+    Out1,
+    Out2,
+}
+
+impl Head {
+    /// In the order of every `[out1, out2]` pair.
+    pub const BOTH: [Head; 2] = [Head::Out1, Head::Out2];
+
+    /// The name used by the page and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Out1 => "out1",
+            Self::Out2 => "out2",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::BOTH.into_iter().find(|h| h.name() == name)
+    }
+
+    /// Its place in an `[out1, out2]` pair.
+    pub fn index(self) -> usize {
+        match self {
+            Self::Out1 => 0,
+            Self::Out2 => 1,
+        }
+    }
+}
 
 /// Full-resolution logits are made at most this many bytes (float32) of one head at a time: a
 /// quarter of the 128 MiB every WebGPU adapter can bind, whatever the image size.
@@ -100,14 +130,14 @@ pub struct LiveResult {
     rows_per_band: usize,
 }
 
-fn read_floats(data: Result<TensorData, impl std::fmt::Debug>, what: &'static str) -> Result<Vec<f32>, InferenceError> {
-    let failed = |reason: String| InferenceError::Readback { what, reason };
+fn read_floats(data: Result<TensorData, impl Display>, head: Head, what: &'static str) -> Result<Vec<f32>, InferenceError> {
+    let failed = |reason: &dyn Display| InferenceError::Readback { head: head.name(), what, reason: reason.to_string() };
     // A float16 network's outputs are widened here, where they leave the device.
-    data.map_err(|e| failed(format!("{e:?}")))?.convert::<f32>().try_into_vec::<f32>().map_err(|e| failed(format!("{e:?}")))
+    data.map_err(|e| failed(&e))?.convert::<f32>().try_into_vec::<f32>().map_err(|e| failed(&e))
 }
 
-fn read_classes(data: Result<TensorData, impl std::fmt::Debug>, what: &'static str) -> Result<Vec<u8>, InferenceError> {
-    let data = data.map_err(|e| InferenceError::Readback { what, reason: format!("{e:?}") })?;
+fn read_classes(data: Result<TensorData, impl Display>, head: Head) -> Result<Vec<u8>, InferenceError> {
+    let data = data.map_err(|e| InferenceError::Readback { head: head.name(), what: "classes", reason: e.to_string() })?;
     // Class ids are below 256; the integer width of the readback depends on the backend.
     Ok(data.iter::<i64>().map(|c| c as u8).collect())
 }
@@ -136,34 +166,37 @@ impl LiveResult {
         (0..height).step_by(rows).map(move |start| start..(start + rows).min(height))
     }
 
-    fn head(&self, head: usize) -> &Tensor<4> {
-        [&self.logits.out1, &self.logits.out2][head]
+    fn head(&self, head: Head) -> &Tensor<4> {
+        match head {
+            Head::Out1 => &self.logits.out1,
+            Head::Out2 => &self.logits.out2,
+        }
     }
 
     /// Image rows `rows` of `head`'s logits at the image's resolution.
-    fn head_rows(&self, head: usize, rows: Range<usize>) -> Tensor<4> {
+    fn head_rows(&self, head: Head, rows: Range<usize>) -> Tensor<4> {
         resize_rows(self.head(head).clone(), self.logits.image_size, rows)
     }
 
     /// `per_band` of each band of `head`'s full-resolution logits, joined along the rows.
-    fn by_bands<K: Basic>(&self, head: usize, per_band: impl Fn(Tensor<4>) -> Tensor<3, K>) -> Tensor<3, K> {
+    fn by_bands<K: Basic>(&self, head: Head, per_band: impl Fn(Tensor<4>) -> Tensor<3, K>) -> Tensor<3, K> {
         Tensor::cat(self.bands().map(|rows| per_band(self.head_rows(head, rows))).collect(), 1)
     }
 
-    /// The blurred score of `head` (0: out1, 1: out2), row-major H x W.
-    pub async fn score(&self, head: usize, mode: ScoreMode) -> Result<Vec<f32>, InferenceError> {
+    /// The blurred score of `head`, row-major H x W.
+    pub async fn score(&self, head: Head, mode: ScoreMode) -> Result<Vec<f32>, InferenceError> {
         let score = gaussian_blur(self.by_bands(head, |logits| unblurred_score(logits, mode)));
-        read_floats(score.into_data_async().await, ["out1 score", "out2 score"][head])
+        read_floats(score.into_data_async().await, head, "score")
     }
 
     /// Train ids (argmax over the classes) of `head`, row-major H x W.
-    pub async fn class_map(&self, head: usize) -> Result<Vec<u8>, InferenceError> {
+    pub async fn class_map(&self, head: Head) -> Result<Vec<u8>, InferenceError> {
         let classes = self.by_bands(head, |logits| logits.argmax(1).squeeze_dim(1));
-        read_classes(classes.into_data_async().await, ["out1 classes", "out2 classes"][head])
+        read_classes(classes.into_data_async().await, head)
     }
 
     /// [`Self::class_map`] and [`Self::score`] of `head`, each band resized once for both.
-    pub async fn class_map_and_score(&self, head: usize, mode: ScoreMode) -> Result<(Vec<u8>, Vec<f32>), InferenceError> {
+    pub async fn class_map_and_score(&self, head: Head, mode: ScoreMode) -> Result<(Vec<u8>, Vec<f32>), InferenceError> {
         let (classes, scores): (Vec<_>, Vec<_>) = self
             .bands()
             .map(|rows| {
@@ -172,18 +205,17 @@ impl LiveResult {
             })
             .unzip();
         let score = gaussian_blur(Tensor::cat(scores, 1));
-        let classes = read_classes(Tensor::cat(classes, 1).into_data_async().await, ["out1 classes", "out2 classes"][head])?;
-        Ok((classes, read_floats(score.into_data_async().await, ["out1 score", "out2 score"][head])?))
+        let classes = read_classes(Tensor::cat(classes, 1).into_data_async().await, head)?;
+        Ok((classes, read_floats(score.into_data_async().await, head, "score")?))
     }
 
     /// `head`'s logits at the image's resolution, `[classes, H, W]`, read back a band at a time.
-    pub async fn logits(&self, head: usize) -> Result<Vec<f32>, InferenceError> {
-        let what = ["out1 logits", "out2 logits"][head];
+    pub async fn logits(&self, head: Head) -> Result<Vec<f32>, InferenceError> {
         let classes = self.head(head).dims()[1];
         let plane = self.height * self.width;
         let mut logits = vec![0f32; classes * plane];
         for rows in self.bands() {
-            let values = read_floats(self.head_rows(head, rows.clone()).into_data_async().await, what)?;
+            let values = read_floats(self.head_rows(head, rows.clone()).into_data_async().await, head, "logits")?;
             let band_plane = rows.len() * self.width;
             for (class, values) in values.chunks_exact(band_plane).enumerate() {
                 logits[class * plane + rows.start * self.width..][..band_plane].copy_from_slice(values);
@@ -194,23 +226,23 @@ impl LiveResult {
 
     /// The blurred score of out1 and of out2, row-major H x W each.
     pub async fn scores(&self, mode: ScoreMode) -> Result<[Vec<f32>; 2], InferenceError> {
-        Ok([self.score(OUT1, mode).await?, self.score(OUT2, mode).await?])
+        Ok([self.score(Head::Out1, mode).await?, self.score(Head::Out2, mode).await?])
     }
 
     /// Train ids (argmax) and blurred scores of out1 and of out2.
     pub async fn class_maps_and_scores(&self, mode: ScoreMode) -> Result<([Vec<u8>; 2], [Vec<f32>; 2]), InferenceError> {
-        let (classes1, score1) = self.class_map_and_score(OUT1, mode).await?;
-        let (classes2, score2) = self.class_map_and_score(OUT2, mode).await?;
+        let (classes1, score1) = self.class_map_and_score(Head::Out1, mode).await?;
+        let (classes2, score2) = self.class_map_and_score(Head::Out2, mode).await?;
         Ok(([classes1, classes2], [score1, score2]))
     }
 
     /// Both heads' logits at one pixel (`x < width`, `y < height`).
     pub async fn pixel_logits(&self, x: usize, y: usize) -> Result<[Vec<f32>; 2], InferenceError> {
-        let [l1, l2] = [OUT1, OUT2].map(|head| {
+        let [l1, l2] = Head::BOTH.map(|head| {
             let row = self.head_rows(head, y..y + 1);
             let classes = row.dims()[1];
             row.slice([0..1, 0..classes, 0..1, x..x + 1])
         });
-        Ok([read_floats(l1.into_data_async().await, "out1 logits")?, read_floats(l2.into_data_async().await, "out2 logits")?])
+        Ok([read_floats(l1.into_data_async().await, Head::Out1, "logits")?, read_floats(l2.into_data_async().await, Head::Out2, "logits")?])
     }
 }

@@ -14,11 +14,11 @@ use rpl_web::scoring::ScoreMode;
 use rpl_web::weights::safetensors::{StorageType, write_safetensors};
 use rpl_web::weights::{load_network, open_checkpoint};
 use rpl_web::datasets::{DatasetKind, list_dataset};
+use rpl_web::benchmark::BenchmarkReport;
 use rpl_web::evaluation::{
-    DatasetOptions, DatasetReport, HeldOutSet, ScoreSource, SyntheticReport, evaluate_dataset, evaluate_synthetic, nearest_mean_colour_miou,
+    DatasetOptions, DatasetReport, HeldOutSet, ScoreSource, SyntheticEvaluation, evaluate_dataset, evaluate_synthetic, nearest_mean_colour_miou,
 };
-use rpl_web::metrics::OodMetrics;
-use rpl_web::synthetic::OutlierSet;
+use rpl_web::synthetic::{OutlierSet, SceneFiles};
 use rpl_web::training::{StepReport, TrainConfig, save_network};
 use rpl_web::{npy, predict, visualize};
 
@@ -33,7 +33,9 @@ struct Cli {
 enum Command {
     /// Convert a PyTorch checkpoint (.pth) to safetensors, the format the browser loads.
     Convert {
+        /// The checkpoint to read: .pth (as released) or .safetensors, any RPL width.
         input: PathBuf,
+        /// The safetensors file to write (replaced if it exists).
         output: PathBuf,
         /// Store float16 (half the size).
         #[arg(long)]
@@ -45,6 +47,8 @@ enum Command {
         /// Checkpoint: .pth or .safetensors, any RPL width.
         #[arg(long)]
         model: PathBuf,
+        /// Folder for the outputs (created if missing). Two images with the same file stem are
+        /// refused: their outputs would overwrite each other.
         #[arg(long)]
         out: PathBuf,
         /// flex (CPU), ndarray (CPU, slower) or wgpu (GPU).
@@ -63,6 +67,7 @@ enum Command {
         /// every image's own size, however much memory that takes.
         #[arg(long, default_value_t = 2048)]
         max_side: usize,
+        /// Images to segment: PNG, JPEG or WebP.
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
@@ -74,13 +79,16 @@ enum Command {
         /// Also write the trained model here (safetensors, float16).
         #[arg(long)]
         export: Option<PathBuf>,
+        /// Stage 1 (the closed-set segmentation network): steps on the usual crops.
         #[arg(long, default_value_t = TrainConfig::default().stage1_steps)]
         stage1_steps: usize,
         /// Stage 1's closing steps on larger crops (512x256 scenes cut to 256x256, two per step).
         #[arg(long, default_value_t = TrainConfig::default().context_steps)]
         context_steps: usize,
+        /// Stage 2 (the residual block, with outliers pasted in): steps.
         #[arg(long, default_value_t = TrainConfig::default().stage2_steps)]
         stage2_steps: usize,
+        /// Seed of the weights' initialisation and of the generated scenes.
         #[arg(long, default_value_t = TrainConfig::default().seed)]
         seed: u64,
         /// Scenes per step.
@@ -114,35 +122,43 @@ enum Command {
         /// Evaluate the first N images only.
         #[arg(long)]
         limit: Option<usize>,
-        /// energy (the paper's), entropy, or the baselines max-softmax and max-logit.
-        #[arg(long, default_value = "energy", value_parser = parse_score)]
+        /// energy (the paper's), entropy, or the baselines max-softmax and max-logit; both heads
+        /// are scored with it (saved score maps were scored when they were saved).
+        #[arg(long, default_value = "energy", value_parser = parse_score, conflicts_with = "scores")]
         score: ScoreMode,
-        /// Generated held-out set: number of scenes.
-        #[arg(long, default_value_t = 100)]
+        /// Generated held-out set (no folder): number of scenes.
+        #[arg(long, default_value_t = 100, conflicts_with = "dir")]
         count: usize,
-        /// Generated held-out set: outlier kinds, held-out (never trained on), training, or any.
-        #[arg(long, default_value = "held-out", value_parser = parse_outliers)]
+        /// Generated held-out set (no folder): outlier kinds, held-out (never trained on),
+        /// training, or any.
+        #[arg(long, default_value = "held-out", value_parser = parse_outliers, conflicts_with = "dir")]
         outliers: OutlierSet,
-        #[arg(long, default_value = "flex", value_parser = parse_backend)]
+        /// flex (CPU), ndarray (CPU, slower) or wgpu (GPU): where the model runs.
+        #[arg(long, default_value = "flex", value_parser = parse_backend, conflicts_with = "scores")]
         backend: BackendKind,
         /// Also write the figures as JSON (per dataset and per image).
         #[arg(long)]
         json: Option<PathBuf>,
     },
     /// Time the network with random weights: first result, steady state (median of --reps),
-    /// each stage, effective TFLOP/s (released width) and memory, per size.
+    /// each stage, effective TFLOP/s (released width) and memory, per size. The defaults (the
+    /// demo model's width on the CPU at 512x256) finish in about a minute on any machine; a GPU
+    /// and the released model: --backend wgpu --width-divisor 1 --sizes 512x256,1024x512,2048x1024.
     Bench {
         /// Width divisor: 1 is the released model, 8 the demo model's width.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 8)]
         width_divisor: usize,
         /// Sizes, WIDTHxHEIGHT (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "512x256,1024x512,2048x1024", value_parser = parse_size)]
+        #[arg(long, value_delimiter = ',', default_value = "512x256", value_parser = parse_size)]
         sizes: Vec<[usize; 2]>,
-        #[arg(long, default_value = "wgpu", value_parser = parse_backend)]
+        /// flex (CPU), ndarray (CPU, slower) or wgpu (GPU).
+        #[arg(long, default_value = "flex", value_parser = parse_backend)]
         backend: BackendKind,
         /// f32, or f16 (wgpu on an adapter with shader-f16).
         #[arg(long, default_value = "f32", value_parser = parse_precision)]
         dtype: Precision,
+        /// Timed runs per size after the first (the first compiles shaders on GPUs); each is
+        /// run once whole and once stage by stage.
         #[arg(long, default_value_t = 5)]
         reps: usize,
         /// On wgpu: `direct` (burn's convolution kernel) or `products` (im2col matrix products).
@@ -155,8 +171,10 @@ enum Command {
     /// Write generated scenes: NAME.png, NAME_labels.png (train ids, 254 outliers) and
     /// NAME_ood.png (0 inlier, 1 OoD, 255 void) per scene, from the held-out seed range.
     Scenes {
+        /// Folder for the scenes and their index.json (created if missing).
         #[arg(long)]
         out: PathBuf,
+        /// Number of scenes.
         #[arg(long, default_value_t = 8)]
         count: usize,
         /// Index of the first held-out scene.
@@ -172,13 +190,7 @@ enum Command {
 }
 
 fn parse_outliers(name: &str) -> Result<OutlierSet, String> {
-    match name {
-        "none" => Ok(OutlierSet::None),
-        "training" => Ok(OutlierSet::Training),
-        "held-out" => Ok(OutlierSet::HeldOut),
-        "any" => Ok(OutlierSet::Any),
-        _ => Err(format!("unknown outlier set `{name}` (none, training, held-out or any)")),
-    }
+    OutlierSet::from_name(name).ok_or_else(|| format!("unknown outlier set `{name}` (none, training, held-out or any)"))
 }
 
 /// `WIDTHxHEIGHT` to `[height, width]`.
@@ -213,8 +225,13 @@ fn parse_score(name: &str) -> Result<ScoreMode, String> {
 }
 
 fn main() -> ExitCode {
+    // SAFETY: the first thing the process does; no other thread exists yet.
+    #[cfg(target_os = "linux")]
+    unsafe {
+        rpl_web::backend::skip_device_select_without_display()
+    };
     let result = match Cli::parse().command {
-        Command::Convert { input, output, f16 } => convert(&input, &output, f16),
+        Command::Convert { input, output, f16 } => convert(&input, &output, if f16 { StorageType::F16 } else { StorageType::F32 }),
         Command::Infer { model, out, backend, dtype, score, save_logits, max_side, images } => {
             let options = InferOptions { mode: score, save_logits, max_side };
             infer(&model, &out, backend, dtype, options, &images)
@@ -242,7 +259,10 @@ fn main() -> ExitCode {
                 Err(format!("{} needs its folder: rpl eval --dataset {} DIR (expected {})", dataset.name(), dataset.name(), dataset.layout()))
             }
             None => match (model, scores.is_some() || save_scores.is_some()) {
-                (Some(model), false) => eval_synthetic(&model, limit.map_or(count, |l| l.min(count)), outliers, backend, json.as_deref()),
+                (Some(model), false) => {
+                    let set = HeldOutSet { count: limit.map_or(count, |l| l.min(count)), size: [256, 512], outliers };
+                    eval_synthetic(&model, &set, score, backend, json.as_deref())
+                }
                 _ => Err("--scores and --save-scores need a folder of images: write the scenes with `rpl scenes --out DIR`, then run `rpl eval --dataset synthetic DIR`".into()),
             },
         },
@@ -251,7 +271,16 @@ fn main() -> ExitCode {
                 Err(format!("--gpu-convolution {} applies to --backend wgpu only", gpu_convolution.name()))
             } else {
                 set_gpu_convolution(gpu_convolution);
-                bench(width_divisor, &sizes, backend, dtype, reps, json.as_deref())
+                let measured = BenchmarkReport {
+                    backend: backend.name(),
+                    dtype: dtype.name(),
+                    gpu_convolution: gpu_convolution.name(),
+                    autotune: cfg!(feature = "autotune"),
+                    width_divisor,
+                    repetitions: reps,
+                    sizes: Vec::new(),
+                };
+                bench(measured, &sizes, dtype, json.as_deref())
             }
         }
         Command::Scenes { out, count, first, outliers, size } => scenes(&out, count, first, outliers, size),
@@ -265,9 +294,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn convert(input: &Path, output: &Path, f16: bool) -> Result<(), String> {
+fn convert(input: &Path, output: &Path, storage: StorageType) -> Result<(), String> {
     let source = open_checkpoint(input).map_err(|e| e.to_string())?;
-    let storage = if f16 { StorageType::F16 } else { StorageType::F32 };
     let device = BackendKind::Flex.device().map_err(|e| e.to_string())?;
     let config = write_safetensors(source.as_ref(), storage, output, &device).map_err(|e| e.to_string())?;
     let size = std::fs::metadata(output).map(|m| m.len()).unwrap_or(0);
@@ -288,7 +316,29 @@ struct InferOptions {
     max_side: usize,
 }
 
+/// Each image's outputs are named after its file stem: two inputs sharing one would overwrite
+/// each other's files.
+fn check_distinct_stems(images: &[PathBuf]) -> Result<(), String> {
+    let mut seen: std::collections::HashMap<String, &Path> = std::collections::HashMap::new();
+    for path in images {
+        if let Some(earlier) = seen.insert(output_stem(path), path) {
+            return Err(format!(
+                "{} and {} would write the same {}_* files: rename one, or run them with different --out folders",
+                earlier.display(),
+                path.display(),
+                output_stem(path)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn output_stem(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into())
+}
+
 fn infer(model: &Path, out: &Path, backend: BackendKind, dtype: Precision, options: InferOptions, images: &[PathBuf]) -> Result<(), String> {
+    check_distinct_stems(images)?;
     let device = backend.device_with(dtype).map_err(|e| e.to_string())?;
     let network = inference_network(model, &device)?;
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
@@ -301,7 +351,8 @@ fn infer(model: &Path, out: &Path, backend: BackendKind, dtype: Precision, optio
         match infer_one(&network, path, out, &options, &device) {
             Ok((w, h)) => println!("{}: {w}x{h}, {} ms", path.display(), started.elapsed().as_millis()),
             Err(message) => {
-                eprintln!("error: {}: {message}", path.display());
+                // Each message names the file it is about (the image or an output).
+                eprintln!("error: {message}");
                 failed += 1;
             }
         }
@@ -318,7 +369,7 @@ fn infer_one(
     options: &InferOptions,
     device: &burn::tensor::Device,
 ) -> Result<(usize, usize), String> {
-    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut image = RgbImage::decode(&path.display().to_string(), &bytes).map_err(|e| e.to_string())?;
     drop(bytes);
     if let Some(smaller) = image.fit_within(options.max_side) {
@@ -329,12 +380,16 @@ fn infer_one(
         image = smaller;
     }
     let options = PredictOptions { mode: options.mode, keep_logits: options.save_logits, ..PredictOptions::default() };
-    let prediction = predict(network, &image, options, device).map_err(|e| e.to_string())?;
+    let prediction = predict(network, &image, options, device).map_err(|e| format!("{}: {e}", path.display()))?;
     let (w, h) = (prediction.width, prediction.height);
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "image".into());
+    let stem = output_stem(path);
     let file = |suffix: &str| out.join(format!("{stem}_{suffix}"));
 
-    save_png(&file("classes.png"), w, h, image::ExtendedColorType::L8, &prediction.classes)?;
+    let classes = file("classes.png");
+    let written = std::fs::File::create(&classes)
+        .map_err(|e| e.to_string())
+        .and_then(|f| visualize::write_class_png(std::io::BufWriter::new(f), w, h, &prediction.classes).map_err(|e| e.to_string()));
+    written.map_err(|e| format!("cannot write {}: {e}", classes.display()))?;
     let overlay = visualize::score_overlay(&image.pixels, &prediction.score, 0.5);
     save_png(&file("overlay.png"), w, h, image::ExtendedColorType::Rgb8, &overlay)?;
     save_npy(&file("score.npy"), &[h, w], &prediction.score)?;
@@ -418,19 +473,29 @@ fn train(config: &TrainConfig, out: &Path, export: Option<&Path>, backend: Backe
     Ok(())
 }
 
-fn eval_synthetic(model: &Path, count: usize, outliers: OutlierSet, backend: BackendKind, json: Option<&Path>) -> Result<(), String> {
+fn eval_synthetic(model: &Path, set: &HeldOutSet, mode: ScoreMode, backend: BackendKind, json: Option<&Path>) -> Result<(), String> {
     let device = backend.device().map_err(|e| e.to_string())?;
     let network = inference_network(model, &device)?;
-    let set = HeldOutSet { count, size: [256, 512], outliers };
-    let bar = progress_bar(count, "[{bar:30}] {pos}/{len} images [{elapsed_precise} < {eta_precise}, {per_sec}]");
-    let report = evaluate_synthetic(&network, &set, &device, |done, _| bar.set_position(done as u64)).map_err(|e| e.to_string())?;
+    let bar = progress_bar(set.count, "[{bar:30}] {pos}/{len} images [{elapsed_precise} < {eta_precise}, {per_sec}]");
+    let report = evaluate_synthetic(&network, set, mode, &device, |done, _| bar.set_position(done as u64)).map_err(|e| e.to_string())?;
     bar.finish_and_clear();
-    let colour_only = nearest_mean_colour_miou(&set, 50, network.config.num_classes);
-    print_report(model, &set, &report, colour_only);
-    if let Some(path) = json {
-        std::fs::write(path, report_json(&set, &report, colour_only)).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let colour_only_miou = nearest_mean_colour_miou(set, 50, network.config.num_classes);
+    let evaluation = SyntheticEvaluation { dataset: DatasetKind::Synthetic, set: *set, report, colour_only_miou };
+    print_report(model, &evaluation);
+    match json {
+        Some(path) => write_json(path, &evaluation),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// A report as pretty-printed JSON.
+fn write_json(path: &Path, report: &impl serde::Serialize) -> Result<(), String> {
+    let file = std::fs::File::create(path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    let mut writer = std::io::BufWriter::new(file);
+    serde_json::to_writer_pretty(&mut writer, report)
+        .map_err(|e| e.to_string())
+        .and_then(|()| std::io::Write::write_all(&mut writer, b"\n").map_err(|e| e.to_string()))
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Where `rpl eval` writes besides the terminal.
@@ -484,9 +549,9 @@ fn eval_dataset(
     });
     bar.finish_and_clear();
     let report = report.map_err(|e| e.to_string())?;
-    print_dataset_report(&report, mode);
+    print_dataset_report(&report);
     if let Some(path) = output.json {
-        std::fs::write(path, dataset_json(&report, mode)).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        write_json(path, &report)?;
     }
     if let Some(out) = output.save_scores {
         println!("score maps: {}/NAME.npy", out.display());
@@ -494,9 +559,10 @@ fn eval_dataset(
     Ok(())
 }
 
-fn print_dataset_report(r: &DatasetReport, mode: ScoreMode) {
+fn print_dataset_report(r: &DatasetReport) {
+    let score = r.score.map_or("saved score", ScoreMode::name);
     println!("  {:<28} {:>8} {:>8} {:>8}", "anomaly score (pooled)", "AUROC", "AP", "FPR95");
-    let rows = [(format!("{} of out2 (RPL)", mode.name()), Some(r.rpl)), (format!("{} of out1 (closed set)", mode.name()), r.baseline)];
+    let rows = [(format!("{score} of out2 (RPL)"), Some(r.rpl)), (format!("{score} of out1 (closed set)"), r.baseline)];
     for (name, m) in rows.iter().filter_map(|(n, m)| m.map(|m| (n, m))) {
         println!("  {name:<28} {:>8.4} {:>8.4} {:>8.4}", m.auroc, m.ap, m.fpr95);
     }
@@ -513,58 +579,17 @@ fn print_dataset_report(r: &DatasetReport, mode: ScoreMode) {
     }
 }
 
-fn metrics_json(m: Option<OodMetrics>) -> String {
-    match m {
-        Some(m) => format!(r#"{{"auroc": {}, "ap": {}, "fpr95": {}, "n_inlier": {}, "n_ood": {}}}"#, m.auroc, m.ap, m.fpr95, m.n_inlier, m.n_ood),
-        None => "null".into(),
-    }
-}
-
-/// A JSON string literal.
-fn json_string(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn dataset_json(r: &DatasetReport, mode: ScoreMode) -> String {
-    let images: Vec<String> = r
-        .images
-        .iter()
-        .map(|i| format!(r#"    {{"name": {}, "rpl": {}, "baseline": {}}}"#, json_string(&i.name), metrics_json(i.rpl), metrics_json(i.baseline)))
-        .collect();
-    let skipped: Vec<String> = r
-        .skipped
-        .iter()
-        .map(|s| format!(r#"    {{"file": {}, "reason": {}}}"#, json_string(&s.file.display().to_string()), json_string(&s.reason)))
-        .collect();
-    format!(
-        "{{\"dataset\": \"{}\", \"score\": \"{}\", \"images\": {}, \"rpl\": {}, \"baseline\": {}, \"miou_out1\": {},\n  \"per_image\": [\n{}\n  ],\n  \"skipped\": [\n{}\n  ]}}\n",
-        r.kind.name(),
-        mode.name(),
-        r.images.len(),
-        metrics_json(Some(r.rpl)),
-        metrics_json(r.baseline),
-        r.miou_out1.map_or("null".into(), |v| v.to_string()),
-        images.join(",\n"),
-        skipped.join(",\n"),
-    )
-}
-
-fn print_report(model: &Path, set: &HeldOutSet, r: &SyntheticReport, colour_only: f64) {
-    println!("{}: {} held-out scenes ({}x{}, outliers: {:?})", model.display(), r.images, set.size[1], set.size[0], set.outliers);
-    println!("  inlier mIoU  argmax(out1) {:.4}   argmax(out2) {:.4}   colour-only control {:.4}", r.miou_out1, r.miou_out2, colour_only);
+fn print_report(model: &Path, e: &SyntheticEvaluation) {
+    let (set, r) = (&e.set, &e.report);
+    println!("{}: {} held-out scenes ({}x{}, outliers: {})", model.display(), r.images, set.size[1], set.size[0], set.outliers.name());
+    println!(
+        "  inlier mIoU  argmax(out1) {:.4}   argmax(out2) {:.4}   colour-only control {:.4}",
+        r.miou_out1, r.miou_out2, e.colour_only_miou
+    );
     println!("  argmax(out2) = argmax(out1) on {:.2} % of inlier pixels", 100.0 * r.agreement);
     println!("  {:<28} {:>8} {:>8} {:>8}", "anomaly score", "AUROC", "AP", "FPR95");
-    for (name, m) in [("energy of out2 (RPL)", &r.rpl), ("energy of out1 (closed set)", &r.baseline)] {
+    let score = r.score.name();
+    for (name, m) in [(format!("{score} of out2 (RPL)"), &r.rpl), (format!("{score} of out1 (closed set)"), &r.baseline)] {
         println!("  {name:<28} {:>8.4} {:>8.4} {:>8.4}", m.auroc, m.ap, m.fpr95);
     }
     let names = visualize::CITYSCAPES_CLASSES;
@@ -573,79 +598,48 @@ fn print_report(model: &Path, set: &HeldOutSet, r: &SyntheticReport, colour_only
     println!("  IoU of out1 per class: {}", per_class.join(", "));
 }
 
-fn report_json(set: &HeldOutSet, r: &SyntheticReport, colour_only: f64) -> String {
-    let metrics = |m: &OodMetrics| metrics_json(Some(*m));
-    format!(
-        r#"{{"dataset": "synthetic", "images": {}, "size": [{}, {}], "outliers": "{:?}", "miou_out1": {}, "miou_out2": {}, "agreement": {}, "colour_only_miou": {}, "rpl": {}, "baseline": {}}}
-"#,
-        r.images, set.size[0], set.size[1], set.outliers, r.miou_out1, r.miou_out2, r.agreement, colour_only, metrics(&r.rpl), metrics(&r.baseline)
-    )
-}
-
-fn bench(width_divisor: usize, sizes: &[[usize; 2]], backend: BackendKind, dtype: Precision, reps: usize, json: Option<&Path>) -> Result<(), String> {
-    let config = RplConfig { width_divisor, ..RplConfig::RELEASED };
+/// Fills `report.sizes`, printing each size's row as it is measured.
+fn bench(mut report: BenchmarkReport, sizes: &[[usize; 2]], dtype: Precision, json: Option<&Path>) -> Result<(), String> {
+    let config = RplConfig { width_divisor: report.width_divisor, ..RplConfig::RELEASED };
     if !config.is_valid() {
-        return Err(format!("width divisor {width_divisor} does not divide the released widths (1, 2, 4, 8 and 16 do)"));
+        return Err(format!("width divisor {} does not divide the released widths (1, 2, 4, 8 and 16 do)", report.width_divisor));
     }
+    let backend = BackendKind::from_name(report.backend).expect("a backend's own name");
     let device = backend.device_with(dtype).map_err(|e| e.to_string())?;
     let network = rpl_web::RplNetwork::new(config, &device).fold_batch_norms();
     let convolutions = if backend == BackendKind::Wgpu {
-        let tuned = if cfg!(feature = "autotune") { ", burn autotune on" } else { "" };
+        let tuned = if report.autotune { ", burn autotune on" } else { "" };
         format!(", convolutions: {}{tuned}", gpu_convolution().name())
     } else {
         String::new()
     };
     println!(
-        "{} RPL network, random weights, {}, on {}{convolutions}; {reps} runs per size after the first",
+        "{} RPL network, random weights, {}, on {}{convolutions}; {} runs per size after the first",
         config.describe(),
         dtype.name(),
-        backend.name()
+        backend.name(),
+        report.repetitions
     );
     println!("{:>10} {:>10} {:>10} {:>9}  stages (median ms)", "size", "first ms", "median ms", "TFLOP/s");
-    let mut reports = Vec::new();
     for &size in sizes {
-        let report = rpl_web::benchmark::benchmark_size(&network, size, reps, &device).map_err(|e| format!("{}x{}: {e}", size[1], size[0]))?;
-        let stages: Vec<String> = report.stages.iter().map(|(name, ms)| format!("{name} {ms:.1}")).collect();
-        let memory = report.memory_bytes.map_or(String::new(), |b| format!(", memory {:.2} GB", b as f64 / 1e9));
+        let measured = rpl_web::benchmark::benchmark_size(&network, size, report.repetitions, &device)
+            .map_err(|e| format!("{}x{}: {e}", size[1], size[0]))?;
+        let stages: Vec<String> = measured.stages.iter().map(|(name, ms)| format!("{name} {ms:.1}")).collect();
+        let memory = measured.memory_bytes.map_or(String::new(), |b| format!(", memory {:.2} GB", b as f64 / 1e9));
         println!(
             "{:>10} {:>10.1} {:>10.1} {:>9}  {}{memory}",
-            format!("{}x{}", size[1], size[0]),
-            report.first_ms,
-            report.median_ms,
-            report.tflop_per_s.map_or("-".into(), |t| format!("{t:.2}")),
+            format!("{}x{}", measured.width, measured.height),
+            measured.first_ms,
+            measured.median_ms,
+            measured.tflop_per_s.map_or("-".into(), |t| format!("{t:.2}")),
             stages.join(", ")
         );
-        reports.push(report);
+        report.sizes.push(measured);
     }
-    if let Some(path) = json {
-        let rows: Vec<String> = reports
-            .iter()
-            .map(|r| {
-                let stages: Vec<String> = r.stages.iter().map(|(name, ms)| format!("{}: {ms}", json_string(name))).collect();
-                format!(
-                    r#"    {{"height": {}, "width": {}, "first_ms": {}, "median_ms": {}, "min_ms": {}, "tflop_per_s": {}, "memory_bytes": {}, "stages_ms": {{{}}}}}"#,
-                    r.size[0],
-                    r.size[1],
-                    r.first_ms,
-                    r.median_ms,
-                    r.min_ms,
-                    r.tflop_per_s.map_or("null".into(), |t| t.to_string()),
-                    r.memory_bytes.map_or("null".into(), |b| b.to_string()),
-                    stages.join(", ")
-                )
-            })
-            .collect();
-        let text = format!(
-            "{{\"backend\": \"{}\", \"dtype\": \"{}\", \"gpu_convolution\": \"{}\", \"autotune\": {}, \"width_divisor\": {width_divisor}, \"repetitions\": {reps}, \"sizes\": [\n{}\n]}}\n",
-            backend.name(),
-            dtype.name(),
-            gpu_convolution().name(),
-            cfg!(feature = "autotune"),
-            rows.join(",\n")
-        );
-        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    match json {
+        Some(path) => write_json(path, &report),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 fn scenes(out: &Path, count: usize, first: usize, outliers: OutlierSet, size: [usize; 2]) -> Result<(), String> {
@@ -654,21 +648,33 @@ fn scenes(out: &Path, count: usize, first: usize, outliers: OutlierSet, size: [u
     let mut manifest = Vec::new();
     for index in first..first + count {
         let scene = set.scene(index);
-        let name = format!("scene_{index:04}");
+        let files = SceneFiles::new(&format!("scene_{index:04}"), &scene);
         let (w, h) = (scene.width, scene.height);
-        save_png(&out.join(format!("{name}.png")), w, h, image::ExtendedColorType::Rgb8, &scene.rgb8)?;
-        save_png(&out.join(format!("{name}_labels.png")), w, h, image::ExtendedColorType::L8, &scene.labels)?;
-        save_png(&out.join(format!("{name}_ood.png")), w, h, image::ExtendedColorType::L8, &scene.ood_mask())?;
-        let kinds: Vec<&str> = scene.outliers.iter().map(|k| k.name()).collect();
-        println!("{name}: {:?}, outliers: {}", scene.context, if kinds.is_empty() { "none".into() } else { kinds.join(", ") });
-        let kinds: Vec<String> = kinds.iter().map(|k| format!("\"{k}\"")).collect();
-        manifest.push(format!(
-            r#"  {{"name": "{name}", "image": "{name}.png", "labels": "{name}_labels.png", "ood": "{name}_ood.png", "context": "{:?}", "outliers": [{}]}}"#,
-            scene.context,
-            kinds.join(", ")
-        ));
+        save_png(&out.join(&files.image), w, h, image::ExtendedColorType::Rgb8, &scene.rgb8)?;
+        save_png(&out.join(&files.labels), w, h, image::ExtendedColorType::L8, &scene.labels)?;
+        save_png(&out.join(&files.ood), w, h, image::ExtendedColorType::L8, &scene.ood_mask())?;
+        let outliers = if files.outliers.is_empty() { "none".into() } else { files.outliers.join(", ") };
+        println!("{}: {:?}, outliers: {outliers}", files.name, scene.context);
+        manifest.push(files);
     }
     // A manifest for the page's sample gallery.
-    let index = out.join("index.json");
-    std::fs::write(&index, format!("[\n{}\n]\n", manifest.join(",\n"))).map_err(|e| format!("cannot write {}: {e}", index.display()))
+    write_json(&out.join("index.json"), &manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_argument_of_every_subcommand_has_help_text() {
+        let cli = super::Cli::command();
+        let mut checked = 0;
+        for command in cli.get_subcommands() {
+            for argument in command.get_arguments().filter(|a| a.get_id() != "help") {
+                assert!(argument.get_help().is_some(), "rpl {} {} has no help text", command.get_name(), argument.get_id());
+                checked += 1;
+            }
+        }
+        assert!(checked > 40, "{checked} arguments");
+    }
 }

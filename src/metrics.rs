@@ -26,7 +26,7 @@ pub enum MetricsError {
 }
 
 /// AUROC, AP and FPR95 with OoD as the positive class, as the paper's `eval_ood_measure`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct OodMetrics {
     pub auroc: f64,
     /// Average precision, step-wise (sklearn's `average_precision_score`).

@@ -44,6 +44,12 @@ impl ScoreMode {
     }
 }
 
+impl serde::Serialize for ScoreMode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
 /// The blurred anomaly score `[N, H, W]` of logits `[N, classes, H, W]`.
 pub fn anomaly_score(logits: Tensor<4>, mode: ScoreMode) -> Tensor<3> {
     gaussian_blur(unblurred_score(logits, mode))

@@ -75,3 +75,15 @@ pub fn mask_overlay(rgb: &[u8], mask: &[bool]) -> Vec<u8> {
 pub fn rgb_to_rgba(rgb: &[u8]) -> Vec<u8> {
     rgb.chunks_exact(3).flat_map(|px| [px[0], px[1], px[2], 255]).collect()
 }
+
+/// The class map as an indexed (palette) PNG: each pixel's byte is its train id, shown in the
+/// Cityscapes colours, so the file is both the ids and their picture.
+pub fn write_class_png(writer: impl std::io::Write, width: usize, height: usize, classes: &[u8]) -> Result<(), png::EncodingError> {
+    // 256 entries: any byte is a valid index; ids past the classes show UNKNOWN_COLOUR.
+    let palette: Vec<u8> = (0..256).flat_map(|id| CITYSCAPES_PALETTE.get(id).copied().unwrap_or(UNKNOWN_COLOUR)).collect();
+    let mut encoder = png::Encoder::new(writer, width as u32, height as u32);
+    encoder.set_color(png::ColorType::Indexed);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_palette(palette);
+    encoder.write_header()?.write_image_data(classes)
+}

@@ -1,63 +1,80 @@
 //! What the page reads from a result: a pixel's classes and probabilities, the thresholded mask,
-//! and metrics against a ground-truth mask (with its errors).
+//! and metrics against a ground-truth mask (with its errors). The two heads score differently
+//! everywhere, so an answer about the wrong head fails.
 
-use rpl_web::analysis::{AnalysisError, HeadResults};
-use rpl_web::metrics::OodScorePool;
+use rpl_web::analysis::{AnalysisError, ImageScores, PixelReport};
+use rpl_web::inference::Head;
+use rpl_web::metrics::{OodMetrics, OodScorePool};
 
-/// A 3x2 image, 3 classes; out2 differs from out1 at pixel 5 only.
-fn results() -> HeadResults {
-    // [classes, H, W] flattened: class-major.
-    let out1 = vec![
-        5.0, 0.0, 0.0, 1.0, 0.0, 2.0, //
-        0.0, 5.0, 0.0, 0.0, 1.0, 0.0, //
-        0.0, 0.0, 5.0, 0.0, 0.0, 1.0,
-    ];
-    let mut out2 = out1.clone();
-    out2[2 * 6 + 5] = 4.0;
-    HeadResults {
-        width: 3,
-        height: 2,
-        classes: 3,
-        logits: [out1, out2],
-        scores: [vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6], vec![0.0, 0.1, 0.2, 0.3, 0.9, 1.0]],
-    }
+/// Ground truth of the 3x2 image: pixels 4 and 5 are OoD, pixel 2 is ignored.
+const MASK: [u8; 6] = [0, 0, 255, 0, 1, 1];
+
+/// out1 ranks the inlier pixel 3 above both OoD pixels; out2 ranks every OoD pixel first.
+fn scores() -> ImageScores {
+    ImageScores::new(3, 2, [vec![0.1, 0.2, 0.3, 0.7, 0.5, 0.6], vec![0.0, 0.1, 0.2, 0.3, 0.9, 1.0]]).unwrap()
 }
 
-#[test]
-fn a_pixel_reads_back_its_classes_probabilities_and_scores() {
-    let r = results();
-    assert_eq!(r.class_map(0), vec![0, 1, 2, 0, 1, 0]);
-    assert_eq!(r.class_map(1), vec![0, 1, 2, 0, 1, 2]);
-    let p = r.pixel(2, 1).unwrap();
-    assert_eq!(p.class, [0, 2]);
-    assert_eq!(p.score, [0.6, 1.0]);
-    let e = |v: f32| v.exp();
-    let expected = e(2.0) / (e(2.0) + e(0.0) + e(1.0));
-    assert!((p.probabilities[0][0] - expected).abs() < 1e-6);
-    assert!((p.probabilities[1].iter().sum::<f32>() - 1.0).abs() < 1e-6);
-    assert_eq!(r.pixel(3, 0), Err(AnalysisError::OutsideImage { x: 3, y: 0, width: 3, height: 2 }));
-}
-
-#[test]
-fn the_threshold_sets_the_mask_share() {
-    let r = results();
-    assert_eq!(r.threshold(1, 0.5).0, 2.0 / 6.0);
-    assert_eq!(r.threshold(1, 0.05).0, 5.0 / 6.0);
-    assert_eq!(r.threshold(0, 0.45).1, vec![false, false, false, false, true, true]);
-}
-
-#[test]
-fn ground_truth_gives_each_heads_metrics_and_bad_masks_are_named() {
-    let r = results();
-    let mask = [0, 0, 255, 0, 1, 1];
-    let [closed, rpl] = r.evaluate(&mask, 3, 2).unwrap();
+fn metrics_of(scores: &[f32]) -> OodMetrics {
     let mut pool = OodScorePool::new();
-    pool.add(&r.scores[1], &mask).unwrap();
-    assert_eq!(rpl.metrics, pool.metrics().unwrap());
+    pool.add(scores, &MASK).unwrap();
+    pool.metrics().unwrap()
+}
+
+#[test]
+fn a_pixel_reads_back_each_heads_class_probabilities_and_score() {
+    let s = scores();
+    assert_eq!(s.at(2, 1).unwrap(), [0.6, 1.0]);
+    assert_eq!(s.at(0, 1).unwrap(), [0.7, 0.3]);
+    assert_eq!(s.at(3, 0), Err(AnalysisError::OutsideImage { x: 3, y: 0, width: 3, height: 2 }));
+    assert_eq!(s.at(0, 2), Err(AnalysisError::OutsideImage { x: 0, y: 2, width: 3, height: 2 }));
+
+    // Three classes at one pixel: out1 says class 0, out2 (the RPL block) class 2.
+    let report = PixelReport::new(&[vec![2.0, 0.0, 1.0], vec![0.0, 1.0, 4.0]], [0.6, 1.0]);
+    assert_eq!(report.class, [0, 2]);
+    assert_eq!(report.score, [0.6, 1.0]);
+    let e = |v: f32| v.exp();
+    let expected = [e(2.0) / (e(2.0) + e(0.0) + e(1.0)), e(4.0) / (e(0.0) + e(1.0) + e(4.0))];
+    assert!((report.probabilities[0][0] - expected[0]).abs() < 1e-6, "{:?}", report.probabilities);
+    assert!((report.probabilities[1][2] - expected[1]).abs() < 1e-6, "{:?}", report.probabilities);
+    for probabilities in &report.probabilities {
+        assert!((probabilities.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+    // Ties go to the first class, as the page's class maps do.
+    assert_eq!(PixelReport::new(&[vec![1.0, 1.0], vec![0.0, 0.0]], [0.0; 2]).class, [0, 0]);
+}
+
+#[test]
+fn the_threshold_marks_the_chosen_heads_pixels() {
+    let s = scores();
+    assert_eq!(s.threshold(Head::Out2, 0.5), (2.0 / 6.0, vec![false, false, false, false, true, true]));
+    assert_eq!(s.threshold(Head::Out1, 0.5), (2.0 / 6.0, vec![false, false, false, true, false, true]));
+    assert_eq!(s.threshold(Head::Out2, 0.05).0, 5.0 / 6.0);
+    assert_eq!(s.threshold(Head::Out1, 0.05).0, 1.0);
+}
+
+#[test]
+fn ground_truth_gives_each_heads_own_metrics() {
+    let s = scores();
+    let [closed, rpl] = s.evaluate(&MASK, 3, 2).unwrap();
+    assert_eq!(closed.metrics, metrics_of(s.head(Head::Out1)));
+    assert_eq!(rpl.metrics, metrics_of(s.head(Head::Out2)));
     assert_eq!((rpl.metrics.auroc, rpl.metrics.ap, rpl.metrics.fpr95), (1.0, 1.0, 0.0));
-    assert_eq!(closed.metrics.auroc, 1.0);
+    // out1: 4 of the 6 (OoD, inlier) pairs are ordered right; one inlier of three stays above
+    // the threshold that finds every OoD pixel.
+    assert!((closed.metrics.auroc - 4.0 / 6.0).abs() < 1e-9, "out1 AUROC {}", closed.metrics.auroc);
+    assert!((closed.metrics.fpr95 - 1.0 / 3.0).abs() < 1e-9, "out1 FPR95 {}", closed.metrics.fpr95);
+    assert!(closed.metrics.ap < 1.0);
     assert_eq!(*rpl.curves.roc.last().unwrap(), [1.0, 1.0]);
-    assert_eq!(r.evaluate(&mask, 2, 3), Err(AnalysisError::MaskSize { mask_width: 2, mask_height: 3, width: 3, height: 2 }));
-    assert_eq!(r.evaluate(&[0, 7, 255, 0, 1, 9], 3, 2), Err(AnalysisError::MaskValues { values: vec![7, 9] }));
-    assert!(matches!(r.evaluate(&[0; 6], 3, 2), Err(AnalysisError::Metrics(_))), "a mask without OoD pixels has no AP");
+    assert_ne!(closed.curves, rpl.curves);
+}
+
+#[test]
+fn bad_masks_and_score_arrays_are_named() {
+    let s = scores();
+    assert_eq!(s.evaluate(&MASK, 2, 3), Err(AnalysisError::MaskSize { mask_width: 2, mask_height: 3, width: 3, height: 2 }));
+    assert_eq!(s.evaluate(&[0, 7, 255, 0, 1, 9], 3, 2), Err(AnalysisError::MaskValues { values: vec![7, 9] }));
+    assert!(matches!(s.evaluate(&[0; 6], 3, 2), Err(AnalysisError::Metrics(_))), "a mask without OoD pixels has no AP");
+    let short = ImageScores::new(3, 2, [vec![0.0; 6], vec![0.0; 5]]);
+    assert_eq!(short, Err(AnalysisError::ScoreCount { head: "out2", values: 5, width: 3, height: 2 }));
+    assert_eq!(short.unwrap_err().to_string(), "the out2 scores have 5 values, the 3x2 image has 6 pixels");
 }

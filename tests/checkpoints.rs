@@ -125,10 +125,17 @@ fn empty_truncated_and_random_files_are_refused_with_a_message() {
     write_safetensors(&fixture_pth(), StorageType::F32, &converted, &cpu()).unwrap();
     let safetensors = std::fs::read(&converted).unwrap();
 
-    let cases: [(&str, &[u8], &str); 5] = [
+    // A damaged safetensors header: the file still claims to be safetensors by its name.
+    let mut damaged = safetensors.clone();
+    damaged[8..16].copy_from_slice(b"PyTorch?");
+
+    let cases: [(&str, &[u8], &str); 8] = [
         ("empty.pth", &[], "empty"),
         ("truncated.pth", &pth[..pth.len() / 2], "not a readable PyTorch checkpoint"),
         ("random.bin", &random, "not a readable PyTorch checkpoint"),
+        ("random.dat", &random, "is not a checkpoint: neither its first bytes"),
+        ("random.safetensors", &random, "not a readable safetensors"),
+        ("damaged.safetensors", &damaged, "not a readable safetensors"),
         ("empty.safetensors", &[], "empty"),
         ("truncated.safetensors", &safetensors[..safetensors.len() / 2], "not a readable safetensors"),
     ];

@@ -5,11 +5,25 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{FLOAT32_TOLERANCE, ReferenceCase, argmax_with_margin, assert_close, fixture};
+use common::{FIXTURE_F16_TOLERANCE, FLOAT32_TOLERANCE, ReferenceCase, argmax_with_margin, assert_close, fixture};
 use rpl_web::npy;
 
 fn rpl(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rpl")).args(args).output().expect("rpl runs")
+}
+
+/// A palette PNG's raw indices (the train ids) and its palette (RGB triples).
+fn read_indexed_png(path: &Path, w: usize, h: usize) -> (Vec<u8>, Vec<u8>) {
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    decoder.set_transformations(png::Transformations::IDENTITY);
+    let mut reader = decoder.read_info().unwrap();
+    let info = reader.info();
+    assert_eq!((info.color_type, info.bit_depth), (png::ColorType::Indexed, png::BitDepth::Eight), "{}", path.display());
+    assert_eq!((info.width as usize, info.height as usize), (w, h));
+    let palette = info.palette.as_ref().expect("an indexed PNG has a palette").to_vec();
+    let mut ids = vec![0; reader.output_buffer_size().unwrap()];
+    reader.next_frame(&mut ids).unwrap();
+    (ids, palette)
 }
 
 fn read_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
@@ -41,11 +55,17 @@ fn infer_writes_classes_scores_overlay_and_logits_that_match_the_reference() {
             assert_close(&format!("{} {head}.npy", case.name), &logits, &case.f32(head), FLOAT32_TOLERANCE);
         }
 
-        let class_map = image::open(file("classes.png")).unwrap().into_luma8();
-        assert_eq!((class_map.width() as usize, class_map.height() as usize), (w, h));
+        let (ids, palette) = read_indexed_png(&file("classes.png"), w, h);
         let reference = argmax_with_margin(&case.f32("out1"), classes, 1e-3);
-        let agree = class_map.as_raw().iter().zip(&reference).filter(|(ours, r)| r.is_none_or(|r| r == **ours)).count();
+        let agree = ids.iter().zip(&reference).filter(|(ours, r)| r.is_none_or(|r| r == **ours)).count();
         assert_eq!(agree, w * h, "{}: class map is the argmax of out1", case.name);
+        // Shown in the Cityscapes colours: the same file is the ids and their picture.
+        for (id, colour) in rpl_web::visualize::CITYSCAPES_PALETTE.iter().enumerate() {
+            assert_eq!(&palette[3 * id..3 * id + 3], colour, "palette entry of train id {id}");
+        }
+        let shown = image::open(file("classes.png")).unwrap().into_rgb8();
+        let first = usize::from(ids[0]);
+        assert_eq!(shown.get_pixel(0, 0).0, rpl_web::visualize::CITYSCAPES_PALETTE[first], "a viewer shows the class colour");
 
         let overlay = image::open(file("overlay.png")).unwrap().into_rgb8();
         assert_eq!((overlay.width() as usize, overlay.height() as usize), (w, h));
@@ -60,6 +80,9 @@ fn convert_writes_a_loadable_half_size_safetensors() {
     let output = rpl(&["convert", fixture("rpl_w8/rpl_w8.pth").to_str().unwrap(), converted.to_str().unwrap(), "--f16"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("width 1/8"));
+    // The permissions any new file gets here (not the 0600 of a private temporary file).
+    let usual = std::fs::File::create(dir.path().join("any_new_file")).unwrap().metadata().unwrap().permissions();
+    assert_eq!(std::fs::metadata(&converted).unwrap().permissions(), usual);
 
     let case = ReferenceCase::load("case_64x128");
     let out = dir.path().join("out");
@@ -69,6 +92,7 @@ fn convert_writes_a_loadable_half_size_safetensors() {
     ]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stdout).contains("on wgpu"));
+    assert_eq!(String::from_utf8_lossy(&output.stderr), "", "stderr is for our own messages (none here), not the graphics stack's");
     let (_, score) = read_npy(&out.join("case_64x128_score.npy"));
     assert_close("float16 model score", &score, &case.f32("energy"), 2e-2);
 }
@@ -93,7 +117,26 @@ fn a_bad_model_or_image_fails_with_a_message_naming_it() {
     assert!(!output.status.success(), "one failed image makes the run fail");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("notes.png") && stderr.contains("1 of 2 images failed"), "{stderr}");
+    assert_eq!(stderr.matches(not_an_image.to_str().unwrap()).count(), 1, "the file is named once: {stderr}");
     assert!(dir.path().join("case_64x128_score.npy").exists(), "the good image is still processed");
+}
+
+#[test]
+fn two_images_with_the_same_stem_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    for folder in [&a, &b] {
+        std::fs::create_dir_all(folder).unwrap();
+        std::fs::copy(fixture("rpl_w8/case_64x128.png"), folder.join("street.png")).unwrap();
+    }
+    let out = dir.path().join("out");
+    let model = fixture("rpl_w8/rpl_w8.pth");
+    let (first, second) = (a.join("street.png"), b.join("street.png"));
+    let output = rpl(&["infer", "--model", model.to_str().unwrap(), "--out", out.to_str().unwrap(), first.to_str().unwrap(), second.to_str().unwrap()]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(first.to_str().unwrap()) && stderr.contains(second.to_str().unwrap()) && stderr.contains("street_*"), "{stderr}");
+    assert!(!out.exists(), "nothing was written");
 }
 
 #[test]
@@ -226,20 +269,25 @@ fn eval_scores_benchmark_folders_like_the_reference_and_reevaluates_saved_scores
     }
 }
 
-/// A folder written by `rpl scenes` evaluates to the same figures as the generated set it holds.
+/// A folder written by `rpl scenes` evaluates to the same figures as the generated set it holds,
+/// in the score mode asked for (entropy here: a generated set scored in energy would differ).
 #[test]
-fn eval_of_a_scenes_folder_equals_eval_of_the_generated_scenes() {
+fn eval_of_a_scenes_folder_equals_eval_of_the_generated_scenes_in_the_score_asked_for() {
     let dir = tempfile::tempdir().unwrap();
     let scenes = dir.path().join("scenes");
     let output = rpl(&["scenes", "--out", scenes.to_str().unwrap(), "--count", "2", "--outliers", "held-out"]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let model = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/rpl-demo.safetensors");
     let [folder, generated] = [dir.path().join("folder.json"), dir.path().join("generated.json")];
-    let output = rpl(&["eval", "--dataset", "synthetic", scenes.to_str().unwrap(), "--model", model.to_str().unwrap(), "--json", folder.to_str().unwrap()]);
+    let model = model.to_str().unwrap();
+    let output = rpl(&["eval", "--dataset", "synthetic", scenes.to_str().unwrap(), "--model", model, "--score", "entropy", "--json", folder.to_str().unwrap()]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let output = rpl(&["eval", "--dataset", "synthetic", "--count", "2", "--model", model.to_str().unwrap(), "--json", generated.to_str().unwrap()]);
+    let output = rpl(&["eval", "--dataset", "synthetic", "--count", "2", "--model", model, "--score", "entropy", "--json", generated.to_str().unwrap()]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("entropy of out2 (RPL)") && stdout.contains("entropy of out1 (closed set)") && !stdout.contains("energy"), "{stdout}");
     let [folder, generated] = [json(&folder), json(&generated)];
+    assert_eq!((folder["score"].as_str(), generated["score"].as_str()), (Some("entropy"), Some("entropy")));
     for head in ["rpl", "baseline"] {
         for key in ["auroc", "ap", "fpr95", "n_ood", "n_inlier"] {
             assert_eq!(folder[head][key], generated[head][key], "{head} {key}");
@@ -259,8 +307,46 @@ fn eval_names_a_missing_folder_and_a_dataset_given_without_one() {
     let output = rpl(&["eval", "--dataset", "smiyc-anomaly", "--model", model.to_str().unwrap()]);
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("needs its folder"));
-    let output = rpl(&["eval", "--dataset", "fs-static", "x", "--model", model.to_str().unwrap(), "--scores", "y"]);
+    // On a folder that exists, so that only the conflict can fail the run.
+    let dir = tempfile::tempdir().unwrap();
+    let (folder, scores) = (dir.path().to_str().unwrap(), dir.path().join("scores"));
+    let output = rpl(&["eval", "--dataset", "fs-static", folder, "--model", model.to_str().unwrap(), "--scores", scores.to_str().unwrap()]);
     assert!(!output.status.success(), "a model and saved scores together are refused");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot be used with") && stderr.contains("--scores") && stderr.contains("--model"), "{stderr}");
+    // Saved score maps were scored when saved: a score mode or backend for them is refused.
+    for flag in [["--score", "entropy"], ["--backend", "ndarray"]] {
+        let output = rpl(&[&["eval", "--dataset", "fs-static", folder, "--scores", scores.to_str().unwrap()][..], &flag[..]].concat());
+        assert!(!output.status.success(), "{flag:?} with --scores is refused");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("cannot be used with") && stderr.contains(flag[0]), "{stderr}");
+    }
+    // The generated set's flags with a folder would be ignored: refused instead.
+    for flag in [["--count", "3"], ["--outliers", "any"]] {
+        let output = rpl(&[&["eval", "--dataset", "synthetic", folder, "--model", model.to_str().unwrap()][..], &flag[..]].concat());
+        assert!(!output.status.success(), "{flag:?} with a folder is refused");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("cannot be used with") && stderr.contains(flag[0]) && stderr.contains("DIR"), "{stderr}");
+    }
+}
+
+/// Without flags the benchmark runs the demo model's width on the CPU at 512x256: it finishes
+/// anywhere, GPU or not.
+#[test]
+fn bench_defaults_to_the_demo_width_on_the_cpu_at_one_small_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("bench.json");
+    let output = rpl(&["bench", "--reps", "1", "--json", report.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report = json(&report);
+    assert_eq!((report["backend"].as_str(), report["width_divisor"].as_u64()), (Some("flex"), Some(8)));
+    let sizes = report["sizes"].as_array().unwrap();
+    assert_eq!(sizes.len(), 1);
+    assert_eq!((sizes[0]["width"].as_u64(), sizes[0]["height"].as_u64()), (Some(512), Some(256)));
+    let help = String::from_utf8_lossy(&rpl(&["bench", "--help"]).stdout).into_owned();
+    for default in ["[default: 8]", "[default: 512x256]", "[default: flex]"] {
+        assert!(help.contains(default), "the help says {default}: {help}");
+    }
 }
 
 #[test]
@@ -299,7 +385,8 @@ fn infer_in_float16_runs_on_wgpu_and_an_unknown_dtype_is_refused() {
     assert!(String::from_utf8_lossy(&output.stdout).contains("on wgpu, f16"), "{}", String::from_utf8_lossy(&output.stdout));
     let (shape, score) = read_npy(&dir.path().join("case_64x128_score.npy"));
     assert_eq!(shape, vec![64, 128]);
-    assert!(score.iter().all(|v| v.is_finite()), "float16 scores widened to finite float32");
+    let case = ReferenceCase::load("case_64x128");
+    assert_close("float16 score.npy", &score, &case.f32("energy"), FIXTURE_F16_TOLERANCE);
     let output = rpl(&[&args[..], &["--dtype", "f64", image.to_str().unwrap()]].concat());
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown dtype `f64`"), "{}", String::from_utf8_lossy(&output.stderr));

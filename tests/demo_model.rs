@@ -4,6 +4,7 @@
 
 use rpl_web::backend::BackendKind;
 use rpl_web::evaluation::{HeldOutSet, evaluate_synthetic, nearest_mean_colour_miou};
+use rpl_web::scoring::ScoreMode;
 use rpl_web::synthetic::OutlierSet;
 use rpl_web::weights::{load_network, open_checkpoint};
 
@@ -18,7 +19,7 @@ fn the_bundled_model_does_what_its_model_card_says_on_held_out_outliers() {
     let device = BackendKind::Flex.device().unwrap();
     let network = load_network(open_checkpoint(&path).unwrap().as_ref(), &device).unwrap().fold_batch_norms();
     let set = HeldOutSet { count: 24, size: [256, 512], outliers: OutlierSet::HeldOut };
-    let r = evaluate_synthetic(&network, &set, &device, |_, _| {}).unwrap();
+    let r = evaluate_synthetic(&network, &set, ScoreMode::Energy, &device, |_, _| {}).unwrap();
     let colour_only = nearest_mean_colour_miou(&set, 20, 19);
     println!(
         "mIoU out1 {:.3} out2 {:.3} colour-only {colour_only:.3}; agreement {:.4}; AUROC {:.3} vs {:.3}; AP {:.3} vs {:.3}; FPR95 {:.3} vs {:.3}",

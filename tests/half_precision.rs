@@ -6,7 +6,7 @@ mod common;
 use std::sync::OnceLock;
 
 use burn::tensor::{DType, Device, FloatDType, Tensor};
-use common::{CASES, ReferenceCase, assert_close, fixture};
+use common::{CASES, FIXTURE_F16_TOLERANCE, ReferenceCase, assert_close, fixture};
 use rpl_web::backend::{BackendKind, Precision};
 use rpl_web::evaluation::HeldOutSet;
 use rpl_web::preprocess::RgbImage;
@@ -15,12 +15,6 @@ use rpl_web::synthetic::OutlierSet;
 use rpl_web::weights::pth::PthCheckpoint;
 use rpl_web::weights::{load_network, open_checkpoint};
 
-/// Float16's unit roundoff.
-const F16_ROUNDOFF: f32 = 1.0 / 2048.0;
-/// The fixture network (random weights) amplifies rounding: float32 ports agree with the
-/// reference to about 5e-6 of the largest value, some 80 x float32's roundoff (6e-8); float16's
-/// rounding, 8000 times coarser, is allowed up to 200 x amplification (measured: 0.03 to 0.06).
-const FIXTURE_F16_TOLERANCE: f32 = 200.0 * F16_ROUNDOFF;
 /// The trained demo model amplifies far less (measured: 0.3 to 0.6 % of the largest value).
 const DEMO_F16_TOLERANCE: f32 = 0.01;
 

@@ -125,10 +125,10 @@ fn reference_entropy_has_underflow_nans_that_we_avoid() {
     assert!(case.f32("entropy").iter().any(|v| v.is_nan()));
 }
 
-/// The staged forward pass (for timing each stage) computes exactly what the plain one does, and
-/// a pass stopped after a stage gives that stage's output.
+/// The staged forward pass (for timing each stage) computes the reference's logits, and a pass
+/// stopped after a stage gives that stage's output (the traced pass keeps each stage's map).
 #[test]
-fn staged_forward_reports_each_stage_in_order_computes_the_same_logits_and_stops_where_asked() {
+fn staged_forward_reports_each_stage_in_order_computes_the_reference_logits_and_stops_where_asked() {
     let device = BackendKind::Ndarray.device().unwrap();
     let network = load_network(&PthCheckpoint::open(&fixture("rpl_w8/rpl_w8.pth")).unwrap(), &device).unwrap();
     let case = ReferenceCase::load("case_64x128");
@@ -136,14 +136,15 @@ fn staged_forward_reports_each_stage_in_order_computes_the_same_logits_and_stops
     let mut stages = Vec::new();
     let staged = network.forward_staged(input.clone(), &mut |stage| stages.push(stage));
     assert_eq!(stages, rpl_web::model::Stage::ALL);
-    let plain = network.forward_to_decoder(input.clone());
-    assert_eq!(values(staged.out1), values(plain.out1));
-    assert_eq!(values(staged.out2), values(plain.out2.clone()));
+    let decoder_out2 = staged.out2.clone();
+    let logits = staged.at_image_size();
+    assert_close("staged out1", &values(logits.out1), &case.f32("out1"), FLOAT32_TOLERANCE);
+    assert_close("staged out2", &values(logits.out2), &case.f32("out2"), FLOAT32_TOLERANCE);
 
     // A pass stopped after a stage returns that stage's output (the browser benchmark's timing).
     use rpl_web::model::Stage;
     let trace = network.forward_traced(input.clone());
     assert_eq!(values(network.forward_through(input.clone(), Stage::Trunk)), values(trace.mod7));
     assert_eq!(values(network.forward_through(input.clone(), Stage::ResidualBlock)), values(trace.res));
-    assert_eq!(values(network.forward_through(input, Stage::Decoder)), values(plain.out2));
+    assert_eq!(values(network.forward_through(input, Stage::Decoder)), values(decoder_out2));
 }

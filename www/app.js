@@ -9,13 +9,28 @@ const client = new RplClient(params.has('test-hooks') ? new URL('./worker.js?tes
 const BUNDLED_MODEL = 'models/rpl-demo.safetensors';
 const SAMPLES = 'models/samples/';
 const MODEL_CACHE = 'rpl-models';
+// Each cached model keeps the server's validators it was downloaded with, in this header.
+const MODEL_VERSION_HEADER = 'x-rpl-model-version';
+
+// The network's two heads, as the Worker names them, and where the page shows each.
+const HEADS = [
+  { name: 'out1', label: 'out1 (closed set)', classView: 'class-view', heatView: 'heat-view-1', colour: '#888' },
+  { name: 'out2', label: 'out2 (RPL)', classView: 'class-view-2', heatView: 'heat-view', colour: '#e53935' },
+];
+// The OoD mask and the .npy export show the head with the RPL block.
+const RPL_HEAD = HEADS[1];
 
 const state = {
+  backend: null, // 'webgpu' or 'cpu'
   backendLine: '',
   modelName: null,
   runs: 0,
   result: null, // the last segmentation: sizes, classes, scores, score range
   image: null, // the ImageData sent to the network
+  sourceSize: null, // [width, height] of the image before it was shrunk to the inference size
+  imageName: null, // for exported files: the file's name, the sample's, or 'camera'
+  imageChoices: 0, // images asked for so far, by the visitor or the first visit's sample
+  threshold: null, // {mode, value}: the visitor's threshold, in the units of that score mode
   legend: [],
   modelSource: null, // () => the model's bytes again, to reload it after a Worker restart
   maxPixels: Infinity, // the most pixels the model can take on this device
@@ -39,6 +54,39 @@ function reportErrors(action) {
   return (...args) => Promise.resolve(recovering).then(() => action(...args)).catch(showError);
 }
 
+// At most one call of `task` in flight: calls made meanwhile wait, and only the latest of them
+// runs once it is done (the others resolve at once, having done nothing). For requests that
+// follow the pointer or a slider: the page never queues stale work in the Worker.
+function latestWins(task) {
+  let running = false;
+  let waiting = null; // {args, resolve, reject} of the latest call made while running
+  const start = (args) => {
+    running = true;
+    return Promise.resolve().then(() => task(...args)).finally(() => {
+      running = false;
+      if (waiting) {
+        const next = waiting;
+        waiting = null;
+        start(next.args).then(next.resolve, next.reject);
+      }
+    });
+  };
+  return (...args) => {
+    if (!running) return start(args);
+    waiting?.resolve();
+    return new Promise((resolve, reject) => { waiting = { args, resolve, reject }; });
+  };
+}
+
+// Image work (a segmentation with its views, a new score mode, an evaluation) runs one at a
+// time: the views' follow-up requests reach the Worker before another image replaces its result.
+let imageWork = Promise.resolve();
+function exclusive(task) {
+  const run = imageWork.then(task);
+  imageWork = run.catch(() => {});
+  return run;
+}
+
 function draw(canvas, width, height, rgba) {
   canvas.width = width;
   canvas.height = height;
@@ -50,6 +98,7 @@ function draw(canvas, width, height, rgba) {
 
 function startBackend() {
   return client.init({ preferCpu: params.get('backend') === 'cpu', halfPrecision: params.get('dtype') === 'f16' }).then(async (info) => {
+    state.backend = info.backend;
     state.backendLine = info.backend === 'webgpu' ? `WebGPU on ${info.adapter}` : `CPU (${info.fallbackReason})`;
     if (info.dtype === 'f16') state.backendLine += ', float16';
     if (info.halfPrecisionError) state.backendLine += ` (float32: ${info.halfPrecisionError})`;
@@ -72,7 +121,7 @@ function recover(reason) {
     ready = startBackend();
     await ready;
     if (state.modelSource) await loadModel(state.modelName, await state.modelSource(), state.modelSource);
-    if (state.image && state.modelSource) await runNetwork(state.image);
+    if (state.image && state.modelSource) await exclusive(() => runNetwork(state.image, state.imageName, state.sourceSize));
     status(`${state.backendLine}. Recovered from: ${reason}.${state.modelSource ? '' : ' Open the model again.'}`);
   })().catch((e) => status(`Could not recover from ${reason}: ${e.message}. Reload the page.`, true))
     .finally(() => { recovering = null; });
@@ -130,15 +179,50 @@ async function readWithProgress(response, label) {
   return bytes.buffer;
 }
 
-// Weights from the cache when this browser has them, else downloaded once and cached.
+// A model file's version as its server states it (ETag, Last-Modified, size), or null.
+function versionOf(headers) {
+  const parts = ['etag', 'last-modified', 'content-length'].filter((name) => headers.has(name)).map((name) => `${name}=${headers.get(name)}`);
+  return parts.length ? parts.join('; ') : null;
+}
+
+// The version the server has now, from a HEAD request; null when it cannot say (offline, or
+// no validators it lets the page read).
+async function serverVersion(url) {
+  try {
+    const response = await fetch(url, { method: 'HEAD', cache: 'no-store' });
+    return response.ok ? versionOf(response.headers) : null;
+  } catch {
+    return null;
+  }
+}
+
+// fetch() rejects with a bare TypeError ("Failed to fetch") when it gets no readable response.
+async function fetchExplained(url, options) {
+  try {
+    return await fetch(url, options);
+  } catch (e) {
+    if (!(e instanceof TypeError)) throw e;
+    const crossOrigin = new URL(url, location.href).origin !== location.origin;
+    throw new Error(crossOrigin
+      ? `${url} could not be fetched: its server may not allow cross-origin requests (CORS) from this page, or it is unreachable (${e.message})`
+      : `${url} could not be fetched: the server is unreachable (${e.message})`);
+  }
+}
+
+// Weights from this browser's cache while the server still has the same version; else
+// downloaded again (a redeployed model) and cached with their version. Offline, the cached copy.
 async function fetchModel(url) {
   const cache = 'caches' in self ? await caches.open(MODEL_CACHE) : null;
-  const cached = cache && (await cache.match(url));
-  if (cached) return cached.arrayBuffer();
-  const response = await fetch(url);
+  const [cached, version] = await Promise.all([cache?.match(url), serverVersion(url)]);
+  if (cached && (version === null || cached.headers.get(MODEL_VERSION_HEADER) === version)) return cached.arrayBuffer();
+  // Not the browser's HTTP cache either: this cache is the one place models are kept.
+  const response = await fetchExplained(url, { cache: 'no-store' });
   if (!response.ok) throw new Error(`${url}: HTTP ${response.status} ${response.statusText}`);
   const bytes = await readWithProgress(response, `Downloading ${url.split('/').pop()}`);
-  if (cache) await cache.put(url, new Response(bytes.slice(0), { headers: { 'content-type': 'application/octet-stream' } }));
+  if (cache) {
+    const headers = { 'content-type': 'application/octet-stream', [MODEL_VERSION_HEADER]: versionOf(response.headers) ?? '' };
+    await cache.put(url, new Response(bytes.slice(0), { headers }));
+  }
   return bytes;
 }
 
@@ -180,24 +264,37 @@ function inferenceSize(width, height) {
   return [Math.max(1, Math.floor(width * scale)), Math.max(1, Math.floor(height * scale)), why];
 }
 
-// Runs the network on an ImageData; the views change only once it has succeeded.
-async function runNetwork(image) {
-  const firstRun = state.runs === 0;
-  status(`${state.backendLine}. Running on ${image.width}x${image.height}${firstRun ? ' (the first run also compiles the GPU shaders)' : ''}…`);
+// Runs the network on an ImageData; the views change only once it has succeeded. Call it
+// through exclusive().
+async function runNetwork(image, name, sourceSize = [image.width, image.height]) {
+  // Only WebGPU compiles shaders on the first run; the CPU backend has none.
+  const compiling = state.runs === 0 && state.backend === 'webgpu' ? ' (the first run also compiles the GPU shaders)' : '';
+  status(`${state.backendLine}. Running on ${image.width}x${image.height}${compiling}…`);
   const result = await client.segment(image, $('score-mode').value);
   state.runs += 1;
   state.image = image;
+  state.imageName = name;
+  state.sourceSize = sourceSize;
   state.result = result;
   draw($('input-view'), image.width, image.height, image.data);
-  draw($('class-view'), result.width, result.height, result.classImage);
-  draw($('class-view-2'), result.width, result.height, result.classImageOut2);
+  for (const head of HEADS) draw($(head.classView), result.width, result.height, result.classImages[head.name]);
   showLegend(result);
   await showScores(result);
   return result;
 }
 
-// An image file (or camera frame) through the network at its inference size.
-async function segmentBlob(source) {
+// A name for exported files: the file's own (without its extension), safe in any file system.
+function imageNameOf(source) {
+  const name = (source.name ?? '').replace(/\.[^.]*$/, '').replace(/[^\w.-]+/g, '_');
+  return name || 'image';
+}
+
+// An image file (or camera frame) through the network at its inference size; `name` names its
+// exports (the file's name by default). Returns the result.
+async function segmentBlob(source, name = imageNameOf(source)) {
+  state.imageChoices += 1;
+  // An image chosen while the starting model loads runs once it is in.
+  if (!state.modelName) await initialModel?.catch(() => {});
   if (!state.modelName) throw new Error('No model is loaded yet: wait for the demo model, or open one.');
   let why = '';
   const decoded = await decodeOrExplain(source, (w, h) => {
@@ -206,7 +303,8 @@ async function segmentBlob(source) {
     return [width, height];
   });
   const { image } = decoded;
-  const result = await runNetwork(image);
+  const result = await exclusive(() => runNetwork(image, name, [decoded.width, decoded.height]));
+  state.metrics = null;
   $('metrics').hidden = true;
   $('curves').hidden = true;
   const resized = why ? ` (shrunk from ${decoded.width}x${decoded.height}: ${why})` : '';
@@ -214,16 +312,16 @@ async function segmentBlob(source) {
   return result;
 }
 
-async function decodeOrExplain(blob, fit) {
+async function decodeOrExplain(blob, fit, options) {
   try {
-    return await decodeImage(blob, fit);
+    return await decodeImage(blob, fit, options);
   } catch (e) {
     throw new Error(`${blob.name ?? 'This file'} is not an image this browser can decode (JPEG, PNG or WebP): ${e.message}`);
   }
 }
 
 function showLegend(result) {
-  const present = new Set([...result.classes, ...result.classesOut2]);
+  const present = new Set(result.classesPresent);
   const list = $('legend');
   list.replaceChildren(...state.legend.filter((c) => present.has(c.id)).map((c) => {
     const item = document.createElement('li');
@@ -236,6 +334,8 @@ function showLegend(result) {
 }
 
 // Heat maps of both heads on one colour scale, the bar in score units, the thresholded mask.
+// The visitor's threshold stays (clamped to the new range) until the score mode, and with it
+// the units, changes.
 async function showScores(scores) {
   const [lo, hi] = scores.scoreRange;
   state.result = { ...state.result, ...scores };
@@ -243,33 +343,33 @@ async function showScores(scores) {
   slider.min = lo;
   slider.max = hi;
   slider.step = (hi - lo) / 1000 || 0.001;
-  slider.value = lo + 0.5 * (hi - lo);
+  if (state.threshold?.mode !== scores.mode) state.threshold = null;
+  slider.value = Math.min(hi, Math.max(lo, state.threshold?.value ?? lo + 0.5 * (hi - lo)));
   $('bar-lo').textContent = lo.toFixed(2);
   $('bar-hi').textContent = hi.toFixed(2);
   $('bar-unit').textContent = `${scores.mode}${scores.baseline ? ' (baseline)' : ''}`;
   await Promise.all([drawHeat(), drawMask()]);
 }
 
-async function drawHeat() {
+const drawHeat = latestWins(async () => {
   const r = state.result;
   if (!r) return;
   const [lo, hi] = r.scoreRange;
   const opacity = Number($('opacity').value);
-  const [one, two] = await Promise.all([client.heat(1, lo, hi, opacity), client.heat(2, lo, hi, opacity)]);
-  draw($('heat-view-1'), r.width, r.height, one.rgba);
-  draw($('heat-view'), r.width, r.height, two.rgba);
-}
+  const images = await Promise.all(HEADS.map((head) => client.heat(head.name, lo, hi, opacity)));
+  HEADS.forEach((head, i) => draw($(head.heatView), r.width, r.height, images[i].rgba));
+});
 
-async function drawMask() {
+const drawMask = latestWins(async () => {
   const r = state.result;
   if (!r) return;
   const threshold = Number($('threshold').value);
-  const { share, rgba } = await client.mask(2, threshold);
+  const { share, rgba } = await client.mask(RPL_HEAD.name, threshold);
   draw($('mask-view'), r.width, r.height, rgba);
   $('threshold-value').textContent = threshold.toFixed(3);
   $('mask-share').textContent = `${(100 * share).toFixed(2)} % of pixels`;
   state.result.maskShare = share;
-}
+});
 
 function drawColourBar() {
   const canvas = $('colour-bar');
@@ -283,12 +383,16 @@ function drawColourBar() {
 drawColourBar();
 
 onFile('image-file', segmentBlob);
-$('score-mode').addEventListener('change', reportErrors(async () => {
+$('score-mode').addEventListener('change', reportErrors(() => exclusive(async () => {
   if (!state.result) return;
   await showScores(await client.rescore($('score-mode').value));
+})));
+// Slider moves during image work wait for it (its views first), then only the latest one runs.
+$('opacity').addEventListener('input', reportErrors(() => imageWork.then(drawHeat)));
+$('threshold').addEventListener('input', reportErrors(() => {
+  if (state.result) state.threshold = { mode: state.result.mode, value: Number($('threshold').value) };
+  return imageWork.then(drawMask);
 }));
-$('opacity').addEventListener('input', reportErrors(drawHeat));
-$('threshold').addEventListener('input', reportErrors(drawMask));
 $('max-side').addEventListener('change', () => status(`${state.backendLine}. The next image runs at the new size.`));
 
 // Drop or paste an image anywhere; a PNG dropped on the ground-truth field is a mask.
@@ -307,31 +411,27 @@ document.addEventListener('paste', reportErrors(async (event) => {
 
 // --- reading a pixel ---------------------------------------------------------------------------
 
-let pixelBusy = false;
 const cursor = { x: 0, y: 0 };
 
-async function showPixel(x, y) {
+// Hover and arrow keys ask for the pixel under the cursor: the latest position wins.
+const showPixel = latestWins(async (x, y) => {
   const r = state.result;
-  if (!r || pixelBusy) return;
-  pixelBusy = true;
-  try {
-    const info = await client.pixel(x, y);
-    const top = (probabilities) => [...probabilities].map((p, id) => ({ p, id })).sort((a, b) => b.p - a.p).slice(0, 3)
-      .map(({ p, id }) => `${state.legend[id]?.name ?? id} ${(100 * p).toFixed(1)} %`).join(', ');
-    $('pixel-info').textContent = `(${x}, ${y}) out1: ${info.names[0]} [${top(info.probabilities[0])}], score ${info.scores[0].toFixed(3)} · `
-      + `out2: ${info.names[1]} [${top(info.probabilities[1])}], score ${info.scores[1].toFixed(3)}`;
-  } finally {
-    pixelBusy = false;
-  }
-}
+  if (!r) return;
+  const info = await client.pixel(x, y);
+  const top = (probabilities) => [...probabilities].map((p, id) => ({ p, id })).sort((a, b) => b.p - a.p).slice(0, 3)
+    .map(({ p, id }) => `${state.legend[id]?.name ?? id} ${(100 * p).toFixed(1)} %`).join(', ');
+  $('pixel-info').textContent = `(${x}, ${y}) ` + HEADS.map(({ name }) =>
+    `${name}: ${info.names[name]} [${top(info.probabilities[name])}], score ${info.scores[name].toFixed(3)}`).join(' · ');
+});
 
 for (const id of ['input-view', 'class-view', 'class-view-2', 'heat-view-1', 'heat-view', 'mask-view']) {
-  $(id).addEventListener('mousemove', reportErrors(async (event) => {
-    const canvas = event.currentTarget;
+  const canvas = $(id);
+  // Not event.currentTarget: reportErrors runs the handler after the event's dispatch, when it is null.
+  canvas.addEventListener('mousemove', reportErrors(async (event) => {
     const box = canvas.getBoundingClientRect();
     cursor.x = Math.min(canvas.width - 1, Math.floor(((event.clientX - box.left) / box.width) * canvas.width));
     cursor.y = Math.min(canvas.height - 1, Math.floor(((event.clientY - box.top) / box.height) * canvas.height));
-    await showPixel(cursor.x, cursor.y);
+    await imageWork.then(() => showPixel(cursor.x, cursor.y));
   }));
 }
 $('input-view').addEventListener('keydown', reportErrors(async (event) => {
@@ -342,26 +442,35 @@ $('input-view').addEventListener('keydown', reportErrors(async (event) => {
   const step = event.shiftKey ? 10 : 1;
   cursor.x = Math.max(0, Math.min(r.width - 1, cursor.x + moves[event.key][0] * step));
   cursor.y = Math.max(0, Math.min(r.height - 1, cursor.y + moves[event.key][1] * step));
-  await showPixel(cursor.x, cursor.y);
+  await imageWork.then(() => showPixel(cursor.x, cursor.y));
 }));
 
 // --- ground truth ------------------------------------------------------------------------------
 
-// The mask's values are its first channel (8-bit grey PNGs decode with R = G = B).
+// The mask's values are its first channel (8-bit grey PNGs decode with R = G = B). A mask of the
+// image's size before it was shrunk is shrunk with it, nearest neighbour (labels must not blend).
 async function maskBytes(blob) {
-  const { image } = await decodeOrExplain(blob);
+  const [result, sourceSize] = [state.result, state.sourceSize];
+  const fit = (w, h) => (result && w === sourceSize[0] && h === sourceSize[1] ? [result.width, result.height] : [w, h]);
+  const { image } = await decodeOrExplain(blob, fit, { smooth: false });
   const values = new Uint8Array(image.width * image.height);
   for (let i = 0; i < values.length; i += 1) values[i] = image.data[4 * i];
   return { width: image.width, height: image.height, values };
 }
 
 async function evaluateMaskFile(blob) {
-  if (!state.result) throw new Error('Segment an image first, then drop its ground-truth mask.');
   const mask = await maskBytes(blob);
+  return exclusive(() => evaluateMask(mask));
+}
+
+// Through exclusive(): the metrics are of the image on screen.
+async function evaluateMask(mask) {
+  if (!state.result) throw new Error('Segment an image first, then drop its ground-truth mask.');
   const metrics = await client.evaluate(mask.width, mask.height, mask.values);
-  const rows = [['out1 (closed set)', metrics.out1], ['out2 (RPL)', metrics.out2]].map(([name, m]) => {
+  const rows = HEADS.map(({ name, label }) => {
+    const m = metrics[name];
     const row = document.createElement('tr');
-    const cells = [name, m.auroc, m.ap, m.fpr95].map((v, i) => {
+    const cells = [label, m.auroc, m.ap, m.fpr95].map((v, i) => {
       const cell = document.createElement(i ? 'td' : 'th');
       if (!i) cell.scope = 'row';
       cell.textContent = i ? v.toFixed(4) : v;
@@ -373,8 +482,8 @@ async function evaluateMaskFile(blob) {
   $('metrics').querySelector('tbody').replaceChildren(...rows);
   $('metrics').hidden = false;
   $('curves').hidden = false;
-  plotCurves($('roc-curve'), [metrics.out1.roc, metrics.out2.roc], 'false positive rate', 'true positive rate');
-  plotCurves($('pr-curve'), [metrics.out1.pr, metrics.out2.pr], 'recall', 'precision');
+  plotCurves($('roc-curve'), HEADS.map(({ name }) => metrics[name].roc), 'false positive rate', 'true positive rate');
+  plotCurves($('pr-curve'), HEADS.map(({ name }) => metrics[name].pr), 'recall', 'precision');
   state.metrics = metrics;
   return metrics;
 }
@@ -393,9 +502,8 @@ function plotCurves(canvas, curves, xLabel, yLabel) {
   context.rotate(-Math.PI / 2);
   context.fillText(yLabel, 0, 0);
   context.restore();
-  const colours = ['#888', '#e53935'];
   curves.forEach((points, k) => {
-    context.strokeStyle = colours[k];
+    context.strokeStyle = HEADS[k].colour;
     context.lineWidth = 2;
     context.beginPath();
     for (let i = 0; i < points.length; i += 2) {
@@ -405,10 +513,10 @@ function plotCurves(canvas, curves, xLabel, yLabel) {
     }
     context.stroke();
   });
-  context.fillStyle = colours[0];
-  context.fillText('out1', width - 80, height - pad - 24);
-  context.fillStyle = colours[1];
-  context.fillText('out2 (RPL)', width - 80, height - pad - 12);
+  HEADS.forEach((head, k) => {
+    context.fillStyle = head.colour;
+    context.fillText(head.label, width - 100, height - pad - 12 * (HEADS.length - k));
+  });
 }
 
 onFile('mask-file', evaluateMaskFile);
@@ -423,12 +531,24 @@ function download(blob, name) {
   setTimeout(() => URL.revokeObjectURL(link.href), 1000);
 }
 
+// Exported files are named after the image, the head and the score mode:
+// street_input.png, street_out1_classes.png, street_out2_energy.png, street_out2_energy_mask.png.
+function exportName(viewId) {
+  const image = state.imageName ?? 'image';
+  const mode = state.result?.mode ?? $('score-mode').value;
+  if (viewId === 'input-view') return `${image}_input`;
+  if (viewId === 'mask-view') return `${image}_${RPL_HEAD.name}_${mode}_mask`;
+  const head = HEADS.find((h) => h.classView === viewId || h.heatView === viewId);
+  return head.classView === viewId ? `${image}_${head.name}_classes` : `${image}_${head.name}_${mode}`;
+}
+
 for (const button of document.querySelectorAll('[data-export]')) {
-  button.addEventListener('click', () => $(button.dataset.export).toBlob((blob) => download(blob, `${button.dataset.export}.png`)));
+  const view = button.dataset.export;
+  button.addEventListener('click', () => $(view).toBlob((blob) => download(blob, `${exportName(view)}.png`)));
 }
 $('export-npy').addEventListener('click', reportErrors(async () => {
-  const { bytes } = await client.npy(2);
-  download(new Blob([bytes], { type: 'application/octet-stream' }), `score_${state.result?.mode ?? 'energy'}.npy`);
+  const { bytes } = await client.npy(RPL_HEAD.name);
+  download(new Blob([bytes], { type: 'application/octet-stream' }), `${exportName(RPL_HEAD.heatView)}.npy`);
 }));
 
 // --- camera ------------------------------------------------------------------------------------
@@ -441,10 +561,6 @@ $('camera').addEventListener('click', reportErrors(async () => {
     return;
   }
   const stream = await navigator.mediaDevices.getUserMedia({ video: true });
-  const video = document.createElement('video');
-  video.srcObject = stream;
-  video.muted = true;
-  await video.play();
   let running = true;
   camera = {
     stop() {
@@ -457,24 +573,47 @@ $('camera').addEventListener('click', reportErrors(async () => {
   };
   button.setAttribute('aria-pressed', 'true');
   button.textContent = 'Stop camera';
-  const frame = new OffscreenCanvas(video.videoWidth, video.videoHeight);
-  const context = frame.getContext('2d');
-  while (running) {
-    const started = performance.now();
-    context.drawImage(video, 0, 0);
-    await segmentBlob(context.getImageData(0, 0, frame.width, frame.height));
-    const fps = 1000 / (performance.now() - started);
-    status(`${state.backendLine}. Camera: ${fps.toFixed(1)} frames per second (nothing leaves this machine).`);
+  // Any failure turns the camera off and says why (a fatal one still restarts the Worker).
+  try {
+    const video = document.createElement('video');
+    video.srcObject = stream;
+    video.muted = true;
+    await video.play();
+    const frame = new OffscreenCanvas(video.videoWidth, video.videoHeight);
+    const context = frame.getContext('2d');
+    while (running) {
+      const started = performance.now();
+      context.drawImage(video, 0, 0);
+      await segmentBlob(context.getImageData(0, 0, frame.width, frame.height), 'camera');
+      const fps = 1000 / (performance.now() - started);
+      status(`${state.backendLine}. Camera: ${fps.toFixed(1)} frames per second (nothing leaves this machine).`);
+    }
+  } catch (e) {
+    if (running) camera?.stop();
+    throw Object.assign(new Error(`The camera was stopped: ${e.message}`), { fatal: e.fatal });
   }
 }));
 
 // --- first run: the bundled demo model and its samples -----------------------------------------
 
+// A sample scene with its ground truth: segmented, then evaluated at once, unless another image
+// (the visitor's own, dropped meanwhile) has replaced it by then.
+async function showSample(sample) {
+  const [image, mask] = await Promise.all([SAMPLES + sample.image, SAMPLES + sample.ood].map(async (url) => (await fetchExplained(url)).blob()));
+  const result = await segmentBlob(image, sample.name);
+  const run = state.runs;
+  const values = await maskBytes(mask);
+  await exclusive(() => (state.runs === run ? evaluateMask(values) : null));
+  return result;
+}
+
+// The gallery; returns the samples' list.
 async function showSamples() {
   const response = await fetch(`${SAMPLES}index.json`);
-  if (!response.ok) return;
+  if (!response.ok) return [];
+  const samples = await response.json();
   const gallery = $('samples');
-  for (const sample of await response.json()) {
+  for (const sample of samples) {
     const button = document.createElement('button');
     button.type = 'button';
     const outliers = sample.outliers.length ? sample.outliers.join(', ') : 'no outliers';
@@ -483,18 +622,31 @@ async function showSamples() {
     thumb.src = SAMPLES + sample.image;
     thumb.alt = `Sample scene ${sample.name} (${sample.context}, ${outliers})`;
     button.append(thumb);
-    button.addEventListener('click', reportErrors(async () => {
-      await segmentBlob(await (await fetch(SAMPLES + sample.image)).blob());
-      // The samples carry their ground truth: show the metrics at once.
-      await evaluateMaskFile(await (await fetch(SAMPLES + sample.ood)).blob());
-    }));
+    button.addEventListener('click', reportErrors(() => showSample(sample)));
     gallery.append(button);
   }
+  return samples;
 }
 
+// The model loading at start (null with ?model=none); images chosen meanwhile wait for it.
+let initialModel = null;
+// Settles once the first visit shows its first result: the first sample, unless the visitor
+// chose an image before the model was in (theirs is shown instead).
+let firstResult = Promise.resolve(null);
 if (params.get('model') !== 'none') {
-  loadModelFromUrl(params.get('model') ?? BUNDLED_MODEL).catch(showError);
-  showSamples().catch((e) => status(`Sample scenes: ${e.message}`, true));
+  initialModel = loadModelFromUrl(params.get('model') ?? BUNDLED_MODEL);
+  initialModel.catch(showError);
+  const samples = showSamples().catch((e) => {
+    status(`Sample scenes: ${e.message}`, true);
+    return [];
+  });
+  firstResult = Promise.all([initialModel, samples]).then(([, list]) => {
+    if (state.imageChoices === 0 && list.length) return showSample(list[0]);
+    return null;
+  }).catch((e) => {
+    showError(e);
+    return null;
+  });
 }
 
 // Offline once opened: the service worker keeps the page, the module and the demo model.
@@ -506,5 +658,5 @@ const offlineReady = 'serviceWorker' in navigator && params.get('offline') !== '
 // For tests and benchmarks driving the page.
 window.rpl = {
   client, get ready() { return ready; }, state, loadModel, loadModelFromUrl, segmentBlob, evaluateMaskFile, decodeImage,
-  get recovering() { return recovering; }, offlineReady,
+  get recovering() { return recovering; }, offlineReady, firstResult, get imageWork() { return imageWork; },
 };

@@ -1,4 +1,6 @@
 // The page's handle on the Worker: each call returns a promise of the Worker's reply.
+// The network's two heads are named 'out1' (the closed-set network) and 'out2' (with the RPL
+// block): in requests, and as the keys of every per-head pair in replies.
 export class RplClient {
   constructor(workerUrl = new URL('./worker.js', import.meta.url)) {
     this.workerUrl = workerUrl;
@@ -70,9 +72,15 @@ export class RplClient {
     return this.request('loadRandom', { widthDivisor });
   }
 
-  /** Segments RGBA pixels (an ImageData) and scores them in `mode` (energy, entropy, ...). */
+  /** Segments RGBA pixels (an ImageData) and scores them in `mode` (energy, entropy, ...):
+   * {width, height, classImages: {out1, out2} (RGBA), classesPresent, mode, baseline, scoreRange}. */
   segment(imageData, mode = 'energy') {
     return this.requestWithImage('segment', imageData, { mode });
+  }
+
+  /** The last image's whole maps (tests and tools): {classes: {out1, out2}, scores: {out1, out2}}. */
+  resultArrays() {
+    return this.request('resultArrays');
   }
 
   /** Benchmarks: runs the network on an ImageData through `stage` (trunk, aspp, residual block,
@@ -81,33 +89,34 @@ export class RplClient {
     return this.requestWithImage('runThrough', imageData, { stage });
   }
 
-  /** The last image's scores in another mode, without running the network again. */
+  /** The last image's scores in another mode, without running the network again:
+   * {mode, baseline, scoreRange}. */
   rescore(mode) {
     return this.request('rescore', { mode });
   }
 
-  /** One pixel of the last image: classes, probabilities and scores of both heads. */
+  /** One pixel of the last image: {classes, names, probabilities, scores}, each {out1, out2}. */
   pixel(x, y) {
     return this.request('pixel', { x, y });
   }
 
-  /** RGBA heat map of head 1 (out1) or 2 (out2) over the image, on the score range [lo, hi]. */
+  /** RGBA heat map of `head` ('out1' or 'out2') over the image, on the score range [lo, hi]. */
   heat(head, lo, hi, opacity) {
     return this.request('heat', { head, lo, hi, opacity });
   }
 
-  /** {share, rgba}: the pixels of head 1 or 2 scoring above `threshold`. */
+  /** {share, rgba}: the pixels of `head` scoring above `threshold`. */
   mask(head, threshold) {
     return this.request('mask', { head, threshold });
   }
 
-  /** Metrics of both heads against a mask (bytes 0 / 1 / 255, the image's size). */
+  /** Metrics of both heads against a mask (bytes 0 / 1 / 255, the image's size): {out1, out2}. */
   evaluate(width, height, mask) {
     const bytes = mask.buffer.slice(0);
     return this.request('evaluate', { width, height, mask: bytes }, [bytes]);
   }
 
-  /** The score of head 1 or 2 as .npy bytes. */
+  /** The score of `head` as .npy bytes. */
   npy(head) {
     return this.request('npy', { head });
   }
@@ -128,14 +137,16 @@ export class RplClient {
 }
 
 /** Decodes an image file to its exact 8-bit pixels (no colour management, no premultiplication;
- * EXIF orientation applied), shrunk when `fit(width, height)` returns a smaller [width, height].
+ * EXIF orientation applied), shrunk when `fit(width, height)` returns a smaller [width, height]
+ * (smoothly, or nearest neighbour with `smooth: false`, for labels).
  * Returns {image, width, height}: the ImageData and the file's own size. */
-export async function decodeImage(blob, fit = (w, h) => [w, h]) {
+export async function decodeImage(blob, fit = (w, h) => [w, h], { smooth = true } = {}) {
   const bitmap = await createImageBitmap(blob, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
   try {
     const [width, height] = fit(bitmap.width, bitmap.height);
     const canvas = new OffscreenCanvas(width, height);
     const context = canvas.getContext('2d');
+    context.imageSmoothingEnabled = smooth;
     context.imageSmoothingQuality = 'high';
     context.drawImage(bitmap, 0, 0, width, height);
     return { image: context.getImageData(0, 0, width, height), width: bitmap.width, height: bitmap.height };

@@ -1,10 +1,7 @@
 // The Web Worker that owns the network: all inference runs here, off the page's thread.
 // Messages: {id, op, ...args}; replies: {id, ok: true, result} or {id, ok: false, error, fatal};
 // unasked, {event: 'fatal', error} when the GPU device is lost.
-import init, {
-  initBackend, loadWeights, loadRandomWeights, segment, rescore, pixelInfo, heatImage, maskImage,
-  evaluateMask, scoreNpy, classLegend, maxInferencePixels, memoryUsage, runThrough,
-} from './pkg/rpl_web.js';
+import init, { RplSession, classLegend } from './pkg/rpl_web.js';
 
 let wasm = null;
 const wasmReady = (async () => {
@@ -13,22 +10,20 @@ const wasmReady = (async () => {
   return performance.now() - started;
 })();
 
-// The GPUDevice that wgpu opens, watched for loss: after it, this Worker is done and the page
-// starts a new one (a fresh device, or the CPU).
-let gpuDevice = null;
+// The network, its device and the last result (src/web.rs); set by init.
+let session = null;
+function activeSession() {
+  if (!session) throw new Error('the inference backend has not started: init first');
+  return session;
+}
+
+// Set once the session reports its GPU device lost: nothing here can run after it, and the page
+// starts a new Worker (a fresh device, or the CPU).
 let deviceLost = null;
-if (self.GPUAdapter) {
-  const requestDevice = GPUAdapter.prototype.requestDevice;
-  GPUAdapter.prototype.requestDevice = async function watchedRequestDevice(...args) {
-    const device = await requestDevice.apply(this, args);
-    gpuDevice = device;
-    device.lost.then((info) => {
-      deviceLost = info.message || info.reason || 'no reason given';
-      // Said at once, not at the next request: the page restarts this Worker right away.
-      self.postMessage({ event: 'fatal', error: fatalReason(null) });
-    });
-    return device;
-  };
+function onDeviceLost(sentence) {
+  deviceLost = sentence;
+  // Said at once, not at the next request: the page restarts this Worker right away.
+  self.postMessage({ event: 'fatal', error: sentence });
 }
 
 // {adapter} where WebGPU has one, else {reason} why it is not used.
@@ -56,7 +51,8 @@ const ops = {
       try {
         // Float16 only where the adapter computes in it (WGSL's shader-f16).
         const half = halfPrecision && adapter.features.has('shader-f16');
-        const info = await initBackend(true, half);
+        session = await RplSession.start(true, half, onDeviceLost);
+        const info = session.info();
         if (halfPrecision && !half) info.halfPrecisionError = 'this adapter has no shader-f16';
         return { ...info, adapter: describeAdapter(adapter), wasmMs };
       } catch (e) {
@@ -64,65 +60,82 @@ const ops = {
       }
     }
     // The CPU fallback stays in float32: WebAssembly has no half-precision arithmetic.
-    const info = await initBackend(false, false);
+    session = await RplSession.start(false, false, onDeviceLost);
+    const info = session.info();
     if (halfPrecision) info.halfPrecisionError = 'float16 runs on WebGPU only';
     return { ...info, fallbackReason: reason, wasmMs };
   },
   load({ name, bytes }) {
-    return { description: loadWeights(name, new Uint8Array(bytes)) };
+    return { description: activeSession().loadWeights(name, new Uint8Array(bytes)) };
   },
   loadRandom({ widthDivisor }) {
-    return { description: loadRandomWeights(widthDivisor) };
+    return { description: activeSession().loadRandomWeights(widthDivisor) };
   },
   segment({ width, height, rgba, mode }) {
-    return segment(width, height, new Uint8Array(rgba), mode);
+    return activeSession().segment(width, height, new Uint8Array(rgba), mode);
+  },
+  // Tests and tools: the last image's class maps and scores, which the page never needs whole.
+  resultArrays() {
+    return activeSession().resultArrays();
   },
   // Benchmarks: the network through one stage, waited for (the reply's ms times it).
   async runThrough({ width, height, rgba, stage }) {
-    await runThrough(width, height, new Uint8Array(rgba), stage);
+    await activeSession().runThrough(width, height, new Uint8Array(rgba), stage);
     return {};
   },
   rescore({ mode }) {
-    return rescore(mode);
+    return activeSession().rescore(mode);
   },
   pixel({ x, y }) {
-    return pixelInfo(x, y);
+    return activeSession().pixelInfo(x, y);
   },
   heat({ head, lo, hi, opacity }) {
-    return { rgba: heatImage(head, lo, hi, opacity) };
+    return { rgba: activeSession().heatImage(head, lo, hi, opacity) };
   },
   mask({ head, threshold }) {
-    return maskImage(head, threshold);
+    return activeSession().maskImage(head, threshold);
   },
   evaluate({ width, height, mask }) {
-    return evaluateMask(width, height, new Uint8Array(mask));
+    return activeSession().evaluateMask(width, height, new Uint8Array(mask));
   },
   npy({ head }) {
-    return { bytes: scoreNpy(head) };
+    return { bytes: activeSession().scoreNpy(head) };
   },
   legend() {
     return { classes: classLegend() };
   },
   maxPixels() {
-    return { pixels: maxInferencePixels() };
+    return { pixels: activeSession().maxInferencePixels() };
   },
   // Linear memory of the module and what the GPU allocator holds, for leak checks.
   memory() {
-    return { wasmBytes: wasm.memory.buffer.byteLength, ...memoryUsage() };
+    return { wasmBytes: wasm.memory.buffer.byteLength, ...session?.memoryUsage() };
   },
 };
 
-// Test builds (worker URL with ?test-hooks) can lose the device on purpose.
+// Test builds (worker URL with ?test-hooks) can lose the device on purpose, as a driver reset
+// would: the session destroys it and reports the loss as for any other.
 if (new URL(self.location.href).searchParams.has('test-hooks')) {
   ops.destroyDevice = () => {
-    gpuDevice?.destroy();
+    activeSession().destroyDevice();
     return {};
   };
 }
 
+// The typed arrays of a reply, also inside its {out1, out2} pairs, move to the page uncopied.
+function transferables(result) {
+  const buffers = new Set();
+  const visit = (value, depth) => {
+    if (ArrayBuffer.isView(value)) buffers.add(value.buffer);
+    else if (depth > 0 && value && typeof value === 'object') Object.values(value).forEach((v) => visit(v, depth - 1));
+  };
+  visit(result, 2);
+  return [...buffers];
+}
+
 // After a lost device or a trap in the module (a Rust panic), nothing here can be trusted.
 function fatalReason(error) {
-  if (deviceLost !== null) return `the GPU device was lost (${deviceLost})`;
+  if (deviceLost !== null) return deviceLost;
   if (error instanceof WebAssembly.RuntimeError) return `the inference module crashed (${error.message})`;
   return null;
 }
@@ -138,8 +151,7 @@ self.onmessage = ({ data }) => {
       if (deviceLost !== null && op !== 'memory') throw new Error('device lost');
       const result = await ops[op](args);
       const ms = performance.now() - started;
-      const transfer = Object.values(result).filter((v) => ArrayBuffer.isView(v)).map((v) => v.buffer);
-      self.postMessage({ id, ok: true, result: { ...result, ms } }, transfer);
+      self.postMessage({ id, ok: true, result: { ...result, ms } }, transferables(result));
     } catch (e) {
       const fatal = fatalReason(e);
       self.postMessage({ id, ok: false, error: fatal ?? e?.message ?? String(e), fatal: fatal !== null });

@@ -36,7 +36,7 @@ pub const HELD_OUT_SEED_BASE: u64 = 1 << 40;
 pub const LABEL_VOID: u8 = 255;
 
 /// Where the street is: CoroCL is about robustness to context, so there are two.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Context {
     City,
     Countryside,
@@ -56,12 +56,59 @@ pub enum OutlierSet {
 }
 
 impl OutlierSet {
+    pub const ALL: [Self; 4] = [Self::None, Self::Training, Self::HeldOut, Self::Any];
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Training => "training",
+            Self::HeldOut => "held-out",
+            Self::Any => "any",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
     pub fn kinds(self) -> &'static [OutlierKind] {
         match self {
             Self::None => &[],
             Self::Training => &OutlierKind::TRAINING,
             Self::HeldOut => &OutlierKind::HELD_OUT,
             Self::Any => &OutlierKind::ALL,
+        }
+    }
+}
+
+impl serde::Serialize for OutlierSet {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+/// One scene's entry in the `index.json` of a folder written by `rpl scenes` (the page's sample
+/// gallery reads it): its files, context and outlier kinds.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SceneFiles {
+    pub name: String,
+    pub image: String,
+    pub labels: String,
+    pub ood: String,
+    pub context: Context,
+    pub outliers: Vec<&'static str>,
+}
+
+impl SceneFiles {
+    pub fn new(name: &str, scene: &Scene) -> Self {
+        Self {
+            name: name.to_string(),
+            image: format!("{name}.png"),
+            labels: format!("{name}_labels.png"),
+            ood: format!("{name}_ood.png"),
+            context: scene.context,
+            outliers: scene.outliers.iter().map(|k| k.name()).collect(),
         }
     }
 }

@@ -127,9 +127,9 @@ impl RunDir {
     fn save(&self, stage: u8, step: usize, network: &RplNetwork, optimizer: &ModuleOptimizer) -> Result<(), TrainError> {
         let model = self.file(&format!("stage{stage}.model.bpk"));
         commit_running_statistics(network);
-        network.clone().save_file(&model).map_err(|e| Self::checkpoint_error("write", &model, format!("{e:?}")))?;
+        network.clone().save_file(&model).map_err(|e| Self::checkpoint_error("write", &model, e.to_string()))?;
         let optim = self.file(&format!("stage{stage}.optim.bpk"));
-        optimizer.save(&optim).map_err(|e| Self::checkpoint_error("write", &optim, format!("{e:?}")))?;
+        optimizer.save(&optim).map_err(|e| Self::checkpoint_error("write", &optim, e.to_string()))?;
         let marker = self.file(&format!("stage{stage}.step"));
         std::fs::write(&marker, step.to_string()).map_err(|e| Self::checkpoint_error("write", &marker, e))
     }
@@ -142,9 +142,9 @@ impl RunDir {
     ) -> Result<(RplNetwork, ModuleOptimizer, usize), TrainError> {
         let Some(step) = self.saved_step(stage) else { return Ok((network, optimizer, 0)) };
         let model = self.file(&format!("stage{stage}.model.bpk"));
-        let network = network.try_load_file(&model).map_err(|e| Self::checkpoint_error("read", &model, format!("{e:?}")))?;
+        let network = network.try_load_file(&model).map_err(|e| Self::checkpoint_error("read", &model, e.to_string()))?;
         let optim = self.file(&format!("stage{stage}.optim.bpk"));
-        let optimizer = optimizer.load(&optim).map_err(|e| Self::checkpoint_error("read", &optim, format!("{e:?}")))?;
+        let optimizer = optimizer.load(&optim).map_err(|e| Self::checkpoint_error("read", &optim, e.to_string()))?;
         Ok((network, optimizer, step))
     }
 

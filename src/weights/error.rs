@@ -17,6 +17,11 @@ pub enum WeightsError {
     },
     #[error("{path} is empty (0 bytes): not a checkpoint")]
     EmptyFile { path: String },
+    #[error(
+        "{path} is not a checkpoint: neither its first bytes ({first_bytes}) nor its name say \
+         safetensors or PyTorch (.pth)"
+    )]
+    UnknownFormat { path: String, first_bytes: String },
     #[error("{path} is not a readable PyTorch checkpoint ({reason})")]
     Pth { path: String, reason: String },
     #[error("{origin} is not a readable safetensors file ({reason})")]

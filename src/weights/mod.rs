@@ -194,19 +194,32 @@ fn checked_network(source: &dyn TensorSource, config: RplConfig, device: &Device
     })
 }
 
-/// Opens a checkpoint file: safetensors, or a PyTorch `.pth` (told apart by their first bytes).
+/// Opens a checkpoint file, safetensors or PyTorch `.pth`: as its first bytes say, else as its
+/// extension says, so that a damaged file is reported in the format it claims to be.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn open_checkpoint(path: &std::path::Path) -> Result<Box<dyn TensorSource>, WeightsError> {
     use std::io::Read;
-    let mut head = [0u8; 9];
-    let read = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .map_err(|source| WeightsError::Io { path: path.display().to_string(), source })?;
-    // safetensors opens with an 8-byte header length and a JSON object.
-    if read == head.len() && head[8] == b'{' {
+    let origin = || path.display().to_string();
+    // Up to the tar magic of torch.save's oldest format, at bytes 257..262.
+    let mut head = Vec::with_capacity(262);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(262).read_to_end(&mut head))
+        .map_err(|source| WeightsError::Io { path: origin(), source })?;
+    // safetensors opens with an 8-byte header length and a JSON object; torch.save writes a zip
+    // archive, or before PyTorch 1.6 a pickle (protocol opcode 0x80) or a tar archive.
+    let safetensors_bytes = head.get(8) == Some(&b'{');
+    let pth_bytes = head.starts_with(b"PK\x03\x04") || head.first() == Some(&0x80) || head.get(257..262) == Some(&b"ustar"[..]);
+    let extension = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+    let named_pth = ["pth", "pt", "bin", "tar", "ckpt"].contains(&extension.as_str());
+    if head.is_empty() {
+        Err(WeightsError::EmptyFile { path: origin() })
+    } else if safetensors_bytes || (!pth_bytes && extension == "safetensors") {
         Ok(Box::new(safetensors::SafetensorsCheckpoint::open(path)?))
-    } else {
+    } else if pth_bytes || named_pth {
         Ok(Box::new(pth::PthCheckpoint::open(path)?))
+    } else {
+        let first_bytes = head.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
+        Err(WeightsError::UnknownFormat { path: origin(), first_bytes })
     }
 }
 

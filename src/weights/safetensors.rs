@@ -135,6 +135,10 @@ pub fn write_safetensors(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let metadata = HashMap::from([("rpl_config".to_string(), config.describe())]);
+    // safetensors writes a private temporary file (mode 0600) and renames it over `path`: the
+    // result gets the permissions a file created here normally has.
+    let usual = std::fs::File::create(path).and_then(|f| f.metadata()).map_err(|e| write_error(e.to_string()))?.permissions();
     safetensors::serialize_to_file(views, Some(metadata), path).map_err(|e| write_error(e.to_string()))?;
+    std::fs::set_permissions(path, usual).map_err(|e| write_error(e.to_string()))?;
     Ok(config)
 }

@@ -42,8 +42,9 @@ export async function startServer() {
   throw new Error('the static server did not start');
 }
 
-/** Headless Chromium, with WebGPU (SwiftShader where there is no GPU) unless webgpu is false. */
-export async function launchBrowser({ webgpu }) {
+/** Headless Chromium, with WebGPU (SwiftShader where there is no GPU) unless webgpu is false;
+ * `args`: more command-line switches. */
+export async function launchBrowser({ webgpu, args: extraArgs = [] }) {
   const profile = mkdtempSync(join(tmpdir(), 'rpl-chromium-'));
   const args = [
     '--headless=new', '--no-sandbox', '--no-first-run', '--disable-background-networking',
@@ -52,6 +53,7 @@ export async function launchBrowser({ webgpu }) {
     '--enable-precise-memory-info', '--js-flags=--expose-gc',
   ];
   if (webgpu) args.push('--enable-unsafe-webgpu');
+  args.push(...extraArgs);
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM, headless: true, args, ignoreDefaultArgs: ['--headless'],
   });
@@ -62,6 +64,34 @@ export async function launchBrowser({ webgpu }) {
       rmSync(profile, { recursive: true, force: true });
     },
   };
+}
+
+/** Opens `url` in `page` with the demo model held back until `beforeModel(page)` has run: what a
+ * visitor does before the model is in. On a first visit or with ?offline=no (fetches through a
+ * service worker bypass page.route). */
+export async function openBeforeModel(page, url, beforeModel) {
+  let release;
+  const held = new Promise((resolve) => { release = resolve; });
+  await page.route('**/models/rpl-demo.safetensors', async (route) => {
+    await held;
+    await route.continue();
+  });
+  await page.goto(url);
+  try {
+    await beforeModel(page);
+  } finally {
+    release();
+  }
+}
+
+/** Waits until the page has drawn `runs` results and its status matches `done`. */
+export async function waitForRuns(page, runs, done = /Done in \d+ ms/, timeout = 180_000) {
+  await page.waitForFunction(([n, source]) => window.rpl.state.runs >= n && new RegExp(source).test(document.getElementById('status').textContent),
+    [runs, done.source], { timeout })
+    .catch(async () => {
+      const seen = await page.evaluate(() => [window.rpl.state.runs, document.getElementById('status').textContent]);
+      throw new Error(`waiting for ${runs} runs and ${done}: ${seen[0]} runs, the status reads "${seen[1]}"`);
+    });
 }
 
 /** Converts the fixture checkpoint with the project's own CLI; returns its path under the server root. */

@@ -1,6 +1,7 @@
-// The demo page as a user drives it: the bundled model, an upload through the file input, every
-// view, the threshold, ground truth and its metrics, errors that leave the page working, the
-// model cache, and no request leaving the page's origin. Screenshots go to target/screenshots/.
+// The demo page as a user drives it: the bundled model and the first sample shown at once, an
+// upload through the file input, every view, the threshold, ground truth and its metrics, errors
+// that leave the page working, the model cache, and no request leaving the page's origin.
+// Screenshots go to target/screenshots/.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -10,6 +11,7 @@ import { ROOT, startServer, launchBrowser } from './harness.mjs';
 
 const SAMPLE = join(ROOT, 'models', 'samples', 'scene_0000.png');
 const SAMPLE_MASK = join(ROOT, 'models', 'samples', 'scene_0000_ood.png');
+const SMALL = join(ROOT, 'tests', 'bad_inputs', 'scene_64x48.png');
 const MODEL = join(ROOT, 'models', 'rpl-demo.safetensors');
 const SHOTS = join(ROOT, 'target', 'screenshots');
 const BIN = process.env.RPL_BIN ?? join(ROOT, 'target', 'release', 'rpl');
@@ -33,33 +35,33 @@ const statusText = (page) => page.textContent('#status');
 const waitForStatus = (page, pattern, timeout = 180_000) =>
   page.waitForFunction((source) => new RegExp(source).test(document.getElementById('status').textContent), pattern.source, { timeout });
 
-test('the page segments an uploaded image, scores it like the CLI and evaluates it against ground truth', { timeout: 600_000 }, async () => {
+test('a first visit shows the first sample with its metrics; the page segments uploads, scores like the CLI and evaluates ground truth', { timeout: 900_000 }, async () => {
   const browser = await launchBrowser({ webgpu: true });
   try {
     const page = await browser.context.newPage();
     const errors = [];
     const requests = [];
     page.on('pageerror', (e) => errors.push(e.message));
-    page.on('request', (r) => requests.push(r.url()));
+    page.on('request', (r) => requests.push({ url: r.url(), method: r.method() }));
     await page.goto(`${server.url}/index.html`);
-    await waitForStatus(page, /rpl-demo\.safetensors loaded/);
-    assert.match(await page.textContent('#model-line'), /Model: rpl-demo\.safetensors \(width 1\/\d+/);
-    await page.screenshot({ path: join(SHOTS, '1-loaded.png'), fullPage: true });
+    await page.waitForFunction(() => /Model: rpl-demo\.safetensors \(width 1\/\d+/.test(document.getElementById('model-line').textContent), null, { timeout: 120_000 });
 
-    // Upload through the file input: every view is drawn.
-    await page.setInputFiles('#image-file', SAMPLE);
-    await waitForStatus(page, /Done in \d+ ms at 512x256/);
-    const sizes = await page.evaluate(() => ['input-view', 'class-view', 'class-view-2', 'heat-view-1', 'heat-view', 'mask-view']
+    // No click: once the model is in, the first sample is segmented and evaluated as a click does.
+    await page.evaluate(() => window.rpl.firstResult);
+    assert.equal(await page.evaluate(() => window.rpl.state.runs), 1);
+    assert.equal(await page.evaluate(() => window.rpl.state.imageName), 'scene_0000');
+    assert.ok(await page.locator('#metrics').isVisible(), 'the sample\'s metrics are shown');
+    const viewSizes = () => page.evaluate(() => ['input-view', 'class-view', 'class-view-2', 'heat-view-1', 'heat-view', 'mask-view']
       .map((id) => [document.getElementById(id).width, document.getElementById(id).height]));
-    assert.deepEqual(sizes, Array(6).fill([512, 256]));
+    assert.deepEqual(await viewSizes(), Array(6).fill([512, 256]));
     assert.ok(await page.locator('#legend li').count() >= 3, 'the legend lists the classes shown');
-    await page.screenshot({ path: join(SHOTS, '2-segmented.png'), fullPage: true });
+    await page.screenshot({ path: join(SHOTS, '1-loaded.png'), fullPage: true });
 
     // The anomaly map equals the command line's for the same model and image.
     const out = join(ROOT, 'target', 'page-test');
     execFileSync(BIN, ['infer', '--model', MODEL, '--out', out, '--backend', 'flex', SAMPLE]);
     const cli = readNpy(join(out, 'scene_0000_score.npy'));
-    const pageScore = await page.evaluate(() => Array.from(window.rpl.state.result.score));
+    const pageScore = await page.evaluate(async () => Array.from((await window.rpl.client.resultArrays()).scores.out2));
     assert.equal(pageScore.length, cli.length);
     const scale = cli.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
     const worst = pageScore.reduce((m, v, i) => Math.max(m, Math.abs(v - cli[i])), 0);
@@ -75,7 +77,11 @@ test('the page segments an uploaded image, scores it like the CLI and evaluates 
     const [low, high] = [await share(0.2), await share(0.8)];
     assert.ok(low > high, `a lower threshold marks more pixels: ${low} vs ${high}`);
 
-    // Ground truth: the metrics equal the CLI's evaluation of the same scene.
+    // Ground truth through the file input: the metrics equal the CLI's evaluation of the same scene.
+    await page.evaluate(() => {
+      window.rpl.state.metrics = null;
+      document.getElementById('metrics').hidden = true;
+    });
     await page.setInputFiles('#mask-file', SAMPLE_MASK);
     await page.waitForSelector('#metrics:not([hidden])');
     const metrics = await page.evaluate(() => window.rpl.state.metrics);
@@ -90,6 +96,13 @@ test('the page segments an uploaded image, scores it like the CLI and evaluates 
     assert.equal(await page.locator('#metrics tbody tr').count(), 2);
     await page.screenshot({ path: join(SHOTS, '3-ground-truth.png'), fullPage: true });
 
+    // Upload through the file input: every view is drawn at the image's size; the old metrics go.
+    await page.setInputFiles('#image-file', SMALL);
+    await waitForStatus(page, /Done in \d+ ms at 64x48/);
+    assert.deepEqual(await viewSizes(), Array(6).fill([64, 48]));
+    assert.ok(await page.locator('#metrics').isHidden(), 'the sample\'s metrics are gone');
+    await page.screenshot({ path: join(SHOTS, '2-segmented.png'), fullPage: true });
+
     // A file that is no image and a wrong weights file: readable errors, the page keeps working.
     const junk = join(out, 'not-an-image.png');
     writeFileSync(junk, 'this is text, not a PNG');
@@ -102,35 +115,49 @@ test('the page segments an uploaded image, scores it like the CLI and evaluates 
       .catch(async () => assert.fail(`no weights error; the status reads: ${await statusText(page)}`));
     assert.match(await page.textContent('#model-line'), /rpl-demo\.safetensors/, 'the loaded model stays');
     await page.screenshot({ path: join(SHOTS, '4-error.png'), fullPage: true });
-    await page.setInputFiles('#image-file', SAMPLE);
+    await page.setInputFiles('#image-file', SMALL);
     await waitForStatus(page, /Done in \d+ ms/);
 
-    // A reload takes the model from the cache: no second download.
-    const before = requests.filter((u) => u.endsWith('rpl-demo.safetensors')).length;
+    // A reload takes the model from the cache: no second download (a HEAD request checks its version).
+    const downloads = () => requests.filter((r) => r.method === 'GET' && r.url.endsWith('rpl-demo.safetensors')).length;
+    const before = downloads();
     await page.reload();
-    await waitForStatus(page, /rpl-demo\.safetensors loaded/);
-    assert.equal(requests.filter((u) => u.endsWith('rpl-demo.safetensors')).length, before, 'the model came from the cache');
+    await page.evaluate(() => window.rpl.firstResult);
+    assert.equal(downloads(), before, 'the model came from the cache');
+    assert.ok(requests.some((r) => r.method === 'HEAD' && r.url.endsWith('rpl-demo.safetensors')), 'its version was checked');
 
-    // A sample from the gallery: segmented and evaluated against its ground truth in one click.
+    // Another sample from the gallery: segmented and evaluated against its ground truth in one click.
     assert.ok(await page.locator('#samples button').count() >= 4, 'the gallery shows the sample scenes');
-    await page.locator('#samples button').first().click();
-    await page.waitForSelector('#metrics:not([hidden])', { timeout: 180_000 });
-
-    // Drag and drop: an image anywhere on the page, then its mask on the ground-truth panel.
-    const drop = (url, selector) => page.evaluate(async ([u, sel]) => {
-      const blob = await (await fetch(u)).blob();
-      const data = new DataTransfer();
-      data.items.add(new File([blob], u.split('/').pop(), { type: 'image/png' }));
-      document.querySelector(sel).dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true }));
-    }, [url, selector]);
-    const runs = await page.evaluate(() => window.rpl.state.runs);
-    await drop('/models/samples/scene_0001.png', 'main');
-    await page.waitForFunction((n) => window.rpl.state.runs > n, runs, { timeout: 180_000 });
     await page.evaluate(() => { window.rpl.state.metrics = null; });
-    await drop('/models/samples/scene_0001_ood.png', '#ground-truth');
-    await page.waitForFunction(() => window.rpl.state.metrics?.out2?.ap > 0, null, { timeout: 60_000 });
+    await page.locator('#samples button').nth(1).click();
+    await page.waitForFunction(() => window.rpl.state.imageName === 'scene_0001' && window.rpl.state.metrics?.out2?.ap > 0, null, { timeout: 180_000 });
 
-    const foreign = requests.filter((u) => !u.startsWith(server.url) && !u.startsWith('blob:') && !u.startsWith('data:'));
+    // Drag and drop: an image anywhere on the page, then a mask of its size on the ground-truth panel.
+    const runs = await page.evaluate(() => window.rpl.state.runs);
+    await page.evaluate(async () => {
+      const blob = await (await fetch('/tests/bad_inputs/scene_64x48.png')).blob();
+      const data = new DataTransfer();
+      data.items.add(new File([blob], 'dropped.png', { type: 'image/png' }));
+      document.querySelector('main').dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true }));
+    });
+    await page.waitForFunction((n) => window.rpl.state.runs > n, runs, { timeout: 180_000 });
+    assert.equal(await page.evaluate(() => window.rpl.state.imageName), 'dropped');
+    await page.evaluate(() => { window.rpl.state.metrics = null; });
+    await page.evaluate(async () => {
+      // 64x48: inliers (0) with an OoD square (1) in the middle.
+      const canvas = new OffscreenCanvas(64, 48);
+      const context = canvas.getContext('2d');
+      context.fillStyle = 'rgb(0, 0, 0)';
+      context.fillRect(0, 0, 64, 48);
+      context.fillStyle = 'rgb(1, 1, 1)';
+      context.fillRect(24, 16, 16, 16);
+      const data = new DataTransfer();
+      data.items.add(new File([await canvas.convertToBlob({ type: 'image/png' })], 'dropped_ood.png', { type: 'image/png' }));
+      document.querySelector('#ground-truth').dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true }));
+    });
+    await page.waitForFunction(() => window.rpl.state.metrics?.out2?.nOod === 256, null, { timeout: 60_000 });
+
+    const foreign = requests.map((r) => r.url).filter((u) => !u.startsWith(server.url) && !u.startsWith('blob:') && !u.startsWith('data:'));
     assert.deepEqual(foreign, [], 'no request leaves the page\'s origin');
     assert.deepEqual(errors, []);
   } finally {
