@@ -26,7 +26,7 @@ use crate::model::{RplConfig, RplNetwork, config::released};
 /// The first parameter of the network: its presence and shape identify an RPL checkpoint.
 pub const ANCHOR_KEY: &str = "branch1.mod1.conv1.weight";
 /// The logit layer: its first dimension is the number of classes.
-const CLASSIFIER_KEY: &str = "branch1.final.6.weight";
+pub(crate) const CLASSIFIER_KEY: &str = "branch1.final.6.weight";
 /// Keys under which training scripts nest the state dict.
 const WRAPPER_KEYS: [&str; 3] = ["model", "model_state", "state_dict"];
 /// BatchNorm's step counter: saved by PyTorch, meaningless at inference.
