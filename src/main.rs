@@ -146,7 +146,7 @@ enum Command {
     },
     /// Time the network with random weights: first result, steady state (median of --reps),
     /// each stage, effective TFLOP/s (released width) and memory, per size. The defaults (the
-    /// demo model's width on the CPU at 512x256) finish in about a minute on any machine; a GPU
+    /// demo model's width on the CPU at 512x256) need no GPU and finish in seconds; a GPU
     /// and the released model: --backend wgpu --width-divisor 1 --sizes 512x256,1024x512,2048x1024.
     Bench {
         /// Width divisor: 1 is the released model, 8 the demo model's width.
@@ -282,16 +282,7 @@ fn main() -> ExitCode {
                 Err(format!("--gpu-convolution {} applies to --backend wgpu only", gpu_convolution.name()))
             } else {
                 set_gpu_convolution(gpu_convolution);
-                let measured = BenchmarkReport {
-                    backend: backend.name(),
-                    dtype: dtype.name(),
-                    gpu_convolution: gpu_convolution.name(),
-                    autotune: cfg!(feature = "autotune"),
-                    width_divisor,
-                    repetitions: reps,
-                    sizes: Vec::new(),
-                };
-                bench(measured, &sizes, dtype, json.as_deref())
+                bench(width_divisor, &sizes, backend, dtype, reps, json.as_deref())
             }
         }
         Command::Scenes { out, count, first, outliers, size } => scenes(&out, count, first, outliers, size),
@@ -609,13 +600,21 @@ fn print_report(model: &Path, e: &SyntheticEvaluation) {
     println!("  IoU of out1 per class: {}", per_class.join(", "));
 }
 
-/// Fills `report.sizes`, printing each size's row as it is measured.
-fn bench(mut report: BenchmarkReport, sizes: &[[usize; 2]], dtype: Precision, json: Option<&Path>) -> Result<(), String> {
-    let config = RplConfig { width_divisor: report.width_divisor, ..RplConfig::RELEASED };
+/// Prints each size's row as it is measured.
+fn bench(width_divisor: usize, sizes: &[[usize; 2]], backend: BackendKind, dtype: Precision, reps: usize, json: Option<&Path>) -> Result<(), String> {
+    let config = RplConfig { width_divisor, ..RplConfig::RELEASED };
     if !config.is_valid() {
-        return Err(format!("width divisor {} does not divide the released widths (1, 2, 4, 8 and 16 do)", report.width_divisor));
+        return Err(format!("width divisor {width_divisor} does not divide the released widths (1, 2, 4, 8 and 16 do)"));
     }
-    let backend = BackendKind::from_name(report.backend).expect("a backend's own name");
+    let mut report = BenchmarkReport {
+        backend: backend.name(),
+        dtype: dtype.name(),
+        gpu_convolution: gpu_convolution().name(),
+        autotune: cfg!(feature = "autotune"),
+        width_divisor,
+        repetitions: reps,
+        sizes: Vec::new(),
+    };
     let device = backend.device_with(dtype).map_err(|e| e.to_string())?;
     let network = rpl_web::RplNetwork::new(config, &device).fold_batch_norms();
     let convolutions = if backend == BackendKind::Wgpu {

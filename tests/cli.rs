@@ -314,19 +314,21 @@ fn eval_names_a_missing_folder_and_a_dataset_given_without_one() {
     assert!(!output.status.success(), "a model and saved scores together are refused");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("cannot be used with") && stderr.contains("--scores") && stderr.contains("--model"), "{stderr}");
-    // Saved score maps were scored when saved: a score mode or backend for them is refused.
-    for flag in [["--score", "entropy"], ["--backend", "ndarray"]] {
-        let output = rpl(&[&["eval", "--dataset", "fs-static", folder, "--scores", scores.to_str().unwrap()][..], &flag[..]].concat());
-        assert!(!output.status.success(), "{flag:?} with --scores is refused");
+    // Flags that would be ignored are refused: a score mode or backend for saved score maps
+    // (scored when saved), the generated set's flags with a folder.
+    let saved = ["eval", "--dataset", "fs-static", folder, "--scores", scores.to_str().unwrap()];
+    let with_folder = ["eval", "--dataset", "synthetic", folder, "--model", model.to_str().unwrap()];
+    let cases = [
+        (saved, ["--score", "entropy"], "--scores"),
+        (saved, ["--backend", "ndarray"], "--scores"),
+        (with_folder, ["--count", "3"], "DIR"),
+        (with_folder, ["--outliers", "any"], "DIR"),
+    ];
+    for (args, flag, conflicting) in cases {
+        let output = rpl(&[&args[..], &flag[..]].concat());
+        assert!(!output.status.success(), "{flag:?} with {conflicting} is refused");
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("cannot be used with") && stderr.contains(flag[0]), "{stderr}");
-    }
-    // The generated set's flags with a folder would be ignored: refused instead.
-    for flag in [["--count", "3"], ["--outliers", "any"]] {
-        let output = rpl(&[&["eval", "--dataset", "synthetic", folder, "--model", model.to_str().unwrap()][..], &flag[..]].concat());
-        assert!(!output.status.success(), "{flag:?} with a folder is refused");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("cannot be used with") && stderr.contains(flag[0]) && stderr.contains("DIR"), "{stderr}");
+        assert!(stderr.contains("cannot be used with") && stderr.contains(flag[0]) && stderr.contains(conflicting), "{stderr}");
     }
 }
 
