@@ -1,13 +1,13 @@
 // Makes the page work offline once it has been opened: the page, its scripts, the WebAssembly
 // module and the samples are cached at install; every same-origin request goes to the network
-// first (so a rebuilt page is seen at once) and to the cache when offline. Models (.safetensors)
-// are left to the page, which keeps them in its own versioned cache ('rpl-models', emptied by
-// "Forget cached models"): one copy, checked against the server. It must sit at the site's root
-// to control index.html.
-const CACHE = 'rpl-app-v2';
+// first (so a rebuilt page is seen at once) and to the cache when offline. Models are left
+// to the page, which keeps downloads in its own versioned cache ('rpl-models') and opened files
+// in its private file system (OPFS), both emptied by "Forget cached models": one copy each.
+// It must sit at the site's root to control index.html.
+const CACHE = 'rpl-app-v3';
 const SHELL = [
   './', 'index.html', 'www/app.js', 'www/rpl-client.js', 'www/worker.js', 'www/style.css',
-  'www/pkg/rpl_web.js', 'www/pkg/rpl_web_bg.wasm', 'models/samples/index.json',
+  'www/model-store.js', 'www/pkg/rpl_web.js', 'www/pkg/rpl_web_bg.wasm', 'models/samples/index.json',
 ];
 // The page's own model cache; every other cache is an older version of this worker's.
 const KEPT_CACHES = [CACHE, 'rpl-models'];

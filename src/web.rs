@@ -9,6 +9,7 @@ use burn::tensor::Device;
 use burn::tensor::wgpu::{WgpuInitError, wgpu};
 use js_sys::{Array, Float32Array, Float64Array, Function, Object, Reflect, Uint8Array};
 use thiserror::Error;
+use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
 use crate::analysis::{AnalysisError, ImageScores, PixelReport};
@@ -21,8 +22,12 @@ use crate::scoring::ScoreMode;
 use crate::visualize::{
     CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, colorize_classes, finite_range, mask_overlay, rgb_to_rgba, score_overlay_in_range,
 };
-use crate::weights::safetensors::SafetensorsCheckpoint;
-use crate::weights::{WeightsError, load_network};
+use crate::weights::byte_source::{BlobBytes, ByteSource, js_message};
+use crate::weights::safetensors::{Float32Layout, SafetensorsCheckpoint};
+use crate::weights::torch_zip::TorchZipCheckpoint;
+use crate::weights::{
+    CheckpointFormat, FORMAT_HEAD_BYTES, StagedLoad, TensorSource, WeightsError, checkpoint_format, detect_config, load_network,
+};
 
 /// What the page is told when a request fails: each variant's text is the message it shows.
 #[derive(Debug, Error)]
@@ -50,6 +55,20 @@ pub enum WebError {
     TooLarge { width: usize, height: usize, needed_mb: u64, limit_mb: u64 },
     #[error("reading the {stage} output back from the device failed: {reason}")]
     StageReadback { stage: &'static str, reason: String },
+    #[error("loading {0} was cancelled; the model in use is kept")]
+    Cancelled(String),
+    #[error(
+        "{name} was saved by PyTorch before 1.6 (a tar archive or bare pickles), which this page does not read: \
+         convert it once with `rpl convert {name} model.safetensors`, or save it again with a current torch.save"
+    )]
+    LegacyPth { name: String },
+    #[error(
+        "{name} holds {weights_mb} MB of weights; this browser's WebAssembly memory has room for {room_mb} MB \
+         more (4 GiB at most): use WebGPU, or a smaller model"
+    )]
+    NoRoom { name: String, weights_mb: u64, room_mb: u64 },
+    #[error("loading stopped: {0}")]
+    Callback(String),
     #[error("writing the .npy file failed: {0}")]
     Npy(std::io::Error),
     #[error(transparent)]
@@ -127,6 +146,28 @@ fn watch_device_loss(device: &wgpu::Device, listener: Function) {
 
 /// On the CPU backend one tensor stays under this: several live at once in a 4 GiB wasm heap.
 const CPU_MAX_TENSOR_BYTES: u64 = 512 << 20;
+
+/// No RPL checkpoint comes near this (the released one is 672 MB, with an optimiser's state
+/// under 3 GB): a larger file is refused before anything is read.
+const MAX_CHECKPOINT_BYTES: u64 = 4 << 30;
+/// WebAssembly's 32-bit address space.
+const WASM_ADDRESS_SPACE: u64 = 4 << 30;
+/// Room a CPU session keeps beside the weights for one image's activations.
+const CPU_ACTIVATION_ROOM: u64 = 1 << 30;
+/// Weights read between two progress reports (and chances to cancel).
+const LOAD_STEP_BYTES: u64 = 16 << 20;
+
+/// `{tensors, totalTensors, bytes, totalBytes}`: how far a load has come, in float32 weights.
+fn load_progress(load: &StagedLoad) -> Object {
+    let entries = load.entries();
+    let bytes: u64 = entries[..load.done()].iter().map(|e| e.float32_bytes()).sum();
+    let progress = Object::new();
+    set(&progress, "tensors", load.done() as u32);
+    set(&progress, "totalTensors", entries.len() as u32);
+    set(&progress, "bytes", bytes as f64);
+    set(&progress, "totalBytes", entries.iter().map(|e| e.float32_bytes()).sum::<u64>() as f64);
+    progress
+}
 
 /// The last segmented image, kept for follow-up questions from the page.
 struct LastImage {
@@ -226,6 +267,71 @@ impl RplSession {
     pub fn load_weights(&self, name: String, bytes: Vec<u8>) -> Result<String, WebError> {
         let source = SafetensorsCheckpoint::from_bytes(name, bytes)?;
         let network = load_network(&source, &self.device)?.fold_batch_norms();
+        let description = network.config.describe();
+        *self.network.borrow_mut() = Some(Rc::new(network));
+        Ok(description)
+    }
+
+    /// Loads a checkpoint from a `File` or `Blob`, read in slices (never whole): a `.pth` as
+    /// `torch.save` writes it (plain or wrapped) or safetensors (float32, float16 or int8). Between
+    /// steps of about 16 MB, awaits `on_progress({tensors, totalTensors, bytes, totalBytes})`: a
+    /// promise of false cancels. With `keep`, each tensor is also handed to `keep(offset, bytes)` as
+    /// a float32 safetensors file (the header first, at offset 0) for the page to store. The
+    /// model in use stays until the new one is complete. Returns a description of the network.
+    #[wasm_bindgen(js_name = loadFile)]
+    pub async fn load_file(&self, file: web_sys::Blob, name: String, on_progress: Function, keep: Option<Function>) -> Result<String, WebError> {
+        let bytes = BlobBytes::new(file).map_err(|source| WeightsError::Io { path: name.clone(), source })?;
+        if bytes.len() > MAX_CHECKPOINT_BYTES {
+            return Err(WeightsError::TooLarge { origin: name, size_mb: bytes.len() >> 20, limit_mb: MAX_CHECKPOINT_BYTES >> 20 }.into());
+        }
+        let head = bytes.read_at(0, FORMAT_HEAD_BYTES).map_err(|source| WeightsError::Io { path: name.clone(), source })?;
+        let source: Box<dyn TensorSource> = match checkpoint_format(&name, &head)? {
+            CheckpointFormat::Safetensors => Box::new(SafetensorsCheckpoint::from_source(name.clone(), Box::new(bytes))?),
+            CheckpointFormat::TorchZip => Box::new(TorchZipCheckpoint::open(name.clone(), Box::new(bytes))?),
+            CheckpointFormat::TorchLegacy => return Err(WebError::LegacyPth { name }),
+        };
+        let config = detect_config(source.as_ref())?;
+        let mut load = StagedLoad::new(source.as_ref(), config, &self.device)?;
+        let weights: u64 = load.entries().iter().map(|e| e.float32_bytes() / 4 * self.precision.bytes() as u64).sum();
+        if self.gpu.is_none() {
+            let used = wasm_bindgen::memory().unchecked_into::<js_sys::WebAssembly::Memory>().buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as u64;
+            let room = WASM_ADDRESS_SPACE.saturating_sub(used + CPU_ACTIVATION_ROOM);
+            if weights > room {
+                return Err(WebError::NoRoom { name, weights_mb: weights >> 20, room_mb: room >> 20 });
+            }
+        }
+        let layout = match &keep {
+            Some(keep) => {
+                let layout = Float32Layout::new(load.entries(), config)?;
+                call_keep(keep, 0, &layout.header)?;
+                Some(layout)
+            }
+            None => None,
+        };
+        // The first failure to hand a tensor to `keep`: it ends the load.
+        let keep_error = RefCell::new(None);
+        let mut on_values = |key: &str, values: &[f32]| {
+            let failed = keep_error.borrow().is_some();
+            if let (Some(keep), Some(layout), false) = (&keep, &layout, failed) {
+                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                *keep_error.borrow_mut() = call_keep(keep, layout.offsets[key], &bytes).err();
+            }
+        };
+        loop {
+            let done = load.step(LOAD_STEP_BYTES, &self.device, &mut on_values)?;
+            if let Some(error) = keep_error.borrow_mut().take() {
+                return Err(error);
+            }
+            let reply = on_progress.call1(&JsValue::NULL, &load_progress(&load)).map_err(|e| WebError::Callback(js_message(&e)))?;
+            let go_on = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::resolve(&reply)).await.map_err(|e| WebError::Callback(js_message(&e)))?;
+            if go_on.is_falsy() {
+                return Err(WebError::Cancelled(name));
+            }
+            if done {
+                break;
+            }
+        }
+        let network = load.finish().fold_batch_norms();
         let description = network.config.describe();
         *self.network.borrow_mut() = Some(Rc::new(network));
         Ok(description)
@@ -407,6 +513,13 @@ impl RplSession {
         }
         Ok(network)
     }
+}
+
+/// Hands `bytes` for `offset` of the kept file to the page's `keep` function.
+fn call_keep(keep: &Function, offset: u64, bytes: &[u8]) -> Result<(), WebError> {
+    keep.call2(&JsValue::NULL, &JsValue::from(offset as f64), &Uint8Array::from(bytes))
+        .map(|_| ())
+        .map_err(|e| WebError::Callback(js_message(&e)))
 }
 
 /// `{mode, baseline, scoreRange: [lo, hi]}`: the range covers both heads (one colour scale).

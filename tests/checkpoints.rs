@@ -131,7 +131,7 @@ fn empty_truncated_and_random_files_are_refused_with_a_message() {
 
     let cases: [(&str, &[u8], &str); 8] = [
         ("empty.pth", &[], "empty"),
-        ("truncated.pth", &pth[..pth.len() / 2], "not a readable PyTorch checkpoint"),
+        ("truncated.pth", &pth[..pth.len() / 2], "is truncated: it ends inside tensor `branch1."),
         ("random.bin", &random, "not a readable PyTorch checkpoint"),
         ("random.dat", &random, "is not a checkpoint: neither its first bytes"),
         ("random.safetensors", &random, "not a readable safetensors"),

@@ -129,6 +129,8 @@ fn exported_batch_norm_statistics_include_the_last_training_update() {
 #[test]
 fn stage_two_lowers_the_rpl_losses_and_leaves_the_segmentation_network_alone() {
     let device = autodiff_cpu();
+    // Seeded: unseeded starts made the fall range from 13 % to 36 % between runs (a flaky bound).
+    device.seed(3);
     // A segmentation network that has learned something, for the residual block to preserve.
     let mut stage1 = SegmentationStage::new(TINY, &[1.0; 19], 0.0, &device);
     segmentation_steps(&mut stage1, 15, &device);
@@ -137,8 +139,7 @@ fn stage_two_lowers_the_rpl_losses_and_leaves_the_segmentation_network_alone() {
     let mut stage = ResidualStage::new(segmentation, 2, 64);
     let batch = || training_batch(&spec(OutlierSet::Training, true), 5, 0, &device);
     let mut rng = SceneRng::new(1);
-    // 30 steps: the fall is then far beyond the run-to-run spread of the first loss (multi-threaded
-    // sums make stage 1 and so the starting point differ slightly between runs).
+    // 30 steps from a seeded start: the same figures every run.
     let first = stage.step(batch(), 2e-3, &mut rng);
     let mut last = first.clone();
     for _ in 0..29 {
@@ -150,8 +151,8 @@ fn stage_two_lowers_the_rpl_losses_and_leaves_the_segmentation_network_alone() {
         assert!(value.is_finite(), "{name} is {value}");
     }
     // After 15 steps of stage 1, out1 is still near uniform, so the inlier cross-entropy to its
-    // argmax stays near log(19) whatever the residual does; the total falls (by 23-29 % measured
-    // over runs). CoroCL's InfoNCE cannot fall below its floor (the mean log of the positives per
+    // argmax stays near log(19) whatever the residual does; the total falls (by 18 %: 7.65 ->
+    // 6.28). CoroCL's InfoNCE cannot fall below its floor (the mean log of the positives per
     // anchor, about 4.1 here), and the run starts within 1-2 of it: it must close half that gap.
     assert!(part(&last, "loss") < 0.85 * part(&first, "loss"), "loss: {first:?} -> {last:?}");
     let floor = part(&first, "contrast_floor");

@@ -32,7 +32,7 @@ const state = {
   imageChoices: 0, // images asked for so far, by the visitor or the first visit's sample
   threshold: null, // {mode, value}: the visitor's threshold, in the units of that score mode
   legend: [],
-  modelSource: null, // () => the model's bytes again, to reload it after a Worker restart
+  reloadModel: null, // () => the model loaded again (a Worker request), after a Worker restart
   maxPixels: Infinity, // the most pixels the model can take on this device
 };
 
@@ -120,9 +120,9 @@ function recover(reason) {
     client.restart();
     ready = startBackend();
     await ready;
-    if (state.modelSource) await loadModel(state.modelName, await state.modelSource(), state.modelSource);
-    if (state.image && state.modelSource) await exclusive(() => runNetwork(state.image, state.imageName, state.sourceSize));
-    status(`${state.backendLine}. Recovered from: ${reason}.${state.modelSource ? '' : ' Open the model again.'}`);
+    if (state.reloadModel) await useModel(state.modelName, state.reloadModel);
+    if (state.image && state.reloadModel) await exclusive(() => runNetwork(state.image, state.imageName, state.sourceSize));
+    status(`${state.backendLine}. Recovered from: ${reason}.${state.reloadModel ? '' : ' Open the model again.'}`);
   })().catch((e) => status(`Could not recover from ${reason}: ${e.message}. Reload the page.`, true))
     .finally(() => { recovering = null; });
   return recovering;
@@ -131,24 +131,102 @@ client.onFatal = recover;
 
 // --- models ------------------------------------------------------------------------------------
 
-// `reload` gives the bytes again (from the file or the cache) should the Worker restart.
-async function loadModel(name, bytes, reload = null) {
+// Loads a model through `load()` (a Worker request resolving to {description, ms, ...});
+// `reload` loads it again should the Worker restart. Resolves to the Worker's reply.
+async function useModel(name, load, reload = load) {
   await ready;
   status(`${state.backendLine}. Loading ${name}…`);
-  const { description, ms } = await client.loadWeights(name, await bytes);
+  const reply = await load();
   state.modelName = name;
-  state.modelSource = reload;
+  state.reloadModel = reload;
   state.maxPixels = (await client.maxPixels()).pixels;
-  $('model-line').textContent = `Model: ${name} (${description})`;
-  status(`${state.backendLine}. ${name} loaded in ${ms.toFixed(0)} ms.`);
-  return description;
+  $('model-line').textContent = `Model: ${name} (${reply.description})`;
+  status(`${state.backendLine}. ${name} loaded in ${(reply.ms / 1000).toFixed(1)} s.`);
+  return reply;
+}
+
+// A model's bytes (an ArrayBuffer or Blob, or a promise of one), read as a file is; `reload`
+// gives them again (from the file or the cache).
+async function loadModel(name, bytes, reload = null) {
+  const load = async (what) => client.loadFile(new Blob([await what]), { name });
+  return (await useModel(name, () => load(bytes), reload && (() => load(reload())))).description;
+}
+
+// Files the page takes as models (by name; the Worker then checks their first bytes).
+const MODEL_FILE = /\.(safetensors|pth|pt|bin|ckpt|tar)$/i;
+
+// The progress bar and Cancel button of a load read in steps: returns the onProgress callback.
+function showLoadProgress(label) {
+  const bar = $('download');
+  bar.hidden = false;
+  $('cancel-load').hidden = false;
+  const started = performance.now();
+  return ({ phase, tensors, totalTensors, bytes, totalBytes }) => {
+    bar.max = totalBytes || 1;
+    bar.value = bytes;
+    const seconds = (performance.now() - started) / 1000;
+    $('download-text').textContent = `${label}: ${phase}, tensor ${tensors} of ${totalTensors}, `
+      + `${formatBytes(bytes)} of ${formatBytes(totalBytes)} of weights (${seconds.toFixed(0)} s)`;
+  };
+}
+
+function hideLoadProgress() {
+  $('download').hidden = true;
+  $('cancel-load').hidden = true;
+  $('download-text').textContent = '';
+}
+
+// A model file as the visitor has it (the released .pth, or safetensors): read in slices in the
+// Worker, a float32 copy kept in this browser as it loads. The model in use stays on any failure.
+async function loadModelFile(file) {
+  const onProgress = showLoadProgress(`Loading ${file.name} (${formatBytes(file.size)})`);
+  try {
+    const reply = await useModel(file.name, () => client.loadFile(file, { keep: true, onProgress }));
+    if (reply.kept) {
+      state.reloadModel = () => client.loadKept(reply.kept.key);
+      status(`${$('status').textContent} Kept in this browser (${formatBytes(reply.kept.bytes)}) for your next visit.`);
+    } else if (reply.keptFailure) {
+      status(`${$('status').textContent} Not kept for the next visit: ${reply.keptFailure}.`);
+    }
+    await showKeptModels();
+    return reply;
+  } finally {
+    hideLoadProgress();
+  }
+}
+
+async function loadKeptModel(entry) {
+  const onProgress = showLoadProgress(`Loading ${entry.name} from this browser`);
+  try {
+    const load = () => client.loadKept(entry.key, { onProgress });
+    return await useModel(entry.name, load);
+  } finally {
+    hideLoadProgress();
+  }
+}
+
+// The models kept in this browser, each a button that loads it.
+async function showKeptModels() {
+  const { models } = await client.keptModels();
+  const list = $('kept-models');
+  list.replaceChildren();
+  list.hidden = models.length === 0;
+  for (const entry of models) {
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.textContent = `Use ${entry.name} (${formatBytes(entry.bytes)}, kept ${entry.date.slice(0, 10)})`;
+    button.title = entry.description;
+    button.addEventListener('click', reportErrors(() => loadKeptModel(entry)));
+    list.append(button);
+  }
+  return models;
 }
 
 function formatBytes(n) {
   return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(0)} kB`;
 }
 
-// The body of a response, read chunk by chunk with a progress bar (bytes and speed).
+// The body of a response as a Blob, read chunk by chunk with a progress bar (bytes and speed).
 async function readWithProgress(response, label) {
   const total = Number(response.headers.get('content-length')) || 0;
   const bar = $('download');
@@ -170,13 +248,7 @@ async function readWithProgress(response, label) {
   }
   bar.hidden = true;
   text.textContent = '';
-  const bytes = new Uint8Array(received);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return bytes.buffer;
+  return new Blob(chunks);
 }
 
 // A model file's version as its server states it (ETag, Last-Modified, size), or null.
@@ -214,14 +286,14 @@ async function fetchExplained(url, options) {
 async function fetchModel(url) {
   const cache = 'caches' in self ? await caches.open(MODEL_CACHE) : null;
   const [cached, version] = await Promise.all([cache?.match(url), serverVersion(url)]);
-  if (cached && (version === null || cached.headers.get(MODEL_VERSION_HEADER) === version)) return cached.arrayBuffer();
+  if (cached && (version === null || cached.headers.get(MODEL_VERSION_HEADER) === version)) return cached.blob();
   // Not the browser's HTTP cache either: this cache is the one place models are kept.
   const response = await fetchExplained(url, { cache: 'no-store' });
   if (!response.ok) throw new Error(`${url}: HTTP ${response.status} ${response.statusText}`);
   const bytes = await readWithProgress(response, `Downloading ${url.split('/').pop()}`);
   if (cache) {
     const headers = { 'content-type': 'application/octet-stream', [MODEL_VERSION_HEADER]: versionOf(response.headers) ?? '' };
-    await cache.put(url, new Response(bytes.slice(0), { headers }));
+    await cache.put(url, new Response(bytes, { headers }));
   }
   return bytes;
 }
@@ -239,15 +311,28 @@ function onFile(input, action) {
   }));
 }
 
-onFile('model-file', (file) => loadModel(file.name, file.arrayBuffer(), () => file.arrayBuffer()));
+onFile('model-file', loadModelFile);
+$('cancel-load').addEventListener('click', () => client.cancelLoad());
 $('model-url-form').addEventListener('submit', reportErrors(async (event) => {
   event.preventDefault();
   const url = $('model-url').value.trim();
   if (url) await loadModelFromUrl(url);
 }));
+// Every copy of a model this page made: the kept files, the downloads' cache, and any model
+// response in another cache (the service worker's).
 $('forget-models').addEventListener('click', reportErrors(async () => {
-  const removed = 'caches' in self && (await caches.delete(MODEL_CACHE));
-  status(removed ? 'Cached models forgotten: the next load downloads again.' : 'No cached models.');
+  const kept = (await client.keptModels()).models.length;
+  await client.forgetKept();
+  let downloads = 0;
+  for (const name of 'caches' in self ? await caches.keys() : []) {
+    const cache = await caches.open(name);
+    for (const request of await cache.keys()) {
+      if (MODEL_FILE.test(new URL(request.url).pathname) && (await cache.delete(request))) downloads += 1;
+    }
+  }
+  await showKeptModels();
+  status(kept + downloads ? `Forgot ${kept} kept and ${downloads} downloaded models: the next load reads or downloads again.`
+    : 'No models were kept in this browser.');
 }));
 
 // --- images ------------------------------------------------------------------------------------
@@ -402,6 +487,7 @@ document.addEventListener('drop', reportErrors(async (event) => {
   const file = event.dataTransfer.files[0];
   if (!file) return;
   if (event.target.closest?.('#ground-truth')) return evaluateMaskFile(file);
+  if (MODEL_FILE.test(file.name)) return loadModelFile(file);
   await segmentBlob(file);
 }));
 document.addEventListener('paste', reportErrors(async (event) => {
@@ -628,6 +714,9 @@ async function showSamples() {
   return samples;
 }
 
+// Models kept from an earlier visit are offered at once, by name, size and date.
+ready.then(showKeptModels).catch((e) => console.warn(`Kept models: ${e.message}`));
+
 // The model loading at start (null with ?model=none); images chosen meanwhile wait for it.
 let initialModel = null;
 // Settles once the first visit shows its first result: the first sample, unless the visitor
@@ -657,6 +746,6 @@ const offlineReady = 'serviceWorker' in navigator && params.get('offline') !== '
 
 // For tests and benchmarks driving the page.
 window.rpl = {
-  client, get ready() { return ready; }, state, loadModel, loadModelFromUrl, segmentBlob, evaluateMaskFile, decodeImage,
+  client, get ready() { return ready; }, state, loadModel, loadModelFile, loadKeptModel, showKeptModels, loadModelFromUrl, segmentBlob, evaluateMaskFile, decodeImage,
   get recovering() { return recovering; }, offlineReady, firstResult, get imageWork() { return imageWork; },
 };

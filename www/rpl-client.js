@@ -18,6 +18,10 @@ export class RplClient {
         this.onFatal?.(data.error);
         return;
       }
+      if (data.event === 'progress') {
+        this.pending.get(data.id)?.onProgress?.(data);
+        return;
+      }
       const { resolve, reject } = this.pending.get(data.id);
       this.pending.delete(data.id);
       if (data.ok) {
@@ -43,10 +47,10 @@ export class RplClient {
     this.start();
   }
 
-  request(op, args = {}, transfer = []) {
+  request(op, args = {}, transfer = [], onProgress = null) {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { resolve, reject, onProgress });
       this.worker.postMessage({ id, op, ...args }, transfer);
     });
   }
@@ -66,6 +70,38 @@ export class RplClient {
   /** Loads safetensors weights from bytes (an ArrayBuffer, transferred to the Worker). */
   loadWeights(name, bytes) {
     return this.request('load', { name, bytes }, [bytes]);
+  }
+
+  /** Loads a model from a File or Blob, read in slices inside the Worker: a .pth as torch.save
+   * writes it (plain, or wrapped under model / state_dict, keys with or without module.) or
+   * safetensors. `onProgress({phase, tensors, totalTensors, bytes, totalBytes})` follows it;
+   * cancelLoad() stops it (the model in use stays). With `keep`, a float32 copy is stored in this
+   * browser as it loads. Resolves to {description, kept: {key, name, bytes, date, ...} or null,
+   * keptFailure: why it could not be kept, or null}. */
+  loadFile(file, { name = file.name, keep = false, onProgress = null } = {}) {
+    this.loading = this.nextId;
+    return this.request('loadFile', { file, name, keep }, [], onProgress);
+  }
+
+  /** Stops the latest loadFile() or loadKept() at its next step (within about 16 MB of weights). */
+  cancelLoad() {
+    if (this.loading !== undefined) this.worker.postMessage({ op: 'cancel', target: this.loading });
+  }
+
+  /** [{key, name, description, sourceBytes, bytes, date}]: the models kept in this browser. */
+  keptModels() {
+    return this.request('keptModels');
+  }
+
+  /** Loads a kept model by its key (as loadFile does, without reading the original file). */
+  loadKept(key, { onProgress = null } = {}) {
+    this.loading = this.nextId;
+    return this.request('loadKept', { key }, [], onProgress);
+  }
+
+  /** Removes every model kept in this browser. */
+  forgetKept() {
+    return this.request('forgetKept');
   }
 
   loadRandomWeights(widthDivisor) {

@@ -2,6 +2,7 @@
 // Messages: {id, op, ...args}; replies: {id, ok: true, result} or {id, ok: false, error, fatal};
 // unasked, {event: 'fatal', error} when the GPU device is lost.
 import init, { RplSession, classLegend } from './pkg/rpl_web.js';
+import { fileKey, forgetKept, keptModel, listKept, startKeeping } from './model-store.js';
 
 let wasm = null;
 const wasmReady = (async () => {
@@ -43,6 +44,21 @@ function describeAdapter({ info }) {
   return parts.length ? parts.join(' ') : 'unnamed adapter';
 }
 
+// Loads cancelled by a 'cancel' message (which overtakes the queue), by request id: each stops
+// at its next step, or at its first if it has not started.
+const cancelled = new Set();
+
+// What a load reports between its steps ({event: 'progress', id, phase, tensors, totalTensors,
+// bytes, totalBytes}); its promise resolves after a turn of the event loop, where a 'cancel'
+// message can arrive, to whether the load goes on.
+function progressReporter(id, phase) {
+  return async (progress) => {
+    self.postMessage({ event: 'progress', id, phase, ...progress });
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    return !cancelled.has(id);
+  };
+}
+
 const ops = {
   async init({ preferCpu, halfPrecision = false }) {
     const wasmMs = await wasmReady;
@@ -67,6 +83,33 @@ const ops = {
   },
   load({ name, bytes }) {
     return { description: activeSession().loadWeights(name, new Uint8Array(bytes)) };
+  },
+  // A File or Blob, read in slices (a .pth as torch.save writes it, or safetensors). With keep,
+  // a float32 copy goes to this browser's storage as it loads, for the next visit.
+  async loadFile({ file, name, keep }, id) {
+    const keeper = keep ? await startKeeping(await fileKey(file)) : null;
+    let description;
+    try {
+      const phase = keep ? 'reading, checking, converting to float32 and keeping' : 'reading and checking';
+      description = await activeSession().loadFile(file, name, progressReporter(id, phase), keeper?.write);
+    } catch (e) {
+      await keeper?.discard();
+      throw e;
+    }
+    const kept = await keeper?.commit({ name, description, sourceBytes: file.size });
+    return { description, kept: kept ?? null, keptFailure: keeper?.failure ?? null };
+  },
+  async loadKept({ key }, id) {
+    const { entry, file } = await keptModel(key);
+    const description = await activeSession().loadFile(file, entry.name, progressReporter(id, 'reading the kept copy'));
+    return { description, entry };
+  },
+  async keptModels() {
+    return { models: await listKept() };
+  },
+  async forgetKept() {
+    await forgetKept();
+    return {};
   },
   loadRandom({ widthDivisor }) {
     return { description: activeSession().loadRandomWeights(widthDivisor) };
@@ -144,15 +187,21 @@ function fatalReason(error) {
 let queue = Promise.resolve();
 self.onmessage = ({ data }) => {
   const { id, op, ...args } = data;
+  if (op === 'cancel') {
+    cancelled.add(args.target);
+    return;
+  }
   queue = queue.then(async () => {
     const started = performance.now();
     try {
       if (!(op in ops)) throw new Error(`unknown operation ${op}`);
       if (deviceLost !== null && op !== 'memory') throw new Error('device lost');
-      const result = await ops[op](args);
+      const result = await ops[op](args, id);
+      cancelled.delete(id);
       const ms = performance.now() - started;
       self.postMessage({ id, ok: true, result: { ...result, ms } }, transferables(result));
     } catch (e) {
+      cancelled.delete(id);
       const fatal = fatalReason(e);
       self.postMessage({ id, ok: false, error: fatal ?? e?.message ?? String(e), fatal: fatal !== null });
     }

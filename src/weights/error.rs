@@ -43,6 +43,13 @@ pub enum WeightsError {
     UnsupportedDtype { origin: String, key: String, dtype: String },
     #[error("{origin}: tensor `{key}` holds {count} NaN or infinite values (of {total}): the checkpoint is damaged")]
     NonFinite { origin: String, key: String, count: usize, total: usize },
+    #[error(
+        "{origin} is truncated: it ends inside tensor `{key}` ({present} of its {needed} bytes are there); \
+         download or copy it again"
+    )]
+    Truncated { origin: String, key: String, present: u64, needed: u64 },
+    #[error("{origin} is {size_mb} MB: more than this browser can read ({limit_mb} MB); no RPL checkpoint is that large")]
+    TooLarge { origin: String, size_mb: u64, limit_mb: u64 },
     #[error("{origin}: cannot read tensor `{key}` ({reason})")]
     TensorData { origin: String, key: String, reason: String },
     #[error("cannot write {path}: {reason}")]

@@ -1,6 +1,8 @@
 //! The key mapping: where each parameter of the network lives in the reference's state dict.
 //! This file is the only place that knows PyTorch's names (`bn1.0.weight`, `final.6.weight`, ...).
 
+use std::collections::HashSet;
+
 use burn::module::{Param, RunningState};
 use burn::nn::BatchNorm;
 use burn::nn::conv::Conv2d;
@@ -25,6 +27,13 @@ trait ParamVisitor {
     fn running(&mut self, key: String, state: &mut RunningState<Tensor<1>>);
 }
 
+impl ParamEntry {
+    /// The entry's size in float32.
+    pub fn float32_bytes(&self) -> u64 {
+        self.shape.iter().product::<usize>() as u64 * 4
+    }
+}
+
 /// Every entry of the network's state dict, in module order, without allocating its weights.
 pub fn expected_entries(network: &mut RplNetwork) -> Vec<ParamEntry> {
     let mut lister = ShapeLister::default();
@@ -32,9 +41,16 @@ pub fn expected_entries(network: &mut RplNetwork) -> Vec<ParamEntry> {
     lister.entries
 }
 
-/// Replaces every parameter by the checkpoint's tensor (shapes already checked).
-pub(crate) fn fill_network(network: &mut RplNetwork, source: &dyn TensorSource, device: &Device) -> Result<(), WeightsError> {
-    let mut loader = Loader { source, device, error: None };
+/// Replaces the parameters named in `keys` by the checkpoint's tensors (shapes already checked),
+/// showing each tensor's values to `on_values` before they go to the device.
+pub(crate) fn fill_entries(
+    network: &mut RplNetwork,
+    source: &dyn TensorSource,
+    device: &Device,
+    keys: &HashSet<&str>,
+    on_values: &mut dyn FnMut(&str, &[f32]),
+) -> Result<(), WeightsError> {
+    let mut loader = Loader { source, device, keys, on_values, error: None };
     visit_network(network, &mut loader);
     loader.error.map_or(Ok(()), Err)
 }
@@ -104,17 +120,23 @@ impl ParamVisitor for ShapeLister {
 struct Loader<'a> {
     source: &'a dyn TensorSource,
     device: &'a Device,
+    /// The entries this pass fills; the others are left as they are.
+    keys: &'a HashSet<&'a str>,
+    on_values: &'a mut dyn FnMut(&str, &[f32]),
     /// The first failure; later entries are skipped.
     error: Option<WeightsError>,
 }
 
 impl Loader<'_> {
     fn tensor<const D: usize>(&mut self, key: &str, shape: [usize; D]) -> Option<Tensor<D>> {
-        if self.error.is_some() {
+        if self.error.is_some() || !self.keys.contains(key) {
             return None;
         }
         match self.source.read_f32(key).and_then(|values| all_finite(self.source, key, values)) {
-            Ok(values) => Some(Tensor::from_data(TensorData::new(values, shape), self.device)),
+            Ok(values) => {
+                (self.on_values)(key, &values);
+                Some(Tensor::from_data(TensorData::new(values, shape), self.device))
+            }
             Err(error) => {
                 self.error = Some(error);
                 None

@@ -4,15 +4,17 @@
 //! [`load_network`] recognises the width from the shapes, checks every entry strictly, then
 //! fills a lazily built [`RplNetwork`] one tensor at a time.
 
+pub mod byte_source;
 mod error;
 mod layout;
-#[cfg(not(target_arch = "wasm32"))]
 pub mod pickle_guard;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod pth;
 pub mod safetensors;
+mod torch_pickle;
+pub mod torch_zip;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use burn::tensor::Device;
 
@@ -166,9 +168,64 @@ pub fn load_network_as(
     config: RplConfig,
     device: &Device,
 ) -> Result<RplNetwork, WeightsError> {
-    let mut network = checked_network(source, config, device)?;
-    layout::fill_network(&mut network, source, device)?;
-    Ok(network)
+    let mut load = StagedLoad::new(source, config, device)?;
+    load.step(u64::MAX, device, &mut |_, _| {})?;
+    Ok(load.finish())
+}
+
+/// A checkpoint loaded in steps, for a caller that shows progress and may stop between them
+/// (the page): checked strictly once, then filled a few tensors at a time, in module order.
+pub struct StagedLoad<'a> {
+    source: &'a dyn TensorSource,
+    network: RplNetwork,
+    entries: Vec<ParamEntry>,
+    /// Entries filled so far.
+    done: usize,
+}
+
+impl<'a> StagedLoad<'a> {
+    pub fn new(source: &'a dyn TensorSource, config: RplConfig, device: &Device) -> Result<Self, WeightsError> {
+        let mut network = checked_network(source, config, device)?;
+        let entries = expected_entries(&mut network);
+        Ok(Self { source, network, entries, done: 0 })
+    }
+
+    pub fn config(&self) -> RplConfig {
+        self.network.config
+    }
+
+    /// Every entry, in the order they are filled.
+    pub fn entries(&self) -> &[ParamEntry] {
+        &self.entries
+    }
+
+    /// Entries filled so far.
+    pub fn done(&self) -> usize {
+        self.done
+    }
+
+    /// Fills the next entries until about `max_bytes` of float32 values are read (at least one
+    /// entry), each shown to `on_values` first. Returns whether every entry is now filled.
+    pub fn step(&mut self, max_bytes: u64, device: &Device, on_values: &mut dyn FnMut(&str, &[f32])) -> Result<bool, WeightsError> {
+        let mut bytes = 0u64;
+        let mut keys = HashSet::new();
+        for entry in &self.entries[self.done..] {
+            if !keys.is_empty() && bytes >= max_bytes {
+                break;
+            }
+            bytes += entry.float32_bytes();
+            keys.insert(entry.key.as_str());
+        }
+        layout::fill_entries(&mut self.network, self.source, device, &keys, on_values)?;
+        self.done += keys.len();
+        Ok(self.done == self.entries.len())
+    }
+
+    /// The filled network.
+    pub fn finish(self) -> RplNetwork {
+        debug_assert_eq!(self.done, self.entries.len(), "finish before every entry was filled");
+        self.network
+    }
 }
 
 /// Checks a checkpoint strictly against the width it declares, without reading its tensors.
@@ -194,32 +251,60 @@ fn checked_network(source: &dyn TensorSource, config: RplConfig, device: &Device
     })
 }
 
-/// Opens a checkpoint file, safetensors or PyTorch `.pth`: as its first bytes say, else as its
-/// extension says, so that a damaged file is reported in the format it claims to be.
+/// How a checkpoint stores its tensors, as its first bytes (or else its name) say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointFormat {
+    Safetensors,
+    /// `torch.save`'s zip archive (PyTorch 1.6 and later).
+    TorchZip,
+    /// `torch.save` before PyTorch 1.6: a tar archive or bare pickles.
+    TorchLegacy,
+}
+
+/// Bytes [`checkpoint_format`] looks at: up to the tar magic of torch.save's oldest format.
+pub const FORMAT_HEAD_BYTES: usize = 262;
+
+/// The format of a checkpoint named `name` whose first bytes are `head`: by those bytes, else
+/// by the extension, so that a damaged file is reported in the format it claims to be.
+pub fn checkpoint_format(name: &str, head: &[u8]) -> Result<CheckpointFormat, WeightsError> {
+    // safetensors opens with an 8-byte header length and a JSON object; torch.save writes a zip
+    // archive, or before PyTorch 1.6 a pickle (protocol opcode 0x80) or a tar archive.
+    let zip = head.starts_with(b"PK\x03\x04");
+    let legacy = head.first() == Some(&0x80) || head.get(257..262) == Some(&b"ustar"[..]);
+    let extension = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    if head.is_empty() {
+        Err(WeightsError::EmptyFile { path: name.to_string() })
+    } else if head.get(8) == Some(&b'{') || (!zip && !legacy && extension == "safetensors") {
+        Ok(CheckpointFormat::Safetensors)
+    } else if zip || (!legacy && ["pth", "pt", "bin", "ckpt"].contains(&extension.as_str())) {
+        Ok(CheckpointFormat::TorchZip)
+    } else if legacy || extension == "tar" {
+        Ok(CheckpointFormat::TorchLegacy)
+    } else {
+        let first_bytes = head.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
+        Err(WeightsError::UnknownFormat { path: name.to_string(), first_bytes })
+    }
+}
+
+/// Opens a checkpoint file, safetensors or PyTorch `.pth` (every format `torch.save` has had),
+/// reading its tensors only when asked for.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn open_checkpoint(path: &std::path::Path) -> Result<Box<dyn TensorSource>, WeightsError> {
     use std::io::Read;
-    let origin = || path.display().to_string();
-    // Up to the tar magic of torch.save's oldest format, at bytes 257..262.
-    let mut head = Vec::with_capacity(262);
+    let origin = path.display().to_string();
+    let mut head = Vec::with_capacity(FORMAT_HEAD_BYTES);
     std::fs::File::open(path)
-        .and_then(|f| f.take(262).read_to_end(&mut head))
-        .map_err(|source| WeightsError::Io { path: origin(), source })?;
-    // safetensors opens with an 8-byte header length and a JSON object; torch.save writes a zip
-    // archive, or before PyTorch 1.6 a pickle (protocol opcode 0x80) or a tar archive.
-    let safetensors_bytes = head.get(8) == Some(&b'{');
-    let pth_bytes = head.starts_with(b"PK\x03\x04") || head.first() == Some(&0x80) || head.get(257..262) == Some(&b"ustar"[..]);
-    let extension = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
-    let named_pth = ["pth", "pt", "bin", "tar", "ckpt"].contains(&extension.as_str());
-    if head.is_empty() {
-        Err(WeightsError::EmptyFile { path: origin() })
-    } else if safetensors_bytes || (!pth_bytes && extension == "safetensors") {
-        Ok(Box::new(safetensors::SafetensorsCheckpoint::open(path)?))
-    } else if pth_bytes || named_pth {
-        Ok(Box::new(pth::PthCheckpoint::open(path)?))
-    } else {
-        let first_bytes = head.iter().take(8).map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ");
-        Err(WeightsError::UnknownFormat { path: origin(), first_bytes })
+        .and_then(|f| f.take(FORMAT_HEAD_BYTES as u64).read_to_end(&mut head))
+        .map_err(|source| WeightsError::Io { path: origin.clone(), source })?;
+    match checkpoint_format(&origin, &head)? {
+        CheckpointFormat::Safetensors => Ok(Box::new(safetensors::SafetensorsCheckpoint::open(path)?)),
+        // The zip format through the page's own reader (one loader, which names the tensor a
+        // truncated file ends in); the formats before PyTorch 1.6 through pytorch-reader.
+        CheckpointFormat::TorchZip => {
+            let bytes = byte_source::FileBytes::open(path).map_err(|source| WeightsError::Io { path: origin.clone(), source })?;
+            Ok(Box::new(torch_zip::TorchZipCheckpoint::open(origin, Box::new(bytes))?))
+        }
+        CheckpointFormat::TorchLegacy => Ok(Box::new(pth::PthCheckpoint::open(path)?)),
     }
 }
 

@@ -3,7 +3,6 @@
 //! (`os.system`, `builtins.eval`, ...) is hostile and is refused outright, not half-loaded.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom};
 
 /// Callables a state dict's pickle may name: tensor and storage rebuilding, containers,
 /// dtypes, and the numpy scalars some training scripts save beside the weights.
@@ -62,10 +61,12 @@ impl std::fmt::Display for PickleRefusal {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Checks the pickles inside a `.pth` file: the zip format's `*/data.pkl`, the legacy tar
 /// format's `pickle`, or the legacy raw format's leading pickles. Reads only those, not the
 /// tensor data (the released checkpoint is 672 MB).
-pub fn check_checkpoint<R: Read + Seek>(mut file: R) -> Result<(), PickleRefusal> {
+pub fn check_checkpoint<R: std::io::Read + std::io::Seek>(mut file: R) -> Result<(), PickleRefusal> {
+    use std::io::{Read, SeekFrom};
     let io = |e: std::io::Error| PickleRefusal::Malformed(e.to_string());
     let mut head = [0u8; 262];
     let read = file.read(&mut head).map_err(io)?;
@@ -122,7 +123,7 @@ pub fn check_checkpoint<R: Read + Seek>(mut file: R) -> Result<(), PickleRefusal
 /// Every GLOBAL / INST / STACK_GLOBAL target must be allowed; the strings that STACK_GLOBAL
 /// reads are tracked through the memo, and anything less direct is refused.
 pub fn scan_pickle(data: &[u8]) -> Result<usize, PickleRefusal> {
-    let mut r = Reader { data, pos: 0 };
+    let mut r = Reader::new(data);
     // The last values pushed, as far as they are known strings (None: anything else).
     let mut recent: Vec<Option<String>> = Vec::new();
     let mut memo: HashMap<u64, Option<String>> = HashMap::new();
@@ -247,13 +248,18 @@ fn skip_argument(r: &mut Reader, op: u8) -> Result<(), PickleRefusal> {
     }
 }
 
-struct Reader<'a> {
+/// A pickle's bytes, read opcode by opcode (shared with [`super::torch_pickle`]).
+pub(crate) struct Reader<'a> {
     data: &'a [u8],
-    pos: usize,
+    pub(crate) pos: usize,
 }
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], PickleRefusal> {
+impl<'a> Reader<'a> {
+    pub(crate) fn new(data: &'a [u8]) -> Self {
+        Self { data, pos: 0 }
+    }
+
+    pub(crate) fn take(&mut self, n: usize) -> Result<&[u8], PickleRefusal> {
         let end = self.pos.checked_add(n).filter(|&end| end <= self.data.len());
         let end = end.ok_or_else(|| PickleRefusal::Malformed(format!("ends inside an opcode at byte {}", self.pos)))?;
         let slice = &self.data[self.pos..end];
@@ -261,27 +267,39 @@ impl Reader<'_> {
         Ok(slice)
     }
 
-    fn byte(&mut self) -> Result<u8, PickleRefusal> {
+    pub(crate) fn byte(&mut self) -> Result<u8, PickleRefusal> {
         Ok(self.take(1)?[0])
     }
 
-    fn advance(&mut self, n: usize) -> Result<(), PickleRefusal> {
+    pub(crate) fn advance(&mut self, n: usize) -> Result<(), PickleRefusal> {
         self.take(n).map(|_| ())
     }
 
-    fn uint(&mut self, n: usize) -> Result<u64, PickleRefusal> {
+    pub(crate) fn uint(&mut self, n: usize) -> Result<u64, PickleRefusal> {
         Ok(self.take(n)?.iter().rev().fold(0u64, |acc, &b| (acc << 8) | b as u64))
     }
 
-    fn len8(&mut self) -> Result<usize, PickleRefusal> {
+    /// A little-endian two's-complement integer of `n` bytes (LONG1, LONG4), at most 8 of them.
+    pub(crate) fn signed(&mut self, n: usize) -> Result<i64, PickleRefusal> {
+        if n > 8 {
+            return Err(PickleRefusal::Malformed(format!("an integer of {n} bytes")));
+        }
+        let bytes = self.take(n)?;
+        let fill = if bytes.last().is_some_and(|&b| b & 0x80 != 0) { 0xff } else { 0 };
+        let mut full = [fill; 8];
+        full[..n].copy_from_slice(bytes);
+        Ok(i64::from_le_bytes(full))
+    }
+
+    pub(crate) fn len8(&mut self) -> Result<usize, PickleRefusal> {
         usize::try_from(self.uint(8)?).map_err(|_| PickleRefusal::Malformed("length out of range".into()))
     }
 
-    fn text(&mut self, n: usize) -> Result<String, PickleRefusal> {
+    pub(crate) fn text(&mut self, n: usize) -> Result<String, PickleRefusal> {
         Ok(String::from_utf8_lossy(self.take(n)?).into_owned())
     }
 
-    fn line(&mut self) -> Result<String, PickleRefusal> {
+    pub(crate) fn line(&mut self) -> Result<String, PickleRefusal> {
         let rest = &self.data[self.pos..];
         let end = rest.iter().position(|&b| b == b'\n').ok_or_else(|| PickleRefusal::Malformed("unterminated line".into()))?;
         let line = String::from_utf8_lossy(&rest[..end]).into_owned();

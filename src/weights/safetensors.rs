@@ -4,9 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, Metadata, TensorInfo, TensorView};
-use safetensors::SafeTensors;
-
-use super::{CLASSIFIER_KEY, FloatEncoding, TensorSource, WeightsError, is_ignored, sample_names, state_dict_prefix, validate};
+use super::byte_source::ByteSource;
+use super::{CLASSIFIER_KEY, FloatEncoding, ParamEntry, TensorSource, WeightsError, is_ignored, sample_names, state_dict_prefix, validate};
 use crate::model::RplConfig;
 
 /// Bytes of the little-endian header length that opens every safetensors file.
@@ -14,40 +13,65 @@ const HEADER_LEN_BYTES: usize = 8;
 /// An int8 convolution weight `NAME` has its float32 per-output-channel scales under this name.
 pub const INT8_SCALE_SUFFIX: &str = ".int8_scale";
 
-/// A safetensors file held in memory.
+/// A safetensors file, read a tensor at a time from wherever its bytes are.
 pub struct SafetensorsCheckpoint {
     origin: String,
-    bytes: Vec<u8>,
+    bytes: Box<dyn ByteSource>,
     /// Offset of the data section in `bytes`.
-    data_start: usize,
+    data_start: u64,
     /// Tensors by state-dict name (prefix removed), int8 scales left out.
     tensors: BTreeMap<String, TensorInfo>,
     /// The scales of int8 tensors, by the tensor's name.
     int8_scales: BTreeMap<String, TensorInfo>,
 }
 
+/// The largest header read: safetensors' own limit.
+const MAX_HEADER_BYTES: u64 = 100_000_000;
+
 impl SafetensorsCheckpoint {
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn open(path: &Path) -> Result<Self, WeightsError> {
         let origin = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| WeightsError::Io { path: origin.clone(), source })?;
-        Self::from_bytes(origin, bytes)
+        let bytes = super::byte_source::FileBytes::open(path).map_err(|source| WeightsError::Io { path: origin.clone(), source })?;
+        Self::from_source(origin, Box::new(bytes))
     }
 
     /// `origin` names the bytes in error messages (a file name or URL).
     pub fn from_bytes(origin: impl Into<String>, bytes: Vec<u8>) -> Result<Self, WeightsError> {
-        let origin = origin.into();
+        Self::from_source(origin.into(), Box::new(bytes))
+    }
+
+    /// Reads the header only; tensors are read when asked for.
+    pub fn from_source(origin: String, bytes: Box<dyn ByteSource>) -> Result<Self, WeightsError> {
         if bytes.is_empty() {
             return Err(WeightsError::EmptyFile { path: origin });
         }
+        let damaged = |reason: String| WeightsError::Safetensors { origin: origin.clone(), reason };
+        let read = |offset: u64, len: usize| bytes.read_at(offset, len).map_err(|e| damaged(e.to_string()));
+        let head = read(0, HEADER_LEN_BYTES)?;
         // A .pth (a zip archive) where safetensors is expected: say how to convert it.
-        if bytes.starts_with(b"PK\x03\x04") {
-            return Err(WeightsError::Safetensors {
-                origin,
-                reason: "it is a PyTorch .pth checkpoint: convert it once with `rpl convert FILE.pth FILE.safetensors --f16`".into(),
-            });
+        if head.starts_with(b"PK\x03\x04") {
+            return Err(damaged("it is a PyTorch .pth checkpoint: convert it once with `rpl convert FILE.pth FILE.safetensors --f16`".into()));
         }
-        let (header_len, metadata) = SafeTensors::read_metadata(&bytes)
-            .map_err(|e| WeightsError::Safetensors { origin: origin.clone(), reason: e.to_string() })?;
+        let Ok(head) = <[u8; HEADER_LEN_BYTES]>::try_from(head.as_slice()) else {
+            return Err(damaged(format!("{} bytes, shorter than a header", bytes.len())));
+        };
+        let header_len = u64::from_le_bytes(head);
+        let data_start = HEADER_LEN_BYTES as u64 + header_len;
+        if header_len > MAX_HEADER_BYTES || data_start > bytes.len() {
+            return Err(damaged(format!("its header claims {header_len} bytes; the file has {}", bytes.len())));
+        }
+        let header = read(HEADER_LEN_BYTES as u64, header_len as usize)?;
+        let metadata: Metadata = serde_json::from_slice(&header).map_err(|e| damaged(format!("header: {e}")))?;
+        let data_len = metadata.tensors().values().map(|info| info.data_offsets.1 as u64).max().unwrap_or(0);
+        if data_start + data_len != bytes.len() {
+            return Err(damaged(format!(
+                "its header describes {} bytes of tensors, the file holds {}: {}",
+                data_len,
+                bytes.len() - data_start,
+                if data_start + data_len > bytes.len() { "it is truncated" } else { "it has trailing bytes" }
+            )));
+        }
         let all = entries(&metadata);
         let Some(prefix) = state_dict_prefix(all.keys().map(String::as_str)) else {
             let names: Vec<String> = all.into_keys().collect();
@@ -56,7 +80,7 @@ impl SafetensorsCheckpoint {
         let (scales, tensors): (BTreeMap<_, _>, BTreeMap<_, _>) =
             super::strip_prefix_map(all, &prefix).into_iter().partition(|(name, _)| name.ends_with(INT8_SCALE_SUFFIX));
         let int8_scales = scales.into_iter().map(|(name, info)| (name.trim_end_matches(INT8_SCALE_SUFFIX).to_string(), info)).collect();
-        Ok(Self { origin, bytes, data_start: HEADER_LEN_BYTES + header_len, tensors, int8_scales })
+        Ok(Self { origin, bytes, data_start, tensors, int8_scales })
     }
 }
 
@@ -99,15 +123,20 @@ impl TensorSource for SafetensorsCheckpoint {
                 });
             }
         };
-        Ok(encoding.decode(self.data(info)))
+        Ok(encoding.decode(&self.data(name, info)?))
     }
 }
 
 impl SafetensorsCheckpoint {
-    fn data(&self, info: &TensorInfo) -> &[u8] {
-        // read_metadata has checked that the offsets lie inside the buffer.
+    fn data(&self, name: &str, info: &TensorInfo) -> Result<Vec<u8>, WeightsError> {
+        // The header's offsets were checked against the file's length when it was opened.
         let (start, end) = info.data_offsets;
-        &self.bytes[self.data_start + start..self.data_start + end]
+        let bytes = self.bytes.read_at(self.data_start + start as u64, end - start);
+        match bytes {
+            Ok(bytes) if bytes.len() == end - start => Ok(bytes),
+            Ok(bytes) => Err(WeightsError::Truncated { origin: self.origin.clone(), key: name.to_string(), present: bytes.len() as u64, needed: (end - start) as u64 }),
+            Err(e) => Err(WeightsError::TensorData { origin: self.origin.clone(), key: name.to_string(), reason: e.to_string() }),
+        }
     }
 
     /// An int8 tensor times its per-output-channel scales (see [`quantize_per_output_channel`]).
@@ -121,8 +150,8 @@ impl SafetensorsCheckpoint {
                 scale_info.dtype, scale_info.shape
             )));
         }
-        let scales = FloatEncoding::F32.decode(self.data(scale_info));
-        let quantized = self.data(info);
+        let scales = FloatEncoding::F32.decode(&self.data(name, scale_info)?);
+        let quantized = self.data(name, info)?;
         let per_channel = quantized.len() / channels.max(1);
         Ok(quantized.iter().enumerate().map(|(i, &q)| f32::from(q as i8) * scales[i / per_channel]).collect())
     }
@@ -142,6 +171,44 @@ pub fn quantize_per_output_channel(values: &[f32], channels: usize) -> (Vec<i8>,
         })
         .collect();
     (quantized, scales)
+}
+
+/// A float32 safetensors file laid out before any value is read: its header, and where each
+/// tensor's bytes go. The page writes the checkpoint it converts this way, one tensor at a time.
+pub struct Float32Layout {
+    /// The length prefix and the JSON header: the file's first bytes.
+    pub header: Vec<u8>,
+    /// Each tensor's offset in the file, by name.
+    pub offsets: BTreeMap<String, u64>,
+    /// The whole file's length.
+    pub len: u64,
+}
+
+impl Float32Layout {
+    /// `entries` in file order (the network's own order), the config in the metadata as
+    /// [`write_safetensors`] records it.
+    pub fn new(entries: &[ParamEntry], config: RplConfig) -> Result<Self, WeightsError> {
+        let mut end = 0;
+        let tensors = entries
+            .iter()
+            .map(|entry| {
+                let start = end;
+                end += entry.shape.iter().product::<usize>() * 4;
+                (entry.key.clone(), TensorInfo { dtype: Dtype::F32, shape: entry.shape.clone(), data_offsets: (start, end) })
+            })
+            .collect::<Vec<_>>();
+        let invalid = |reason: String| WeightsError::Write { path: "the float32 layout".into(), reason };
+        let metadata = Metadata::new(Some(HashMap::from([("rpl_config".to_string(), config.describe())])), tensors.clone())
+            .map_err(|e| invalid(e.to_string()))?;
+        let mut json = serde_json::to_vec(&metadata).map_err(|e| invalid(e.to_string()))?;
+        // Data starts 8-byte aligned, as safetensors writes it.
+        json.resize(json.len().next_multiple_of(8), b' ');
+        let data_start = (HEADER_LEN_BYTES + json.len()) as u64;
+        let mut header = (json.len() as u64).to_le_bytes().to_vec();
+        header.extend(json);
+        let offsets = tensors.into_iter().map(|(name, info)| (name, data_start + info.data_offsets.0 as u64)).collect();
+        Ok(Self { header, offsets, len: data_start + end as u64 })
+    }
 }
 
 /// How the converter stores the weights.

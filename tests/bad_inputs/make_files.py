@@ -84,3 +84,18 @@ payload = pickle.dumps({"model": {"branch1.mod1.conv1.weight": Callable()}}, pro
 with zipfile.ZipFile("calls_os_system.pth", "w") as archive:
     archive.writestr("calls_os_system/data.pkl", payload)
     archive.writestr("calls_os_system/version", "3\n")
+
+
+# A checkpoint of another network: the RPL stem at width 1/8, one layer of another shape and a
+# classifier the RPL network has no place for. Needs torch (a throwaway venv); skipped without it.
+try:
+    import torch
+except ImportError:
+    torch = None
+if torch is not None:
+    generator = torch.Generator().manual_seed(0)
+    torch.save({
+        "branch1.mod1.conv1.weight": torch.randn(8, 3, 3, 3, generator=generator),
+        "branch1.mod2.block1.bn1.0.weight": torch.randn(9, generator=generator),
+        "fc.weight": torch.randn(10, 16, generator=generator),
+    }, "other_network.pth")

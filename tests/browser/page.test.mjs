@@ -111,7 +111,7 @@ test('a first visit shows the first sample with its metrics; the page segments u
     assert.match(await statusText(page), /decode|image/i);
     await page.setInputFiles('#model-file', junk);
     // The status shows "Loading…" and the image's error before the load's verdict: wait for that.
-    await waitForStatus(page, /not-an-image\.png.*not a readable safetensors/, 60_000)
+    await waitForStatus(page, /not-an-image\.png is not a checkpoint: neither its first bytes/, 60_000)
       .catch(async () => assert.fail(`no weights error; the status reads: ${await statusText(page)}`));
     assert.match(await page.textContent('#model-line'), /rpl-demo\.safetensors/, 'the loaded model stays');
     await page.screenshot({ path: join(SHOTS, '4-error.png'), fullPage: true });

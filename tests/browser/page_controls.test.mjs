@@ -341,7 +341,7 @@ test('a model URL the browser refuses is explained; a redeployed model is downlo
 
     // Forgotten: the next load downloads again.
     await page.click('#forget-models');
-    await waitForStatus(page, /Cached models forgotten/);
+    await waitForStatus(page, /Forgot 0 kept and 1 downloaded models/);
     await load();
     assert.equal(downloads(), 3);
     assert.deepEqual(page.errors, []);
