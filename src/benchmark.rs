@@ -22,6 +22,48 @@ pub enum BenchmarkError {
     Execution(String),
     #[error("{0} repetitions: at least one is needed")]
     NoRepetitions(usize),
+    #[error("the ONNX Runtime peer ({python}): {reason}")]
+    Peer { python: String, reason: String },
+}
+
+/// ONNX Runtime's figures for the same network and size, timed beside ours (`--peer`).
+#[derive(Debug, Clone, serde::Deserialize, Serialize)]
+pub struct PeerReport {
+    pub version: String,
+    pub threads: usize,
+    pub first_ms: f64,
+    pub median_ms: f64,
+    pub min_ms: f64,
+}
+
+/// The Python that runs the peer: `RPL_PEER_PYTHON`, else `python3`.
+pub fn peer_python() -> String {
+    std::env::var("RPL_PEER_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Times ONNX Runtime's CPU provider on `onnx` at `size` ([height, width]) with `threads`
+/// threads: a first run, then the median of `runs` (logits only: no score, no read-back beyond them).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn peer_onnxruntime(onnx: &std::path::Path, size: [usize; 2], threads: usize, runs: usize) -> Result<PeerReport, BenchmarkError> {
+    let python = peer_python();
+    let failed = |reason: String| BenchmarkError::Peer { python: python.clone(), reason };
+    let output = std::process::Command::new(&python)
+        .args(["-c", include_str!("peer_onnxruntime.py")])
+        .arg(onnx)
+        .args([size[0], size[1], threads, runs].map(|n| n.to_string()))
+        .output()
+        .map_err(|e| failed(format!("cannot run it: {e}")))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout.lines().last().unwrap_or_default();
+    if let Ok(error) = serde_json::from_str::<serde_json::Value>(line)
+        && let Some(reason) = error.get("error").and_then(|e| e.as_str())
+    {
+        return Err(failed(reason.to_string()));
+    }
+    serde_json::from_str(line).map_err(|_| {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        failed(format!("no figures ({})", stderr.lines().last().unwrap_or("no output")))
+    })
 }
 
 /// What `rpl bench` measured, and on what; as JSON, what `rpl bench --json` writes.
@@ -56,6 +98,8 @@ pub struct SizeReport {
     pub tflop_per_s: Option<f64>,
     /// Bytes the device's allocator reserved (GPU), or the process's peak resident memory (CPU).
     pub memory_bytes: Option<u64>,
+    /// ONNX Runtime on the same size, when `--peer` gave its ONNX file.
+    pub peer: Option<PeerReport>,
 }
 
 /// Stage times as a JSON object, in the order the stages run.
@@ -156,5 +200,5 @@ pub fn benchmark_size(network: &RplNetwork, size: [usize; 2], repetitions: usize
         tflop / (median_ms / 1e3)
     });
     let memory_bytes = device.memory_pool_usage().map(|u| u.bytes_reserved).or_else(peak_resident_bytes);
-    Ok(SizeReport { height: size[0], width: size[1], first_ms, median_ms, min_ms, stages, tflop_per_s, memory_bytes })
+    Ok(SizeReport { height: size[0], width: size[1], first_ms, median_ms, min_ms, stages, tflop_per_s, memory_bytes, peer: None })
 }

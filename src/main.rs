@@ -171,6 +171,11 @@ enum Command {
         /// Also write the figures as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// The same network as ONNX (e.g. ../shared/peer/onnx/rpl_w8.onnx): ONNX Runtime's CPU
+        /// time on each size, with as many threads as flex uses, is printed beside ours with the
+        /// ratio (needs `pip install onnxruntime numpy`; RPL_PEER_PYTHON names the Python).
+        #[arg(long)]
+        peer: Option<PathBuf>,
     },
     /// Write generated scenes: NAME.png, NAME_labels.png (train ids, 254 outliers) and
     /// NAME_ood.png (0 inlier, 1 OoD, 255 void) per scene, from the held-out seed range.
@@ -277,12 +282,12 @@ fn main() -> ExitCode {
                 _ => Err("--scores and --save-scores need a folder of images: write the scenes with `rpl scenes --out DIR`, then run `rpl eval --dataset synthetic DIR`".into()),
             },
         },
-        Command::Bench { width_divisor, sizes, backend, dtype, reps, gpu_convolution, json } => {
+        Command::Bench { width_divisor, sizes, backend, dtype, reps, gpu_convolution, json, peer } => {
             if gpu_convolution != GpuConvolution::Direct && backend != BackendKind::Wgpu {
                 Err(format!("--gpu-convolution {} applies to --backend wgpu only", gpu_convolution.name()))
             } else {
                 set_gpu_convolution(gpu_convolution);
-                bench(width_divisor, &sizes, backend, dtype, reps, json.as_deref())
+                bench(width_divisor, &sizes, backend, dtype, reps, json.as_deref(), peer.as_deref())
             }
         }
         Command::Scenes { out, count, first, outliers, size } => scenes(&out, count, first, outliers, size),
@@ -601,7 +606,18 @@ fn print_report(model: &Path, e: &SyntheticEvaluation) {
 }
 
 /// Prints each size's row as it is measured.
-fn bench(width_divisor: usize, sizes: &[[usize; 2]], backend: BackendKind, dtype: Precision, reps: usize, json: Option<&Path>) -> Result<(), String> {
+fn bench(
+    width_divisor: usize,
+    sizes: &[[usize; 2]],
+    backend: BackendKind,
+    dtype: Precision,
+    reps: usize,
+    json: Option<&Path>,
+    peer: Option<&Path>,
+) -> Result<(), String> {
+    if let Some(peer) = peer.filter(|p| !p.is_file()) {
+        return Err(format!("{}: no such ONNX file (--peer)", peer.display()));
+    }
     let config = RplConfig { width_divisor, ..RplConfig::RELEASED };
     if !config.is_valid() {
         return Err(format!("width divisor {width_divisor} does not divide the released widths (1, 2, 4, 8 and 16 do)"));
@@ -644,6 +660,23 @@ fn bench(width_divisor: usize, sizes: &[[usize; 2]], backend: BackendKind, dtype
             measured.tflop_per_s.map_or("-".into(), |t| format!("{t:.2}")),
             stages.join(", ")
         );
+        let mut measured = measured;
+        if let Some(onnx) = peer {
+            // As many threads as flex's pool: rayon's default, one per core.
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            let figures = rpl_web::benchmark::peer_onnxruntime(onnx, size, threads, report.repetitions).map_err(|e| e.to_string())?;
+            println!(
+                "{:>10} {:>10.1} {:>10.1}  ONNX Runtime {} ({} threads, {}, logits only): ours / theirs = {:.2}",
+                "",
+                figures.first_ms,
+                figures.median_ms,
+                figures.version,
+                figures.threads,
+                onnx.display(),
+                measured.median_ms / figures.median_ms
+            );
+            measured.peer = Some(figures);
+        }
         report.sizes.push(measured);
     }
     match json {

@@ -378,6 +378,36 @@ fn bench_prints_and_writes_each_sizes_stages_and_refuses_a_width_that_does_not_d
 }
 
 #[test]
+fn bench_with_a_peer_prints_onnx_runtimes_figures_and_the_ratio_or_says_what_is_missing() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = dir.path().join("net.onnx");
+    std::fs::write(&onnx, b"not really ONNX").unwrap();
+    // A stand-in for the peer's Python: it prints the figures ONNX Runtime would.
+    let stand_in = dir.path().join("python");
+    std::fs::write(&stand_in, "#!/bin/sh\necho '{\"version\": \"9.9-test\", \"threads\": 2, \"first_ms\": 40, \"median_ms\": 8, \"min_ms\": 7}'\n").unwrap();
+    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let report = dir.path().join("bench.json");
+    let args = ["bench", "--width-divisor", "16", "--sizes", "64x32", "--reps", "1", "--peer", onnx.to_str().unwrap(), "--json", report.to_str().unwrap()];
+    let output = Command::new(env!("CARGO_BIN_EXE_rpl")).args(args).env("RPL_PEER_PYTHON", &stand_in).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report = json(&report);
+    let size = &report["sizes"][0];
+    assert_eq!(size["peer"]["median_ms"].as_f64(), Some(8.0));
+    let ratio = format!("ours / theirs = {:.2}", size["median_ms"].as_f64().unwrap() / 8.0);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("ONNX Runtime 9.9-test (2 threads") && stdout.contains(&ratio), "{ratio} in: {stdout}");
+
+    // A Python without onnxruntime (or one that cannot read the file) and a missing file: said.
+    let output = Command::new(env!("CARGO_BIN_EXE_rpl")).args(&args[..9]).env("RPL_PEER_PYTHON", "python3").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("the ONNX Runtime peer (python3)"), "{stderr}");
+    assert!(stderr.contains("pip install onnxruntime numpy") || stderr.contains("cannot open"), "{stderr}");
+    let output = rpl(&["bench", "--peer", "missing.onnx"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("missing.onnx: no such ONNX file (--peer)"));
+}
+
+#[test]
 fn infer_in_float16_runs_on_wgpu_and_an_unknown_dtype_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (model, image) = (fixture("rpl_w8/rpl_w8.pth"), fixture("rpl_w8/case_64x128.png"));

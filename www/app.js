@@ -97,7 +97,8 @@ function draw(canvas, width, height, rgba) {
 // --- starting ----------------------------------------------------------------------------------
 
 function startBackend() {
-  return client.init({ preferCpu: params.get('backend') === 'cpu', halfPrecision: params.get('dtype') === 'f16' }).then(async (info) => {
+  const backend = params.get('backend');
+  return client.init({ preferCpu: backend === 'cpu', forceWebgpu: backend === 'webgpu', halfPrecision: params.get('dtype') === 'f16' }).then(async (info) => {
     state.backend = info.backend;
     state.backendLine = info.backend === 'webgpu' ? `WebGPU on ${info.adapter}` : `CPU (${info.fallbackReason})`;
     if (info.dtype === 'f16') state.backendLine += ', float16';

@@ -61,10 +61,11 @@ export class RplClient {
     return this.request(op, { width: imageData.width, height: imageData.height, rgba, ...args }, [rgba]);
   }
 
-  /** Starts WebGPU, or the CPU backend where WebGPU is missing: {backend, adapter, dtype, ...};
-   * halfPrecision asks for float16 where the adapter has shader-f16 (halfPrecisionError says why not). */
-  init({ preferCpu = false, halfPrecision = false } = {}) {
-    return this.request('init', { preferCpu, halfPrecision });
+  /** Starts WebGPU, or the CPU backend where WebGPU is missing or only a software adapter
+   * (unless forceWebgpu): {backend, adapter, dtype, fallbackReason, ...}; halfPrecision asks for
+   * float16 where the adapter has shader-f16 (halfPrecisionError says why not). */
+  init({ preferCpu = false, forceWebgpu = false, halfPrecision = false } = {}) {
+    return this.request('init', { preferCpu, forceWebgpu, halfPrecision });
   }
 
   /** Loads safetensors weights from bytes (an ArrayBuffer, transferred to the Worker). */

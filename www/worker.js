@@ -27,11 +27,16 @@ function onDeviceLost(sentence) {
   self.postMessage({ event: 'fatal', error: sentence });
 }
 
-// {adapter} where WebGPU has one, else {reason} why it is not used.
-async function probeWebgpu() {
+// {adapter} where WebGPU has one, else {reason} why it is not used. A software (fallback)
+// adapter, such as SwiftShader on a machine without a GPU, runs the network 15-50 times slower
+// than the CPU path: it is used only when forced.
+async function probeWebgpu(forceWebgpu) {
   if (!('gpu' in navigator)) return { reason: 'this browser has no WebGPU (navigator.gpu is missing)' };
   try {
     const adapter = await navigator.gpu.requestAdapter();
+    if (adapter?.info?.isFallbackAdapter && !forceWebgpu) {
+      return { reason: `WebGPU's only adapter here is a software one (${describeAdapter(adapter)}), slower than this CPU path; ?backend=webgpu uses it anyway` };
+    }
     return adapter ? { adapter } : { reason: 'WebGPU found no adapter' };
   } catch (e) {
     return { reason: `WebGPU adapter request failed: ${e.message}` };
@@ -60,9 +65,9 @@ function progressReporter(id, phase) {
 }
 
 const ops = {
-  async init({ preferCpu, halfPrecision = false }) {
+  async init({ preferCpu, forceWebgpu = false, halfPrecision = false }) {
     const wasmMs = await wasmReady;
-    let { adapter, reason } = preferCpu ? { reason: 'CPU requested' } : await probeWebgpu();
+    let { adapter, reason } = preferCpu ? { reason: 'CPU requested' } : await probeWebgpu(forceWebgpu);
     if (adapter) {
       try {
         // Float16 only where the adapter computes in it (WGSL's shader-f16).

@@ -71,7 +71,8 @@ function editedModel(edit) {
 test('bad images, models and masks give readable errors and keep the last result', { timeout: 600_000 }, async () => {
   const browser = await launchBrowser({ webgpu: true });
   try {
-    const page = await openPage(browser);
+    // On WebGPU (forced on SwiftShader): the size limits below are its buffer bindings.
+    const page = await openPage(browser, '?backend=webgpu');
 
     // Images the page refuses: the error names the file; nothing on screen changes.
     for (const name of ['not_an_image.png', 'truncated.jpg', 'empty.png']) {
@@ -171,7 +172,7 @@ test('bad images, models and masks give readable errors and keep the last result
 test('a lost GPU device restarts the Worker, which reloads the model and the last image', { timeout: 300_000 }, async () => {
   const browser = await launchBrowser({ webgpu: true });
   try {
-    const page = await openPage(browser, '?test-hooks');
+    const page = await openPage(browser, '?test-hooks&backend=webgpu');
     await segmentFile(page, join(BAD, 'scene_64x48.png'));
     const before = await screenState(page);
     await page.evaluate(() => window.rpl.client.request('destroyDevice'));
@@ -191,7 +192,7 @@ const PAGE_RUNS = Number(process.env.RPL_PAGE_RUNS ?? 40);
 test('inferences in a row: the Worker\'s and the GPU allocator\'s memory and the page\'s JS heap stay flat', { timeout: 3_600_000 }, async () => {
   const browser = await launchBrowser({ webgpu: true });
   try {
-    const page = await openPage(browser);
+    const page = await openPage(browser, '?backend=webgpu');
     const measure = () => page.evaluate(async () => {
       const worker = await window.rpl.client.memory();
       // Collect twice around a pause, so that the last run's promises have let go of it.

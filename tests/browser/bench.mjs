@@ -33,7 +33,8 @@ const report = { sizes: [] };
 try {
   const page = await browser.context.newPage();
   const pageStarted = Date.now();
-  await page.goto(`${server.url}/index.html?model=none${dtype === 'f16' ? '&dtype=f16' : ''}`);
+  // Without --cpu, WebGPU even on a software adapter (which the page would pass over).
+  await page.goto(`${server.url}/index.html?model=none${webgpu ? '&backend=webgpu' : ''}${dtype === 'f16' ? '&dtype=f16' : ''}`);
   const info = await page.evaluate(() => window.rpl.ready);
   Object.assign(report, { backend: info.backend, adapter: info.adapter, dtype: info.dtype, fallbackReason: info.fallbackReason ?? null });
   console.log(`backend: ${info.backend}, adapter: ${info.adapter}, ${info.dtype}` +

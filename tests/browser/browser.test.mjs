@@ -25,7 +25,8 @@ async function runCases({ webgpu }) {
     const page = await browser.context.newPage();
     const errors = [];
     page.on('pageerror', (e) => errors.push(e.message));
-    await page.goto(`${server.url}/index.html?model=none`);
+    // SwiftShader is a software adapter, which the page passes over unless told: told here.
+    await page.goto(`${server.url}/index.html?model=none${webgpu ? '&backend=webgpu' : ''}`);
     const info = await page.evaluate(async () => {
       const info = await window.rpl.ready;
       const adapter = navigator.gpu && (await navigator.gpu.requestAdapter());
@@ -88,4 +89,24 @@ test('without WebGPU the same page falls back to the CPU and reproduces them too
   assert.equal(info.backend, 'cpu');
   assert.match(info.fallbackReason, /WebGPU/);
   compareWithReference('cpu', results);
+});
+
+test('a software WebGPU adapter is passed over for the CPU with the reason said; ?backend=webgpu forces it', { timeout: 300_000 }, async () => {
+  const browser = await launchBrowser({ webgpu: true });
+  try {
+    const page = await browser.context.newPage();
+    for (const [query, backend] of [['', 'cpu'], ['&backend=webgpu', 'webgpu']]) {
+      await page.goto(`${server.url}/index.html?model=none${query}`);
+      const info = await page.evaluate(() => window.rpl.ready);
+      const fallback = await page.evaluate(async () => (await navigator.gpu.requestAdapter()).info.isFallbackAdapter);
+      assert.equal(fallback, true, 'SwiftShader is a fallback adapter');
+      assert.equal(info.backend, backend, JSON.stringify(info));
+      if (backend === 'cpu') {
+        assert.match(info.fallbackReason, /only adapter here is a software one \(google swiftshader\), slower than this CPU path/);
+        await page.waitForFunction(() => /^CPU \(WebGPU's only adapter here is a software one .*\)\. Ready\./.test(document.getElementById('status').textContent));
+      }
+    }
+  } finally {
+    await browser.close();
+  }
 });

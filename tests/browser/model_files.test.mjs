@@ -66,7 +66,8 @@ test('the .pth as downloaded (plain, wrapped, dropped) and int8 safetensors load
   const int8 = convert('rpl_w8_int8.safetensors', ['--int8']);
   const browser = await launchBrowser({ webgpu: true });
   try {
-    const { page, errors } = await openPage(browser.context);
+    // On WebGPU (SwiftShader, forced); the bad files below go to the page's default, the CPU here.
+    const { page, errors } = await openPage(browser.context, 'model=none&backend=webgpu');
 
     // Picked: read in slices, with progress up to every tensor, and kept.
     const progress = [];

@@ -169,7 +169,7 @@ test('float16 is used where the adapter has shader-f16 and otherwise refused wit
   const browser = await launchBrowser({ webgpu: true });
   try {
     const page = await browser.context.newPage();
-    await page.goto(`${server.url}/index.html?dtype=f16&model=none`);
+    await page.goto(`${server.url}/index.html?dtype=f16&model=none&backend=webgpu`);
     await waitForStatus(page, /Ready\./);
     const hasF16 = await page.evaluate(async () => (await navigator.gpu.requestAdapter()).features.has('shader-f16'));
     // Chromium's SwiftShader has no shader-f16; a GPU adapter usually has.

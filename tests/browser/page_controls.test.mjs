@@ -134,7 +134,7 @@ test('the threshold stays across images, slider and hover requests never queue u
   const browser = await launchBrowser({ webgpu: true });
   try {
     const page = await newPage(browser);
-    await openWithDemoModel(page);
+    await openWithDemoModel(page, '&backend=webgpu');
     await segmentFile(page, SMALL, 1);
     assert.ok((await page.evaluate(() => window.statusLines)).some((line) => line.includes('compiles the GPU shaders')),
       'WebGPU announces its shader compilation on the first run');

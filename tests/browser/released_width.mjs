@@ -10,7 +10,7 @@ if (!path) throw new Error('usage: node tests/browser/released_width.mjs RELEASE
 const MB = (n) => (n / 2 ** 20).toFixed(0);
 const server = await startServer();
 try {
-  for (const query of ['', 'dtype=f16', 'backend=cpu']) {
+  for (const query of ['backend=webgpu', 'backend=webgpu&dtype=f16', 'backend=cpu']) {
     const browser = await launchBrowser({ webgpu: query !== 'backend=cpu' });
     try {
       const page = await browser.context.newPage();
