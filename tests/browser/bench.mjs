@@ -1,14 +1,20 @@
 // Benchmark (not a test): times the browser path in headless Chromium; prints a table (and JSON).
 //   node tests/browser/bench.mjs [--cpu] [--dtype f16] [--runs N] [--fixture-sizes 512x256]
 //        [--released-sizes 128x64] [--skip-released] [--json FILE]
+//        [--peer W8.onnx] [--peer-released FULL.onnx] [--peer-runtime DIR]
+// With --peer (and --peer-released), ONNX Runtime Web's wasm provider runs the same network as
+// ONNX (../shared/peer/) on each size in the same page, one thread, and the ratio is printed:
+// a benchmark-only dependency, `npm install onnxruntime-web` somewhere and name its dist/ folder
+// with --peer-runtime (default node_modules/onnxruntime-web/dist).
 // Sizes are WIDTHxHEIGHT, as `rpl bench` takes them. The fixture model is width 1/8; the
 // released-size model has random weights made in the page. Per size: the first inference
 // (shader compilation), the median of N, each stage (the median time of runs through it, minus
 // that through the stage before: the browser cannot wait for the GPU in between), effective
 // TFLOP/s at the released width, and memory (the GPU allocator's reserve, or the module's heap).
 // SwiftShader emulates the GPU on the CPU: the released model at 256x128 takes minutes there.
-import { writeFileSync } from 'node:fs';
-import { startServer, launchBrowser, convertedFixtureModel } from './harness.mjs';
+import { copyFileSync, existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { ROOT, startServer, launchBrowser, convertedFixtureModel } from './harness.mjs';
 
 const argv = process.argv.slice(2);
 const option = (name, fallback) => (argv.includes(name) ? argv[argv.indexOf(name) + 1] : fallback);
@@ -19,6 +25,30 @@ const sizes = (list) => list.split(',').map((s) => s.split('x').map(Number)).map
 const fixtureSizes = sizes(option('--fixture-sizes', '512x256'));
 const releasedSizes = argv.includes('--skip-released') ? [] : sizes(option('--released-sizes', '128x64'));
 const jsonFile = option('--json', null);
+const peers = { fixture: option('--peer', null), released: option('--peer-released', null) };
+const peerRuntime = option('--peer-runtime', join(ROOT, 'node_modules', 'onnxruntime-web', 'dist'));
+
+// The peer's files under the served folder: ONNX Runtime Web's module and wasm, and the ONNX
+// files (linked, not copied: the released one is 672 MB). Returns their URLs.
+function servePeer() {
+  if (!peers.fixture && !peers.released) return null;
+  const files = ['ort.wasm.min.mjs', 'ort-wasm-simd-threaded.mjs', 'ort-wasm-simd-threaded.wasm'];
+  if (!files.every((f) => existsSync(join(peerRuntime, f)))) {
+    throw new Error(`--peer needs onnxruntime-web's dist/ folder (${peerRuntime} lacks ${files.join(', ')}): npm install onnxruntime-web, then --peer-runtime DIR`);
+  }
+  const dir = join(ROOT, 'target', 'peer');
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  for (const f of files) copyFileSync(join(peerRuntime, f), join(dir, f));
+  const urls = {};
+  for (const [kind, file] of Object.entries(peers)) {
+    if (!file) continue;
+    symlinkSync(resolve(file), join(dir, `${kind}.onnx`));
+    urls[kind] = `/target/peer/${kind}.onnx`;
+  }
+  return urls;
+}
+const peerUrls = servePeer();
 
 const STAGES = ['trunk', 'aspp', 'residual block', 'decoder', 'score'];
 // The released network's cost of one 512x1024 frame (as `rpl bench`); it grows with the pixels.
@@ -75,7 +105,36 @@ try {
     rows.push([`${label}: stages (median ms)`, STAGES.map((s) => `${s} ${stages[s].toFixed(0)}`).join(', ')]);
     rows.push([`${label}: memory`, `${(memoryBytes / 2 ** 20).toFixed(0)} MiB ${memory.deviceBytesReserved === undefined ? 'module heap' : 'GPU allocator reserve'}`]);
     console.log(`${label}: ${[first, ...rest].map((t) => t.toFixed(0)).join(', ')} ms; through each stage ${through.map((t) => t.toFixed(0)).join(', ')} ms`);
+    const peerUrl = peerUrls?.[released ? 'released' : 'fixture'];
+    if (peerUrl) {
+      const peer = await timePeer(peerUrl, size);
+      entry.peer = peer;
+      rows.push([`${label}: ONNX Runtime Web ${peer.version} wasm, 1 thread, logits only: median of ${runs} (first)`,
+        `${peer.median_ms.toFixed(0)} ms (${peer.first_ms.toFixed(0)}); ours / theirs = ${(medianMs / peer.median_ms).toFixed(2)}`]);
+    }
   };
+
+  // ONNX Runtime Web in this page's main thread, one thread, on a random normalised input.
+  const timePeer = (url, { width, height }) => page.evaluate(async ([url, width, height, count]) => {
+    const ort = await import('/target/peer/ort.wasm.min.mjs');
+    ort.env.wasm.numThreads = 1;
+    ort.env.wasm.wasmPaths = '/target/peer/';
+    const session = await ort.InferenceSession.create(url, { executionProviders: ['wasm'] });
+    const data = new Float32Array(3 * width * height);
+    for (let i = 0; i < data.length; i++) data[i] = ((i * 2654435761) >>> 0) / 2 ** 31 - 1;
+    const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', data, [1, 3, height, width]) };
+    const run = async () => {
+      const started = performance.now();
+      await session.run(feeds);
+      return performance.now() - started;
+    };
+    const first = await run();
+    const times = [];
+    for (let i = 0; i < count; i++) times.push(await run());
+    await session.release();
+    times.sort((a, b) => a - b);
+    return { version: ort.env.versions?.web ?? '?', first_ms: first, median_ms: times[Math.floor(times.length / 2)] };
+  }, [url, width, height, runs]);
 
   const loaded = await page.evaluate(async (url) => {
     const bytes = await (await fetch(url)).arrayBuffer();
