@@ -37,7 +37,8 @@ pub struct PeerReport {
 }
 
 /// The Python that runs the peer: `RPL_PEER_PYTHON`, else `python3`.
-pub fn peer_python() -> String {
+#[cfg(not(target_arch = "wasm32"))]
+fn peer_python() -> String {
     std::env::var("RPL_PEER_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 

@@ -648,7 +648,7 @@ fn bench(
     );
     println!("{:>10} {:>10} {:>10} {:>9}  stages (median ms)", "size", "first ms", "median ms", "TFLOP/s");
     for &size in sizes {
-        let measured = rpl_web::benchmark::benchmark_size(&network, size, report.repetitions, &device)
+        let mut measured = rpl_web::benchmark::benchmark_size(&network, size, report.repetitions, &device)
             .map_err(|e| format!("{}x{}: {e}", size[1], size[0]))?;
         let stages: Vec<String> = measured.stages.iter().map(|(name, ms)| format!("{name} {ms:.1}")).collect();
         let memory = measured.memory_bytes.map_or(String::new(), |b| format!(", memory {:.2} GB", b as f64 / 1e9));
@@ -660,7 +660,6 @@ fn bench(
             measured.tflop_per_s.map_or("-".into(), |t| format!("{t:.2}")),
             stages.join(", ")
         );
-        let mut measured = measured;
         if let Some(onnx) = peer {
             // As many threads as flex's pool: rayon's default, one per core.
             let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

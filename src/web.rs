@@ -24,10 +24,7 @@ use crate::visualize::{
 };
 use crate::weights::byte_source::{BlobBytes, ByteSource, js_message};
 use crate::weights::safetensors::{Float32Layout, SafetensorsCheckpoint};
-use crate::weights::torch_zip::TorchZipCheckpoint;
-use crate::weights::{
-    CheckpointFormat, FORMAT_HEAD_BYTES, StagedLoad, TensorSource, WeightsError, checkpoint_format, detect_config, load_network,
-};
+use crate::weights::{FORMAT_HEAD_BYTES, StagedLoad, WeightsError, checkpoint_format, detect_config, load_network, open_source};
 
 /// What the page is told when a request fails: each variant's text is the message it shows.
 #[derive(Debug, Error)]
@@ -57,11 +54,6 @@ pub enum WebError {
     StageReadback { stage: &'static str, reason: String },
     #[error("loading {0} was cancelled; the model in use is kept")]
     Cancelled(String),
-    #[error(
-        "{name} was saved by PyTorch before 1.6 (a tar archive or bare pickles), which this page does not read: \
-         convert it once with `rpl convert {name} model.safetensors`, or save it again with a current torch.save"
-    )]
-    LegacyPth { name: String },
     #[error(
         "{name} holds {weights_mb} MB of weights; this browser's WebAssembly memory has room for {room_mb} MB \
          more (4 GiB at most): use WebGPU, or a smaller model"
@@ -159,13 +151,11 @@ const LOAD_STEP_BYTES: u64 = 16 << 20;
 
 /// `{tensors, totalTensors, bytes, totalBytes}`: how far a load has come, in float32 weights.
 fn load_progress(load: &StagedLoad) -> Object {
-    let entries = load.entries();
-    let bytes: u64 = entries[..load.done()].iter().map(|e| e.float32_bytes()).sum();
     let progress = Object::new();
     set(&progress, "tensors", load.done() as u32);
-    set(&progress, "totalTensors", entries.len() as u32);
-    set(&progress, "bytes", bytes as f64);
-    set(&progress, "totalBytes", entries.iter().map(|e| e.float32_bytes()).sum::<u64>() as f64);
+    set(&progress, "totalTensors", load.entries().len() as u32);
+    set(&progress, "bytes", load.done_bytes() as f64);
+    set(&progress, "totalBytes", load.total_bytes() as f64);
     progress
 }
 
@@ -285,14 +275,10 @@ impl RplSession {
             return Err(WeightsError::TooLarge { origin: name, size_mb: bytes.len() >> 20, limit_mb: MAX_CHECKPOINT_BYTES >> 20 }.into());
         }
         let head = bytes.read_at(0, FORMAT_HEAD_BYTES).map_err(|source| WeightsError::Io { path: name.clone(), source })?;
-        let source: Box<dyn TensorSource> = match checkpoint_format(&name, &head)? {
-            CheckpointFormat::Safetensors => Box::new(SafetensorsCheckpoint::from_source(name.clone(), Box::new(bytes))?),
-            CheckpointFormat::TorchZip => Box::new(TorchZipCheckpoint::open(name.clone(), Box::new(bytes))?),
-            CheckpointFormat::TorchLegacy => return Err(WebError::LegacyPth { name }),
-        };
+        let source = open_source(name.clone(), Box::new(bytes), checkpoint_format(&name, &head)?)?;
         let config = detect_config(source.as_ref())?;
         let mut load = StagedLoad::new(source.as_ref(), config, &self.device)?;
-        let weights: u64 = load.entries().iter().map(|e| e.float32_bytes() / 4 * self.precision.bytes() as u64).sum();
+        let weights = load.total_bytes() / 4 * self.precision.bytes() as u64;
         if self.gpu.is_none() {
             let used = wasm_bindgen::memory().unchecked_into::<js_sys::WebAssembly::Memory>().buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as u64;
             let room = WASM_ADDRESS_SPACE.saturating_sub(used + CPU_ACTIVATION_ROOM);

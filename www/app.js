@@ -156,32 +156,33 @@ async function loadModel(name, bytes, reload = null) {
 // Files the page takes as models (by name; the Worker then checks their first bytes).
 const MODEL_FILE = /\.(safetensors|pth|pt|bin|ckpt|tar)$/i;
 
-// The progress bar and Cancel button of a load read in steps: returns the onProgress callback.
-function showLoadProgress(label) {
+// `task(onProgress)` with the progress bar and Cancel button of a load read in steps shown
+// until it settles.
+async function withLoadProgress(label, task) {
   const bar = $('download');
   bar.hidden = false;
   $('cancel-load').hidden = false;
   const started = performance.now();
-  return ({ phase, tensors, totalTensors, bytes, totalBytes }) => {
+  const onProgress = ({ phase, tensors, totalTensors, bytes, totalBytes }) => {
     bar.max = totalBytes || 1;
     bar.value = bytes;
     const seconds = (performance.now() - started) / 1000;
     $('download-text').textContent = `${label}: ${phase}, tensor ${tensors} of ${totalTensors}, `
       + `${formatBytes(bytes)} of ${formatBytes(totalBytes)} of weights (${seconds.toFixed(0)} s)`;
   };
-}
-
-function hideLoadProgress() {
-  $('download').hidden = true;
-  $('cancel-load').hidden = true;
-  $('download-text').textContent = '';
+  try {
+    return await task(onProgress);
+  } finally {
+    bar.hidden = true;
+    $('cancel-load').hidden = true;
+    $('download-text').textContent = '';
+  }
 }
 
 // A model file as the visitor has it (the released .pth, or safetensors): read in slices in the
 // Worker, a float32 copy kept in this browser as it loads. The model in use stays on any failure.
-async function loadModelFile(file) {
-  const onProgress = showLoadProgress(`Loading ${file.name} (${formatBytes(file.size)})`);
-  try {
+function loadModelFile(file) {
+  return withLoadProgress(`Loading ${file.name} (${formatBytes(file.size)})`, async (onProgress) => {
     const reply = await useModel(file.name, () => client.loadFile(file, { keep: true, onProgress }));
     if (reply.kept) {
       state.reloadModel = () => client.loadKept(reply.kept.key);
@@ -191,19 +192,12 @@ async function loadModelFile(file) {
     }
     await showKeptModels();
     return reply;
-  } finally {
-    hideLoadProgress();
-  }
+  });
 }
 
-async function loadKeptModel(entry) {
-  const onProgress = showLoadProgress(`Loading ${entry.name} from this browser`);
-  try {
-    const load = () => client.loadKept(entry.key, { onProgress });
-    return await useModel(entry.name, load);
-  } finally {
-    hideLoadProgress();
-  }
+function loadKeptModel(entry) {
+  return withLoadProgress(`Loading ${entry.name} from this browser`,
+    (onProgress) => useModel(entry.name, () => client.loadKept(entry.key, { onProgress })));
 }
 
 // The models kept in this browser, each a button that loads it.

@@ -48,6 +48,11 @@ pub enum WeightsError {
          download or copy it again"
     )]
     Truncated { origin: String, key: String, present: u64, needed: u64 },
+    #[error(
+        "{name} was saved by PyTorch before 1.6 (a tar archive or bare pickles), which this page does not read: \
+         convert it once with `rpl convert {name} model.safetensors`, or save it again with a current torch.save"
+    )]
+    LegacyPth { name: String },
     #[error("{origin} is {size_mb} MB: more than this browser can read ({limit_mb} MB); no RPL checkpoint is that large")]
     TooLarge { origin: String, size_mb: u64, limit_mb: u64 },
     #[error("{origin}: cannot read tensor `{key}` ({reason})")]

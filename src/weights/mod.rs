@@ -179,19 +179,18 @@ pub struct StagedLoad<'a> {
     source: &'a dyn TensorSource,
     network: RplNetwork,
     entries: Vec<ParamEntry>,
-    /// Entries filled so far.
+    /// Entries filled so far, and their float32 bytes; all entries' float32 bytes.
     done: usize,
+    done_bytes: u64,
+    total_bytes: u64,
 }
 
 impl<'a> StagedLoad<'a> {
     pub fn new(source: &'a dyn TensorSource, config: RplConfig, device: &Device) -> Result<Self, WeightsError> {
         let mut network = checked_network(source, config, device)?;
         let entries = expected_entries(&mut network);
-        Ok(Self { source, network, entries, done: 0 })
-    }
-
-    pub fn config(&self) -> RplConfig {
-        self.network.config
+        let total_bytes = entries.iter().map(ParamEntry::float32_bytes).sum();
+        Ok(Self { source, network, entries, done: 0, done_bytes: 0, total_bytes })
     }
 
     /// Every entry, in the order they are filled.
@@ -202,6 +201,16 @@ impl<'a> StagedLoad<'a> {
     /// Entries filled so far.
     pub fn done(&self) -> usize {
         self.done
+    }
+
+    /// The float32 bytes of the entries filled so far.
+    pub fn done_bytes(&self) -> u64 {
+        self.done_bytes
+    }
+
+    /// The float32 bytes of every entry.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
     }
 
     /// Fills the next entries until about `max_bytes` of float32 values are read (at least one
@@ -218,6 +227,7 @@ impl<'a> StagedLoad<'a> {
         }
         layout::fill_entries(&mut self.network, self.source, device, &keys, on_values)?;
         self.done += keys.len();
+        self.done_bytes += bytes;
         Ok(self.done == self.entries.len())
     }
 
@@ -286,6 +296,17 @@ pub fn checkpoint_format(name: &str, head: &[u8]) -> Result<CheckpointFormat, We
     }
 }
 
+/// A checkpoint in `format` from bytes read in pieces (a file natively, the page's `File` in the
+/// browser): safetensors or `torch.save`'s zip format. The formats before PyTorch 1.6 are read
+/// from files only ([`open_checkpoint`]).
+pub fn open_source(origin: String, bytes: Box<dyn byte_source::ByteSource>, format: CheckpointFormat) -> Result<Box<dyn TensorSource>, WeightsError> {
+    match format {
+        CheckpointFormat::Safetensors => Ok(Box::new(safetensors::SafetensorsCheckpoint::from_source(origin, bytes)?)),
+        CheckpointFormat::TorchZip => Ok(Box::new(torch_zip::TorchZipCheckpoint::open(origin, bytes)?)),
+        CheckpointFormat::TorchLegacy => Err(WeightsError::LegacyPth { name: origin }),
+    }
+}
+
 /// Opens a checkpoint file, safetensors or PyTorch `.pth` (every format `torch.save` has had),
 /// reading its tensors only when asked for.
 #[cfg(not(target_arch = "wasm32"))]
@@ -297,14 +318,13 @@ pub fn open_checkpoint(path: &std::path::Path) -> Result<Box<dyn TensorSource>, 
         .and_then(|f| f.take(FORMAT_HEAD_BYTES as u64).read_to_end(&mut head))
         .map_err(|source| WeightsError::Io { path: origin.clone(), source })?;
     match checkpoint_format(&origin, &head)? {
-        CheckpointFormat::Safetensors => Ok(Box::new(safetensors::SafetensorsCheckpoint::open(path)?)),
-        // The zip format through the page's own reader (one loader, which names the tensor a
-        // truncated file ends in); the formats before PyTorch 1.6 through pytorch-reader.
-        CheckpointFormat::TorchZip => {
-            let bytes = byte_source::FileBytes::open(path).map_err(|source| WeightsError::Io { path: origin.clone(), source })?;
-            Ok(Box::new(torch_zip::TorchZipCheckpoint::open(origin, Box::new(bytes))?))
-        }
+        // The formats before PyTorch 1.6 through pytorch-reader; the others through the page's
+        // own readers (the zip one names the tensor a truncated file ends in).
         CheckpointFormat::TorchLegacy => Ok(Box::new(pth::PthCheckpoint::open(path)?)),
+        format => {
+            let bytes = byte_source::FileBytes::open(path).map_err(|source| WeightsError::Io { path: origin.clone(), source })?;
+            open_source(origin, Box::new(bytes), format)
+        }
     }
 }
 

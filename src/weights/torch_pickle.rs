@@ -13,7 +13,7 @@ fn malformed(what: impl Into<String>) -> PickleRefusal {
 
 /// A storage's element type, from its class name (`torch.FloatStorage`, ...).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StorageType {
+pub enum StorageDtype {
     F32,
     F16,
     BF16,
@@ -22,7 +22,7 @@ pub enum StorageType {
     Other(usize, &'static str),
 }
 
-impl StorageType {
+impl StorageDtype {
     fn from_class(name: &str) -> Option<Self> {
         Some(match name {
             "FloatStorage" | "float32" | "float" => Self::F32,
@@ -63,7 +63,7 @@ impl StorageType {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TensorRecord {
     pub storage_key: String,
-    pub storage_type: StorageType,
+    pub storage_type: StorageDtype,
     /// Elements the storage holds, as the pickle declares.
     pub storage_elements: usize,
     /// First element of the tensor in its storage.
@@ -92,7 +92,7 @@ enum Value {
     List(Vec<Value>),
     Dict(Vec<(Value, Value)>),
     Global(String),
-    Storage { key: String, storage_type: StorageType, elements: usize },
+    Storage { key: String, storage_type: StorageDtype, elements: usize },
     Tensor(TensorRecord),
     /// What calling any other allowed callable gives: kept, never looked into.
     Opaque,
@@ -228,34 +228,13 @@ impl Machine {
                     r.advance(n)?;
                     self.stack.push(Value::Bytes);
                 }
-                b'q' => {
-                    let i = r.uint(1)?;
-                    self.put(i)?;
-                }
-                b'r' => {
-                    let i = r.uint(4)?;
-                    self.put(i)?;
-                }
-                b'p' => {
-                    let i = r.line()?.trim().parse().map_err(|_| malformed("bad PUT index"))?;
-                    self.put(i)?;
-                }
-                0x94 => {
-                    let i = self.memo.len() as u64;
-                    self.put(i)?;
-                }
-                b'h' => {
-                    let i = r.uint(1)?;
-                    self.get(i)?;
-                }
-                b'j' => {
-                    let i = r.uint(4)?;
-                    self.get(i)?;
-                }
-                b'g' => {
-                    let i = r.line()?.trim().parse().map_err(|_| malformed("bad GET index"))?;
-                    self.get(i)?;
-                }
+                b'q' => self.put(r.uint(1)?)?,
+                b'r' => self.put(r.uint(4)?)?,
+                b'p' => self.put(r.line()?.trim().parse().map_err(|_| malformed("bad PUT index"))?)?,
+                0x94 => self.put(self.memo.len() as u64)?,
+                b'h' => self.get(r.uint(1)?)?,
+                b'j' => self.get(r.uint(4)?)?,
+                b'g' => self.get(r.line()?.trim().parse().map_err(|_| malformed("bad GET index"))?)?,
                 b'0' => {
                     self.pop()?;
                 }
@@ -427,7 +406,7 @@ fn persistent_load(pid: Value) -> Result<Value, PickleRefusal> {
     match items.as_slice() {
         [Value::Str(kind), Value::Global(class), key, _location, elements, ..] if kind == "storage" => {
             let class_name = class.rsplit('.').next().unwrap_or(class);
-            let storage_type = StorageType::from_class(class_name).ok_or_else(|| malformed(format!("unknown storage type {class}")))?;
+            let storage_type = StorageDtype::from_class(class_name).ok_or_else(|| malformed(format!("unknown storage type {class}")))?;
             let key = match key {
                 Value::Str(key) => key.clone(),
                 Value::Int(i) => i.to_string(),

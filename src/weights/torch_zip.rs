@@ -8,7 +8,7 @@ use std::io::Read;
 
 use super::byte_source::{ByteSource, SourceReader};
 use super::pickle_guard::scan_pickle;
-use super::torch_pickle::{StorageType, TensorRecord, read_state_dict};
+use super::torch_pickle::{StorageDtype, TensorRecord, read_state_dict};
 use super::{FloatEncoding, TensorSource, WeightsError, sample_names, state_dict_prefix, strip_prefix_map};
 
 /// The largest pickle read (pytorch-reader's limit too): a state dict's is tens of kB.
@@ -170,10 +170,10 @@ impl TensorSource for TorchZipCheckpoint {
         let unreadable = |reason: String| WeightsError::TensorData { origin: self.origin.clone(), key: name.to_string(), reason };
         let record = self.tensors.get(name).ok_or_else(|| unreadable("no such tensor".into()))?;
         let encoding = match record.storage_type {
-            StorageType::F32 => FloatEncoding::F32,
-            StorageType::F16 => FloatEncoding::F16,
-            StorageType::BF16 => FloatEncoding::BF16,
-            StorageType::F64 => FloatEncoding::F64,
+            StorageDtype::F32 => FloatEncoding::F32,
+            StorageDtype::F16 => FloatEncoding::F16,
+            StorageDtype::BF16 => FloatEncoding::BF16,
+            StorageDtype::F64 => FloatEncoding::F64,
             other => {
                 return Err(WeightsError::UnsupportedDtype { origin: self.origin.clone(), key: name.to_string(), dtype: other.name().into() });
             }
