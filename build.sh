@@ -63,31 +63,70 @@ ensure_wasm_tools() {
   fi
 }
 
-# Builds the browser module into www/pkg/: cargo, wasm-bindgen, then wasm-opt -O3 (binaryen from
-# npm: Debian's version corrupts wasm-bindgen's output). Skips the last two when cargo's output
-# is unchanged since the last build, since wasm-opt alone takes minutes.
+# The threaded module's standard library must be rebuilt for WebAssembly threads (shared memory),
+# which only a nightly toolchain does (-Z build-std, with its rust-src): the one installed, else
+# this dated one.
+NIGHTLY_PIN="nightly-2026-05-19"
+ensure_nightly() {
+  if rustup run nightly rustc --version >/dev/null 2>&1; then
+    NIGHTLY=nightly
+  else
+    NIGHTLY="$NIGHTLY_PIN"
+    rustup run "$NIGHTLY" rustc --version >/dev/null 2>&1 || {
+      say "rustup toolchain install $NIGHTLY (for the threaded module; once)"
+      rustup toolchain install "$NIGHTLY" --profile minimal --component rust-src
+    }
+  fi
+  rustup component list --toolchain "$NIGHTLY" --installed 2>/dev/null | grep -q '^rust-src' || {
+    say "rustup component add rust-src --toolchain $NIGHTLY (for the threaded module; once)"
+    rustup component add rust-src --toolchain "$NIGHTLY"
+  }
+}
+
+# wasm-bindgen, then wasm-opt -O3 (binaryen from npm: Debian's version corrupts wasm-bindgen's
+# output), of cargo's module RAW into www/OUT; skipped when RAW is unchanged since the last time,
+# since wasm-opt alone takes minutes. Further arguments go to wasm-opt.
+bind_and_optimise() {
+  local raw=$1 out=www/$2 stamp=www/$2/.built-from sum
+  shift 2
+  sum="$(sha256sum "$raw" | cut -d' ' -f1) wasm-bindgen $(wasm-bindgen --version | awk '{print $2}')"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ] && [ -f "$out/rpl_web_bg.wasm" ]; then
+    say "$out is up to date"
+  else
+    rm -rf "$out"
+    wasm-bindgen --target web --no-typescript --out-dir "$out" "$raw"
+    say "wasm-opt -O3 of $out (minutes)"
+    node_modules/.bin/wasm-opt -O3 --enable-bulk-memory --enable-nontrapping-float-to-int \
+      --enable-sign-ext --enable-simd --enable-mutable-globals --enable-reference-types --enable-multivalue \
+      "$@" "$out/rpl_web_bg.wasm" -o "$out/rpl_web_bg.opt.wasm"
+    mv "$out/rpl_web_bg.opt.wasm" "$out/rpl_web_bg.wasm"
+    echo "$sum" > "$stamp"
+  fi
+  say "$out/rpl_web_bg.wasm: $(du -h "$out/rpl_web_bg.wasm" | cut -f1) ($(gzip -c "$out/rpl_web_bg.wasm" | wc -c | awk '{printf "%.1f MB gzipped", $1 / 1e6}'))"
+}
+
+# The browser's two modules: www/pkg (WebGPU, and the CPU on one thread) and www/pkg-threads (the
+# CPU on every core, for cross-origin isolated pages: shared memory, a pool of Web Workers).
 build_wasm() {
   ensure_wasm_tools
   say "cargo build --target wasm32-unknown-unknown (the first build takes about 10 minutes)"
   # RUSTFLAGS in the environment replaces .cargo/config.toml's wasm flags: SIMD goes into it.
   [ -z "${RUSTFLAGS:-}" ] || export RUSTFLAGS="$RUSTFLAGS -C target-feature=+simd128"
   cargo build --release --locked --lib --target wasm32-unknown-unknown --no-default-features --features flex,wgpu
-  local raw=target/wasm32-unknown-unknown/release/rpl_web.wasm stamp=www/pkg/.built-from
-  local sum
-  sum="$(sha256sum "$raw" | cut -d' ' -f1) wasm-bindgen $(wasm-bindgen --version | awk '{print $2}')"
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ] && [ -f www/pkg/rpl_web_bg.wasm ]; then
-    say "www/pkg is up to date"
-  else
-    rm -rf www/pkg
-    wasm-bindgen --target web --no-typescript --out-dir www/pkg "$raw"
-    say "wasm-opt -O3 (about 6 minutes)"
-    node_modules/.bin/wasm-opt -O3 --enable-bulk-memory --enable-nontrapping-float-to-int \
-      --enable-sign-ext --enable-simd --enable-mutable-globals --enable-reference-types --enable-multivalue \
-      www/pkg/rpl_web_bg.wasm -o www/pkg/rpl_web_bg.opt.wasm
-    mv www/pkg/rpl_web_bg.opt.wasm www/pkg/rpl_web_bg.wasm
-    echo "$sum" > "$stamp"
-  fi
-  say "www/pkg/rpl_web_bg.wasm: $(du -h www/pkg/rpl_web_bg.wasm | cut -f1) ($(gzip -c www/pkg/rpl_web_bg.wasm | wc -c | awk '{printf "%.1f MB gzipped", $1 / 1e6}'))"
+  bind_and_optimise target/wasm32-unknown-unknown/release/rpl_web.wasm pkg
+
+  ensure_nightly
+  say "cargo +$NIGHTLY build of the threaded module (CPU only; the first build takes about 10 minutes)"
+  # Atomics and bulk memory, in the standard library too; the memory imported and shared (this
+  # nightly's rustc does not add these linker flags for +atomics itself: without them the module
+  # links with unshared memory and the pool cannot start), with the thread-local storage symbols
+  # wasm-bindgen's thread start-up needs; 4 GiB of address space, as the single-threaded module has
+  # (the released model's weights take 0.7 GiB).
+  local link="--shared-memory --import-memory --max-memory=4294967296 --export=__wasm_init_tls --export=__tls_size --export=__tls_align --export=__tls_base"
+  RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128$(printf -- ' -C link-arg=%s' $link)" \
+    cargo "+$NIGHTLY" build --release --locked --lib --target wasm32-unknown-unknown -Z build-std=panic_abort,std \
+    --no-default-features --features flex,threads --target-dir target/threads
+  bind_and_optimise target/threads/wasm32-unknown-unknown/release/rpl_web.wasm pkg-threads --enable-threads
 }
 
 cmd_test() {
@@ -112,7 +151,8 @@ cmd_serve() {
   build_wasm
   local port="${PORT:-8000}"
   say "serving on http://127.0.0.1:$port/ (Ctrl-C stops)"
-  exec python3 -m http.server "$port" --bind 127.0.0.1
+  # serve.py sends the cross-origin isolation headers the threaded module needs.
+  exec python3 serve.py "$port"
 }
 
 case "${1:-}" in

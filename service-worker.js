@@ -3,8 +3,11 @@
 // first (so a rebuilt page is seen at once) and to the cache when offline. Models are left
 // to the page, which keeps downloads in its own versioned cache ('rpl-models') and opened files
 // in its private file system (OPFS), both emptied by "Forget cached models": one copy each.
+// It also adds the cross-origin isolation headers (COOP, COEP) to this site's responses, for
+// hosts that cannot send them: from the second visit on, the page may then share memory with
+// the threaded module's Workers and run the CPU path on every core.
 // It must sit at the site's root to control index.html.
-const CACHE = 'rpl-app-v3';
+const CACHE = 'rpl-app-v4';
 const SHELL = [
   './', 'index.html', 'www/app.js', 'www/rpl-client.js', 'www/worker.js', 'www/style.css',
   'www/model-store.js', 'www/pkg/rpl_web.js', 'www/pkg/rpl_web_bg.wasm', 'models/samples/index.json',
@@ -32,15 +35,24 @@ self.addEventListener('activate', (event) => {
   event.waitUntil(dropOldCaches().then(() => self.clients.claim()));
 });
 
+// The response with the headers that make a page cross-origin isolated (what serve.py sends).
+function isolated(response) {
+  if (response.type === 'opaque' || response.status === 0) return response;
+  const headers = new Headers(response.headers);
+  headers.set('Cross-Origin-Opener-Policy', 'same-origin');
+  headers.set('Cross-Origin-Embedder-Policy', 'require-corp');
+  return new Response(response.body, { status: response.status, statusText: response.statusText, headers });
+}
+
 async function networkFirst(request) {
   const cache = await caches.open(CACHE);
   try {
     const response = await fetch(request);
     if (response.ok) await cache.put(request, response.clone());
-    return response;
+    return isolated(response);
   } catch (offline) {
     const cached = await cache.match(request, { ignoreSearch: true });
-    if (cached) return cached;
+    if (cached) return isolated(cached);
     throw offline;
   }
 }

@@ -3,13 +3,14 @@
 //!
 //! Layers, from the bottom: [`model`] (burn modules, backend-generic), [`weights`] (checkpoint
 //! formats and key mapping), [`scoring`], [`preprocess`] and [`visualize`] (images in and out),
-//! [`inference`] (one image through it all), [`backend`] (where it runs); [`metrics`] (the
+//! [`cpu`] (kernels of our own for the CPU backend), [`inference`] (one image through it all), [`backend`] (where it runs); [`metrics`] (the
 //! paper's AUROC / AP / FPR95 and mIoU), [`analysis`] (what the page reads from a result);
 //! [`synthetic`] (generated street scenes), `training` (the demo model's two stages) and
 //! `evaluation` (a model on the held-out scenes).
 
 pub mod analysis;
 pub mod backend;
+pub mod cpu;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod benchmark;
 #[cfg(not(target_arch = "wasm32"))]

@@ -68,6 +68,9 @@ pub fn unblurred_score(logits: Tensor<4>, mode: ScoreMode) -> Tensor<3> {
 
 /// `log(sum(exp(x)))` over the classes, stable: shifted by the per-pixel maximum. `[N, 1, H, W]`.
 fn logsumexp(logits: Tensor<4>) -> Tensor<4> {
+    if let Some(on_cpu) = crate::cpu::log_sum_exp::log_sum_exp_on_flex(&logits) {
+        return on_cpu;
+    }
     let max = logits.clone().max_dim(1);
     (logits - max.clone()).exp().sum_dim(1).log() + max
 }

@@ -6,6 +6,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 use burn::tensor::Device;
+#[cfg(feature = "wgpu")]
 use burn::tensor::wgpu::{WgpuInitError, wgpu};
 use js_sys::{Array, Float32Array, Float64Array, Function, Object, Reflect, Uint8Array};
 use thiserror::Error;
@@ -29,8 +30,12 @@ use crate::weights::{FORMAT_HEAD_BYTES, StagedLoad, WeightsError, checkpoint_for
 /// What the page is told when a request fails: each variant's text is the message it shows.
 #[derive(Debug, Error)]
 pub enum WebError {
+    #[cfg(feature = "wgpu")]
     #[error("WebGPU could not start: {0}")]
     WebGpu(#[from] WgpuInitError),
+    #[cfg(not(feature = "wgpu"))]
+    #[error("this module runs the network on the CPU only (the page loads the WebGPU one for a GPU)")]
+    CpuOnlyModule,
     #[error("no model is loaded")]
     NoModel,
     #[error("no image has been segmented yet")]
@@ -80,6 +85,19 @@ impl From<WebError> for JsValue {
     }
 }
 
+/// The threaded module's pool: `initThreadPool(n)` (a Promise) starts n Web Workers sharing this
+/// module's memory; the page calls it once, before `RplSession.start`.
+#[cfg(feature = "threads")]
+pub use wasm_bindgen_rayon::init_thread_pool;
+
+/// Threads the CPU backend computes on: the pool's, or 1 in the module without threads.
+fn cpu_threads() -> usize {
+    #[cfg(feature = "threads")]
+    return rayon::current_num_threads();
+    #[cfg(not(feature = "threads"))]
+    1
+}
+
 #[wasm_bindgen(start)]
 fn start() {
     console_error_panic_hook::set_once();
@@ -106,14 +124,22 @@ fn parse_mode(name: &str) -> Result<ScoreMode, WebError> {
     ScoreMode::from_name(name).ok_or_else(|| WebError::UnknownMode(name.to_owned()))
 }
 
+#[cfg(feature = "wgpu")]
 thread_local! {
     /// The page's callbacks for a lost GPU device, one per session started. wgpu wants a `Send`
     /// callback and a JS function is not `Send`: the callback wgpu keeps holds an index here.
     static DEVICE_LOST_LISTENERS: RefCell<Vec<Function>> = const { RefCell::new(Vec::new()) };
 }
 
+/// wgpu's handle on a WebGPU device (none in the CPU-only threaded module).
+#[cfg(feature = "wgpu")]
+type GpuDevice = wgpu::Device;
+#[cfg(not(feature = "wgpu"))]
+type GpuDevice = std::convert::Infallible;
+
 /// Calls `listener(sentence)` once wgpu reports `device` lost (destroyed, or taken by the browser
 /// or driver). wgpu's WebGPU backend adds a handler to `GPUDevice.lost`, next to cubecl's own.
+#[cfg(feature = "wgpu")]
 fn watch_device_loss(device: &wgpu::Device, listener: Function) {
     let index = DEVICE_LOST_LISTENERS.with(|listeners| {
         let mut listeners = listeners.borrow_mut();
@@ -174,7 +200,7 @@ struct LastImage {
 pub struct RplSession {
     device: Device,
     /// wgpu's handle on the WebGPU device; `None` on the CPU.
-    gpu: Option<wgpu::Device>,
+    gpu: Option<GpuDevice>,
     /// The largest buffer one tensor may occupy: the adapter's binding limit on WebGPU.
     max_tensor_bytes: u64,
     /// The float type tensors take on this device (float16 halves every activation).
@@ -193,8 +219,14 @@ impl RplSession {
     /// offers it. `on_device_lost(sentence)` is called if the GPU device is lost later.
     pub async fn start(webgpu: bool, half_precision: bool, on_device_lost: Function) -> Result<RplSession, WebError> {
         let info = Object::new();
+        #[cfg_attr(not(feature = "wgpu"), allow(unused_mut))]
         let mut max_tensor_bytes = CPU_MAX_TENSOR_BYTES;
-        let (mut device, gpu) = if webgpu {
+        #[cfg(not(feature = "wgpu"))]
+        if webgpu {
+            return Err(WebError::CpuOnlyModule);
+        }
+        #[cfg(feature = "wgpu")]
+        let gpu_session = if webgpu {
             // cubecl asks the adapter for its own limits, not WebGPU's defaults.
             let (device, setup) = Device::wgpu_options().init_with_setup_async().await?;
             let limits = setup.device.limits();
@@ -203,10 +235,24 @@ impl RplSession {
             set(&info, "maxBufferSize", limits.max_buffer_size as f64);
             set(&info, "maxStorageBufferBindingSize", limits.max_storage_buffer_binding_size as f64);
             watch_device_loss(&setup.device, on_device_lost);
-            (device, Some(setup.device))
+            Some((device, Some(setup.device)))
         } else {
+            None
+        };
+        #[cfg(not(feature = "wgpu"))]
+        let gpu_session = {
+            let _ = on_device_lost;
+            None
+        };
+        let (mut device, gpu): (Device, Option<GpuDevice>) = if let Some(session) = gpu_session {
+            session
+        } else {
+            let threads = cpu_threads();
             set(&info, "backend", "cpu");
-            set(&info, "adapter", if cfg!(target_feature = "simd128") { "burn flex (WebAssembly SIMD)" } else { "burn flex (WebAssembly)" });
+            set(&info, "threads", threads as f64);
+            let simd = if cfg!(target_feature = "simd128") { "WebAssembly SIMD" } else { "WebAssembly" };
+            let plural = if threads == 1 { "" } else { "s" };
+            set(&info, "adapter", format!("burn flex ({simd}, {threads} thread{plural})"));
             (Device::flex(), None)
         };
         let mut precision = if half_precision { Precision::F16 } else { Precision::F32 };
@@ -247,8 +293,14 @@ impl RplSession {
     /// Destroys the GPU device, as a driver reset would lose it: for tests of the recovery.
     #[wasm_bindgen(js_name = destroyDevice)]
     pub fn destroy_device(&self) -> Result<(), WebError> {
-        self.gpu.as_ref().ok_or(WebError::NoGpuDevice)?.destroy();
-        Ok(())
+        let gpu = self.gpu.as_ref().ok_or(WebError::NoGpuDevice)?;
+        #[cfg(feature = "wgpu")]
+        {
+            gpu.destroy();
+            Ok(())
+        }
+        #[cfg(not(feature = "wgpu"))]
+        match *gpu {}
     }
 
     /// Loads a safetensors checkpoint (float32 or float16, any RPL width); `name` is used in

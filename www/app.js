@@ -96,11 +96,23 @@ function draw(canvas, width, height, rgba) {
 
 // --- starting ----------------------------------------------------------------------------------
 
+// The CPU backend: why not WebGPU, and on how many threads (or why one).
+function cpuLine(info) {
+  const threads = info.threads > 1 ? `${info.threads} threads` : `one thread: ${info.threadsReason}`;
+  return `CPU, ${threads} (${info.fallbackReason})`;
+}
+
 function startBackend() {
   const backend = params.get('backend');
-  return client.init({ preferCpu: backend === 'cpu', forceWebgpu: backend === 'webgpu', halfPrecision: params.get('dtype') === 'f16' }).then(async (info) => {
+  const options = {
+    preferCpu: backend === 'cpu',
+    forceWebgpu: backend === 'webgpu',
+    halfPrecision: params.get('dtype') === 'f16',
+    threads: Math.max(0, Math.floor(Number(params.get('threads')) || 0)),
+  };
+  return client.init(options).then(async (info) => {
     state.backend = info.backend;
-    state.backendLine = info.backend === 'webgpu' ? `WebGPU on ${info.adapter}` : `CPU (${info.fallbackReason})`;
+    state.backendLine = info.backend === 'webgpu' ? `WebGPU on ${info.adapter}` : cpuLine(info);
     if (info.dtype === 'f16') state.backendLine += ', float16';
     if (info.halfPrecisionError) state.backendLine += ` (float32: ${info.halfPrecisionError})`;
     state.legend = (await client.legend()).classes;

@@ -63,9 +63,12 @@ export class RplClient {
 
   /** Starts WebGPU, or the CPU backend where WebGPU is missing or only a software adapter
    * (unless forceWebgpu): {backend, adapter, dtype, fallbackReason, ...}; halfPrecision asks for
-   * float16 where the adapter has shader-f16 (halfPrecisionError says why not). */
-  init({ preferCpu = false, forceWebgpu = false, halfPrecision = false } = {}) {
-    return this.request('init', { preferCpu, forceWebgpu, halfPrecision });
+   * float16 where the adapter has shader-f16 (halfPrecisionError says why not). The CPU backend
+   * runs on every core the browser reports, or on `threads` (1: the single-threaded module),
+   * where the page is cross-origin isolated: info.threads says how many, info.threadsReason why
+   * only one. */
+  init({ preferCpu = false, forceWebgpu = false, halfPrecision = false, threads = 0 } = {}) {
+    return this.request('init', { preferCpu, forceWebgpu, halfPrecision, threads });
   }
 
   /** Loads safetensors weights from bytes (an ArrayBuffer, transferred to the Worker). */

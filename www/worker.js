@@ -1,15 +1,43 @@
 // The Web Worker that owns the network: all inference runs here, off the page's thread.
 // Messages: {id, op, ...args}; replies: {id, ok: true, result} or {id, ok: false, error, fatal};
 // unasked, {event: 'fatal', error} when the GPU device is lost.
-import init, { RplSession, classLegend } from './pkg/rpl_web.js';
 import { fileKey, forgetKept, keptModel, listKept, startKeeping } from './model-store.js';
 
-let wasm = null;
-const wasmReady = (async () => {
-  const started = performance.now();
-  wasm = await init();
-  return performance.now() - started;
-})();
+// Two builds of the module (src/web.rs): ./pkg runs the network on WebGPU or on one CPU thread;
+// ./pkg-threads (CPU only) on every core, its memory shared with a pool of Workers, which
+// browsers allow only on a cross-origin isolated page (./build.sh serve sends the COOP and COEP
+// headers; the page's service worker adds them where a host cannot).
+let rpl = null; // the module's JavaScript bindings
+let wasm = null; // its exports (memory)
+const started = {};
+
+// Loads a build once (and its thread pool of `threads` Workers); milliseconds it took.
+function startModule(threads) {
+  const build = threads > 1 ? 'pkg-threads' : 'pkg';
+  started[build] ??= (async () => {
+    const begun = performance.now();
+    const bindings = await import(`./${build}/rpl_web.js`);
+    const exports = await bindings.default();
+    if (threads > 1) await bindings.initThreadPool(threads);
+    return { bindings, exports, ms: performance.now() - begun };
+  })();
+  return started[build].then(({ bindings, exports, ms }) => {
+    [rpl, wasm] = [bindings, exports];
+    return ms;
+  });
+}
+
+// {threads} for the CPU path, and {reason} where that is one: every core the browser reports
+// (or `requested`), where shared memory is allowed.
+function cpuThreads(requested) {
+  const cores = navigator.hardwareConcurrency || 1;
+  if (requested === 1) return { threads: 1, reason: 'one thread requested (?threads=1)' };
+  if (!self.crossOriginIsolated) {
+    return { threads: 1, reason: 'the page is not cross-origin isolated (no COOP/COEP headers), so the browser allows no shared memory' };
+  }
+  if (cores < 2 && !requested) return { threads: 1, reason: 'the browser reports one core' };
+  return { threads: requested || cores };
+}
 
 // The network, its device and the last result (src/web.rs); set by init.
 let session = null;
@@ -65,14 +93,14 @@ function progressReporter(id, phase) {
 }
 
 const ops = {
-  async init({ preferCpu, forceWebgpu = false, halfPrecision = false }) {
-    const wasmMs = await wasmReady;
+  async init({ preferCpu, forceWebgpu = false, halfPrecision = false, threads: requestedThreads = 0 }) {
     let { adapter, reason } = preferCpu ? { reason: 'CPU requested' } : await probeWebgpu(forceWebgpu);
     if (adapter) {
       try {
+        const wasmMs = await startModule(1);
         // Float16 only where the adapter computes in it (WGSL's shader-f16).
         const half = halfPrecision && adapter.features.has('shader-f16');
-        session = await RplSession.start(true, half, onDeviceLost);
+        session = await rpl.RplSession.start(true, half, onDeviceLost);
         const info = session.info();
         if (halfPrecision && !half) info.halfPrecisionError = 'this adapter has no shader-f16';
         return { ...info, adapter: describeAdapter(adapter), wasmMs };
@@ -80,11 +108,21 @@ const ops = {
         reason = `WebGPU device failed: ${e.message}`;
       }
     }
+    let { threads, reason: threadsReason } = cpuThreads(requestedThreads);
+    let wasmMs;
+    if (threads > 1) {
+      try {
+        wasmMs = await startModule(threads);
+      } catch (e) {
+        [threads, threadsReason] = [1, `the threaded module did not start (${e.message})`];
+      }
+    }
+    if (threads === 1) wasmMs = await startModule(1);
     // The CPU fallback stays in float32: WebAssembly has no half-precision arithmetic.
-    session = await RplSession.start(false, false, onDeviceLost);
+    session = await rpl.RplSession.start(false, false, onDeviceLost);
     const info = session.info();
     if (halfPrecision) info.halfPrecisionError = 'float16 runs on WebGPU only';
-    return { ...info, fallbackReason: reason, wasmMs };
+    return { ...info, fallbackReason: reason, threadsReason: threadsReason ?? null, wasmMs };
   },
   load({ name, bytes }) {
     return { description: activeSession().loadWeights(name, new Uint8Array(bytes)) };
@@ -150,14 +188,14 @@ const ops = {
     return { bytes: activeSession().scoreNpy(head) };
   },
   legend() {
-    return { classes: classLegend() };
+    return { classes: rpl.classLegend() };
   },
   maxPixels() {
     return { pixels: activeSession().maxInferencePixels() };
   },
   // Linear memory of the module and what the GPU allocator holds, for leak checks.
   memory() {
-    return { wasmBytes: wasm.memory.buffer.byteLength, ...session?.memoryUsage() };
+    return { wasmBytes: wasm?.memory.buffer.byteLength ?? 0, ...session?.memoryUsage() };
   },
 };
 

@@ -15,6 +15,9 @@ use burn::tensor::Tensor;
 use burn::tensor::ops::PadMode;
 
 use super::on_gpu_outside_training;
+use super::layers::relu_in_one_pass;
+use crate::cpu::tap_products::{Epilogue, TapGeometry, convolve_by_taps};
+use crate::cpu::{FlexValues, flex_tensor};
 
 /// The largest im2col matrix one product reads (bytes): half of WebGPU's default storage-binding
 /// limit (128 MiB), so that any adapter binds it with room for the memory pool's rounding;
@@ -58,12 +61,48 @@ pub fn gpu_convolution() -> GpuConvolution {
 
 /// `conv` applied to `x` (`[N, C, H, W]`), as [`gpu_convolution`] says on GPU backends.
 pub fn convolve(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    if gpu_convolution() == GpuConvolution::MatrixProducts && large_enough(conv) && on_gpu_outside_training(&x.device()) {
-        if let Some(y) = convolve_by_matmul(conv, x.clone(), MAX_COLUMNS_BYTES) {
-            return y;
-        }
+    convolve_then(conv, x, None, false)
+}
+
+/// `conv(x)`, plus `residual` where given (a block's shortcut), then ReLU where `relu`: on flex
+/// our kernel does the three on each band of rows while it is in cache; elsewhere they are
+/// burn's ops after the convolution.
+pub fn convolve_then(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>>, relu: bool) -> Tensor<4> {
+    if let Some(y) = convolve_on_flex(conv, &x, residual.as_ref(), relu) {
+        return y;
     }
-    conv.forward(x)
+    let mut y = None;
+    if gpu_convolution() == GpuConvolution::MatrixProducts && large_enough(conv) && on_gpu_outside_training(&x.device()) {
+        y = convolve_by_matmul(conv, x.clone(), MAX_COLUMNS_BYTES);
+    }
+    let mut y = y.unwrap_or_else(|| conv.forward(x));
+    if let Some(residual) = residual {
+        y = y + residual;
+    }
+    if relu { relu_in_one_pass(y) } else { y }
+}
+
+/// A stride-1 "same" float32 convolution on flex as one matrix product per kernel tap
+/// ([`convolve_by_taps`]) with what follows it, reading the input, weights and residual where
+/// flex keeps them; `None` off flex and for the two strided convolutions.
+fn convolve_on_flex(conv: &Conv2d, x: &Tensor<4>, residual: Option<&Tensor<4>>, relu: bool) -> Option<Tensor<4>> {
+    let Geometry { kernel, dilation, .. } = same_size_geometry(conv)?;
+    let [batch, input_channels, height, width] = x.dims();
+    let output_channels = conv.weight.dims()[0];
+    let geometry = TapGeometry { batch, input_channels, height, width, output_channels, kernel, dilation };
+    let input = FlexValues::of(x.clone())?;
+    let weight = FlexValues::of(conv.weight.val())?;
+    let bias = match &conv.bias {
+        Some(bias) => Some(FlexValues::of(bias.val())?),
+        None => None,
+    };
+    let residual = match residual {
+        Some(residual) => Some(FlexValues::of(residual.clone())?),
+        None => None,
+    };
+    let epilogue = Epilogue { bias: bias.as_ref().map(FlexValues::values), residual: residual.as_ref().map(FlexValues::values), relu };
+    let out = convolve_by_taps(input.values(), weight.values(), geometry, epilogue);
+    Some(flex_tensor(out, [batch, output_channels, height, width]))
 }
 
 /// Narrow layers gain nothing from the products' tiling and pay for the copies.

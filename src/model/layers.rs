@@ -6,7 +6,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{DType, Device, Tensor};
 
-use super::convolution::convolve;
+use super::convolution::{convolve, convolve_then};
 use super::on_gpu_outside_training;
 
 /// Every BatchNorm of the reference has eps 1e-5.
@@ -40,8 +40,15 @@ pub fn batch_norm(channels: usize, device: &Device) -> BatchNorm {
     BatchNormConfig::new(channels).with_epsilon(BN_EPS).init(device)
 }
 
-/// BatchNorm followed by ReLU: the reference's pre-activation `bnX` (keys `bnX.0.*`).
+/// BatchNorm followed by ReLU: the reference's pre-activation `bnX` (keys `bnX.0.*`). One pass
+/// over the map on flex ([`crate::cpu::batch_norm_relu`]).
 pub fn bn_relu(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    if !x.device().is_autodiff() {
+        let (scale, shift) = scale_and_shift(bn);
+        if let Some(y) = crate::cpu::batch_norm_relu::batch_norm_relu_on_flex(&x, scale, shift) {
+            return y;
+        }
+    }
     relu_in_one_pass(batch_norm_forward(bn, x))
 }
 
@@ -63,11 +70,11 @@ fn scale_and_shift(bn: &BatchNorm) -> (Tensor<1>, Tensor<1>) {
     (scale, shift)
 }
 
-/// ReLU after the BatchNorm that follows a convolution, unless that BatchNorm was folded into it.
-pub fn unfolded_bn_relu(bn: Option<&BatchNorm>, x: Tensor<4>) -> Tensor<4> {
+/// `conv`, then `bn` (unless folded into `conv`), then ReLU.
+pub fn conv_bn_relu(conv: &Conv2d, bn: Option<&BatchNorm>, x: Tensor<4>) -> Tensor<4> {
     match bn {
-        Some(bn) => bn_relu(bn, x),
-        None => relu_in_one_pass(x),
+        Some(bn) => bn_relu(bn, convolve(conv, x)),
+        None => convolve_then(conv, x, None, true),
     }
 }
 
@@ -113,7 +120,7 @@ impl ConvBnRelu {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        unfolded_bn_relu(self.bn.as_ref(), convolve(&self.conv, x))
+        conv_bn_relu(&self.conv, self.bn.as_ref(), x)
     }
 
     pub fn fold_batch_norm(&mut self) {

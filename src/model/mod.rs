@@ -55,7 +55,7 @@ pub fn resize_to(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
 /// Output positions `outputs` of an `align_corners=True` bilinear resize from `from` to `to`:
 /// output `i` samples input `i * (from - 1) / (to - 1)`, from its two neighbours (the upper
 /// one's weight last).
-fn bilinear_taps(from: usize, to: usize, outputs: Range<usize>) -> impl Iterator<Item = (usize, usize, f32)> {
+pub(crate) fn bilinear_taps(from: usize, to: usize, outputs: Range<usize>) -> impl Iterator<Item = (usize, usize, f32)> {
     let scale = if to > 1 { (from - 1) as f32 / (to - 1) as f32 } else { 0.0 };
     outputs.map(move |i| {
         let source = i as f32 * scale;
@@ -79,6 +79,9 @@ pub fn interpolation_matrix(from: usize, to: usize) -> Vec<f32> {
 /// and columns it reads. Work and memory follow the rows asked for, so a large output can be
 /// made band by band, each band fitting one GPU buffer.
 pub fn resize_rows(x: Tensor<4>, size: [usize; 2], rows: Range<usize>) -> Tensor<4> {
+    if let Some(resized) = crate::cpu::bilinear::resize_rows_on_flex(&x, size, rows.clone()) {
+        return resized;
+    }
     let [_, _, h, w] = x.dims();
     let x = blend(x, 2, &bilinear_taps(h, size[0], rows).collect::<Vec<_>>());
     if w == size[1] { x } else { blend(x, 3, &bilinear_taps(w, size[1], 0..size[1]).collect::<Vec<_>>()) }

@@ -8,8 +8,8 @@ use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
 
 use super::config::{RplConfig, released};
-use super::convolution::convolve;
-use super::layers::{batch_norm, bn_relu, conv, fold_batch_norm, unfolded_bn_relu};
+use super::convolution::{convolve, convolve_then};
+use super::layers::{batch_norm, bn_relu, conv, conv_bn_relu, fold_batch_norm};
 
 /// Pre-activation residual block: two 3x3 convolutions, or a 1x1-3x3-1x1 bottleneck.
 #[derive(Module, Debug)]
@@ -54,11 +54,12 @@ impl IdentityResidualBlock {
             Some(proj) => convolve(proj, a.clone()),
             None => x,
         };
-        let mut out = convolve(&self.conv2, unfolded_bn_relu(self.bn2.as_ref(), convolve(&self.conv1, a)));
-        if let Some(conv3) = &self.conv3 {
-            out = convolve(conv3, unfolded_bn_relu(self.bn3.as_ref(), out));
+        let hidden = conv_bn_relu(&self.conv1, self.bn2.as_ref(), a);
+        // The last convolution adds the shortcut (in its kernel, on the CPU).
+        match &self.conv3 {
+            Some(conv3) => convolve_then(conv3, conv_bn_relu(&self.conv2, self.bn3.as_ref(), hidden), Some(shortcut), false),
+            None => convolve_then(&self.conv2, hidden, Some(shortcut), false),
         }
-        out + shortcut
     }
 
     /// `bn2` into `conv1` and `bn3` into `conv2` (`bn1` reads the block's input, no convolution's).

@@ -1,11 +1,14 @@
 // Benchmark (not a test): times the browser path in headless Chromium; prints a table (and JSON).
 //   node tests/browser/bench.mjs [--cpu] [--dtype f16] [--runs N] [--fixture-sizes 512x256]
 //        [--released-sizes 128x64] [--skip-released] [--json FILE]
-//        [--peer W8.onnx] [--peer-released FULL.onnx] [--peer-runtime DIR]
+//        [--peer W8.onnx] [--peer-released FULL.onnx] [--peer-runtime DIR] [--threads 1,2]
+// The page is served as `./build.sh serve` serves it (cross-origin isolated): the CPU path runs
+// on every core, or on each thread count of --threads in turn (1: the single-threaded module),
+// and the speed-up over one thread is printed where 1 is among them.
 // With --peer (and --peer-released), ONNX Runtime Web's wasm provider runs the same network as
-// ONNX (../shared/peer/) on each size in the same page, one thread, and the ratio is printed:
-// a benchmark-only dependency, `npm install onnxruntime-web` somewhere and name its dist/ folder
-// with --peer-runtime (default node_modules/onnxruntime-web/dist).
+// ONNX (../shared/peer/) on each size in the same page with the same thread count, and the
+// ratio is printed: a benchmark-only dependency, `npm install onnxruntime-web` somewhere and
+// name its dist/ folder with --peer-runtime (default node_modules/onnxruntime-web/dist).
 // Sizes are WIDTHxHEIGHT, as `rpl bench` takes them. The fixture model is width 1/8; the
 // released-size model has random weights made in the page. Per size: the first inference
 // (shader compilation), the median of N, each stage (the median time of runs through it, minus
@@ -27,6 +30,8 @@ const releasedSizes = argv.includes('--skip-released') ? [] : sizes(option('--re
 const jsonFile = option('--json', null);
 const peers = { fixture: option('--peer', null), released: option('--peer-released', null) };
 const peerRuntime = option('--peer-runtime', join(ROOT, 'node_modules', 'onnxruntime-web', 'dist'));
+// 0: every core the browser reports.
+const threadCounts = option('--threads', '0').split(',').map((t) => Math.max(0, Math.floor(Number(t)) || 0));
 
 // The peer's files under the served folder: ONNX Runtime Web's module and wasm, and the ONNX
 // files (linked, not copied: the released one is 672 MB). Returns their URLs.
@@ -59,18 +64,26 @@ const server = await startServer();
 const modelUrl = convertedFixtureModel();
 const browser = await launchBrowser({ webgpu });
 const rows = [];
-const report = { sizes: [] };
-try {
+const report = { runs: [] };
+// Our median per model and size on one thread, for the speed-up of the others.
+const oneThread = {};
+
+async function benchPage(requestedThreads) {
   const page = await browser.context.newPage();
+  const sizesReport = [];
   const pageStarted = Date.now();
   // Without --cpu, WebGPU even on a software adapter (which the page would pass over).
-  await page.goto(`${server.url}/index.html?model=none${webgpu ? '&backend=webgpu' : ''}${dtype === 'f16' ? '&dtype=f16' : ''}`);
+  const threadsQuery = requestedThreads ? `&threads=${requestedThreads}` : '';
+  await page.goto(`${server.url}/index.html?model=none${webgpu ? '&backend=webgpu' : ''}${dtype === 'f16' ? '&dtype=f16' : ''}${threadsQuery}`);
   const info = await page.evaluate(() => window.rpl.ready);
-  Object.assign(report, { backend: info.backend, adapter: info.adapter, dtype: info.dtype, fallbackReason: info.fallbackReason ?? null });
+  const threads = info.threads ?? null;
+  const where = threads ? `, ${threads} thread${threads > 1 ? 's' : ''}` : '';
+  report.runs.push({ backend: info.backend, adapter: info.adapter, dtype: info.dtype, threads, fallbackReason: info.fallbackReason ?? null, sizes: sizesReport });
   console.log(`backend: ${info.backend}, adapter: ${info.adapter}, ${info.dtype}` +
-    `${info.fallbackReason ? ` (${info.fallbackReason})` : ''}${info.halfPrecisionError ? ` (float32: ${info.halfPrecisionError})` : ''}`);
-  rows.push(['wasm load (fetch + compile + instantiate)', `${info.wasmMs.toFixed(0)} ms`]);
-  rows.push(['page open to backend ready', `${Date.now() - pageStarted} ms`]);
+    `${info.fallbackReason ? ` (${info.fallbackReason})` : ''}${info.threadsReason ? ` (one thread: ${info.threadsReason})` : ''}` +
+    `${info.halfPrecisionError ? ` (float32: ${info.halfPrecisionError})` : ''}`);
+  rows.push([`wasm load (fetch + compile + instantiate${threads > 1 ? ' + thread pool' : ''})${where}`, `${info.wasmMs.toFixed(0)} ms`]);
+  rows.push([`page open to backend ready${where}`, `${Date.now() - pageStarted} ms`]);
 
   // Times `count` calls in the page on one synthetic image: `segment` (what a user waits for),
   // or `runThrough` a stage. Returns the Worker's times in ms.
@@ -85,7 +98,7 @@ try {
   }, [op, width, height, count, stage]);
 
   const measure = async (model, released, size) => {
-    const label = `${model} ${size.width}x${size.height}`;
+    const label = `${model} ${size.width}x${size.height}${where}`;
     const [first, ...rest] = await time('segment', size, 1 + runs);
     const through = [];
     for (const stage of STAGES) through.push(median(await time('runThrough', size, runs, stage)));
@@ -98,26 +111,29 @@ try {
       model, size: [size.height, size.width], first_ms: first, median_ms: medianMs, runs, stages_ms: stages,
       tflop_per_s: released ? tflop / (medianMs / 1e3) : null, memory_bytes: memoryBytes,
     };
-    report.sizes.push(entry);
+    sizesReport.push(entry);
     rows.push([`${label}: first inference (shader compilation)`, `${first.toFixed(0)} ms`]);
     rows.push([`${label}: steady state, median of ${runs}`, `${medianMs.toFixed(0)} ms` +
       (entry.tflop_per_s === null ? '' : ` (${entry.tflop_per_s.toPrecision(3)} TFLOP/s)`)]);
+    const key = `${model} ${size.width}x${size.height}`;
+    if (threads === 1) oneThread[key] = medianMs;
+    else if (oneThread[key]) rows.push([`${label}: speed-up over one thread`, `${(oneThread[key] / medianMs).toFixed(2)}x`]);
     rows.push([`${label}: stages (median ms)`, STAGES.map((s) => `${s} ${stages[s].toFixed(0)}`).join(', ')]);
     rows.push([`${label}: memory`, `${(memoryBytes / 2 ** 20).toFixed(0)} MiB ${memory.deviceBytesReserved === undefined ? 'module heap' : 'GPU allocator reserve'}`]);
     console.log(`${label}: ${[first, ...rest].map((t) => t.toFixed(0)).join(', ')} ms; through each stage ${through.map((t) => t.toFixed(0)).join(', ')} ms`);
     const peerUrl = peerUrls?.[released ? 'released' : 'fixture'];
     if (peerUrl) {
-      const peer = await timePeer(peerUrl, size);
+      const peer = await timePeer(peerUrl, size, threads ?? 1);
       entry.peer = peer;
-      rows.push([`${label}: ONNX Runtime Web ${peer.version} wasm, 1 thread, logits only: median of ${runs} (first)`,
+      rows.push([`${label}: ONNX Runtime Web ${peer.version} wasm, ${peer.threads} thread${peer.threads > 1 ? 's' : ''}, logits only: median of ${runs} (first)`,
         `${peer.median_ms.toFixed(0)} ms (${peer.first_ms.toFixed(0)}); ours / theirs = ${(medianMs / peer.median_ms).toFixed(2)}`]);
     }
   };
 
-  // ONNX Runtime Web in this page's main thread, one thread, on a random normalised input.
-  const timePeer = (url, { width, height }) => page.evaluate(async ([url, width, height, count]) => {
+  // ONNX Runtime Web in this page's main thread, with our thread count, on a random normalised input.
+  const timePeer = (url, { width, height }, threads) => page.evaluate(async ([url, width, height, count, threads]) => {
     const ort = await import('/target/peer/ort.wasm.min.mjs');
-    ort.env.wasm.numThreads = 1;
+    ort.env.wasm.numThreads = threads;
     ort.env.wasm.wasmPaths = '/target/peer/';
     const session = await ort.InferenceSession.create(url, { executionProviders: ['wasm'] });
     const data = new Float32Array(3 * width * height);
@@ -133,8 +149,8 @@ try {
     for (let i = 0; i < count; i++) times.push(await run());
     await session.release();
     times.sort((a, b) => a - b);
-    return { version: ort.env.versions?.web ?? '?', first_ms: first, median_ms: times[Math.floor(times.length / 2)] };
-  }, [url, width, height, runs]);
+    return { version: ort.env.versions?.web ?? '?', threads, first_ms: first, median_ms: times[Math.floor(times.length / 2)] };
+  }, [url, width, height, runs, threads]);
 
   const loaded = await page.evaluate(async (url) => {
     const bytes = await (await fetch(url)).arrayBuffer();
@@ -148,6 +164,11 @@ try {
     rows.push(['released-size model: random weights made', `${random.ms.toFixed(0)} ms`]);
     for (const size of releasedSizes) await measure('released-size model', true, size);
   }
+  await page.close();
+}
+
+try {
+  for (const threads of threadCounts) await benchPage(threads);
 } finally {
   await browser.close();
   server.close();

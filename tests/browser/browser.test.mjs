@@ -1,5 +1,6 @@
 // The browser path: the page's Worker runs the fixture network on WebGPU (Chromium's
-// SwiftShader where there is no GPU), then on the CPU fallback, and reproduces the reference.
+// SwiftShader where there is no GPU), then on the CPU fallback (on every core where the page is
+// cross-origin isolated, else on one thread), and reproduces the reference.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -11,26 +12,35 @@ import {
 const CASES = ['case_64x128', 'case_97x161'];
 const DEFAULT_BINDING_LIMIT = 128 * 1024 * 1024; // WebGPU's default maxStorageBufferBindingSize
 let server;
+let plainServer; // without the cross-origin isolation headers
 let modelUrl;
 
 before(async () => {
   server = await startServer();
+  plainServer = await startServer({ isolated: false });
   modelUrl = convertedFixtureModel();
 });
-after(() => server?.close());
+after(() => {
+  server?.close();
+  plainServer?.close();
+});
 
-async function runCases({ webgpu }) {
+async function runCases({ webgpu, origin = server.url, query = '' }) {
   const browser = await launchBrowser({ webgpu });
   try {
     const page = await browser.context.newPage();
     const errors = [];
     page.on('pageerror', (e) => errors.push(e.message));
     // SwiftShader is a software adapter, which the page passes over unless told: told here.
-    await page.goto(`${server.url}/index.html?model=none${webgpu ? '&backend=webgpu' : ''}`);
+    await page.goto(`${origin}/index.html?model=none${webgpu ? '&backend=webgpu' : ''}${query}`);
     const info = await page.evaluate(async () => {
       const info = await window.rpl.ready;
       const adapter = navigator.gpu && (await navigator.gpu.requestAdapter());
-      return { ...info, adapterLimit: adapter ? adapter.limits.maxStorageBufferBindingSize : null };
+      return {
+        ...info, adapterLimit: adapter ? adapter.limits.maxStorageBufferBindingSize : null,
+        cores: navigator.hardwareConcurrency, isolated: self.crossOriginIsolated,
+        status: document.getElementById('status').textContent,
+      };
     });
     const description = await page.evaluate((url) => window.rpl.loadModelFromUrl(url), modelUrl);
     assert.match(description, /width 1\/8/);
@@ -84,11 +94,54 @@ test('WebGPU in the Worker reproduces the reference energies and class maps', { 
   compareWithReference('webgpu', results);
 });
 
-test('without WebGPU the same page falls back to the CPU and reproduces them too', { timeout: 600_000 }, async () => {
+test('without WebGPU the same page falls back to the CPU on every core and reproduces them too', { timeout: 600_000 }, async () => {
   const { info, results } = await runCases({ webgpu: false });
   assert.equal(info.backend, 'cpu');
   assert.match(info.fallbackReason, /WebGPU/);
-  compareWithReference('cpu', results);
+  // serve.py's headers: the threaded module, one thread per core the browser reports.
+  assert.equal(info.isolated, true, 'the page served as ./build.sh serve does is cross-origin isolated');
+  assert.ok(info.cores > 1, `this test needs a machine with 2 cores or more (${info.cores})`);
+  assert.equal(info.threads, info.cores, JSON.stringify(info));
+  assert.equal(info.threadsReason, null);
+  assert.match(info.status, new RegExp(`^CPU, ${info.cores} threads \\(.*WebGPU.*\\)\\. Ready\\.`));
+  compareWithReference(`cpu, ${info.threads} threads`, results);
+});
+
+test('where the page is not cross-origin isolated, or one thread is asked for, the CPU path runs on one thread, says why, and reproduces them too', { timeout: 600_000 }, async () => {
+  const plain = await runCases({ webgpu: false, origin: plainServer.url });
+  assert.equal(plain.info.isolated, false);
+  assert.equal(plain.info.threads, 1, JSON.stringify(plain.info));
+  assert.match(plain.info.threadsReason, /not cross-origin isolated/);
+  assert.match(plain.info.status, /^CPU, one thread: the page is not cross-origin isolated .*\. Ready\./);
+  compareWithReference('cpu, one thread', plain.results);
+
+  const asked = await runCases({ webgpu: false, query: '&threads=1' });
+  assert.equal(asked.info.isolated, true);
+  assert.equal(asked.info.threads, 1, JSON.stringify(asked.info));
+  assert.match(asked.info.status, /^CPU, one thread: one thread requested \(\?threads=1\)/);
+});
+
+test('on a host without the isolation headers, the service worker supplies them from the second visit on: every core then', { timeout: 300_000 }, async () => {
+  const browser = await launchBrowser({ webgpu: false });
+  try {
+    const page = await browser.context.newPage();
+    const visit = async () => {
+      const info = await page.evaluate(() => window.rpl.ready);
+      return { ...info, isolated: await page.evaluate(() => self.crossOriginIsolated), cores: await page.evaluate(() => navigator.hardwareConcurrency) };
+    };
+    await page.goto(`${plainServer.url}/index.html?model=none`);
+    const first = await visit();
+    assert.equal(first.isolated, false);
+    assert.equal(first.threads, 1);
+    await page.evaluate(() => navigator.serviceWorker.ready);
+    await page.reload();
+    const second = await visit();
+    assert.equal(second.isolated, true, 'the service worker\'s headers isolate the page');
+    assert.equal(second.threads, second.cores, JSON.stringify(second));
+    assert.equal(second.threadsReason, null);
+  } finally {
+    await browser.close();
+  }
 });
 
 test('a software WebGPU adapter is passed over for the CPU with the reason said; ?backend=webgpu forces it', { timeout: 300_000 }, async () => {
@@ -103,7 +156,7 @@ test('a software WebGPU adapter is passed over for the CPU with the reason said;
       assert.equal(info.backend, backend, JSON.stringify(info));
       if (backend === 'cpu') {
         assert.match(info.fallbackReason, /only adapter here is a software one \(google swiftshader\), slower than this CPU path/);
-        await page.waitForFunction(() => /^CPU \(WebGPU's only adapter here is a software one .*\)\. Ready\./.test(document.getElementById('status').textContent));
+        await page.waitForFunction(() => /^CPU, \d+ threads \(WebGPU's only adapter here is a software one .*\)\. Ready\./.test(document.getElementById('status').textContent));
       }
     }
   } finally {

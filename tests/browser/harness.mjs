@@ -25,11 +25,12 @@ async function freePort() {
 }
 
 /** Serves the repository root on loopback; returns {url, close}. */
-export async function startServer() {
+/** The repository served as `./build.sh serve` serves it (serve.py: cross-origin isolated, so
+ * the CPU path runs on every core), or without the isolation headers (one thread). */
+export async function startServer({ isolated = true } = {}) {
   const port = await freePort();
-  const child = spawn('python3', ['-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', ROOT], {
-    stdio: 'ignore',
-  });
+  const args = [join(ROOT, 'serve.py'), String(port), '--directory', ROOT, ...(isolated ? [] : ['--no-isolation'])];
+  const child = spawn('python3', args, { stdio: 'ignore' });
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 100; i++) {
     try {

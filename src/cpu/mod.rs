@@ -1,0 +1,90 @@
+//! Kernels of our own for burn's flex CPU backend (natively, and in the browser's WebAssembly
+//! where WebGPU is missing or software), each where a benchmark showed burn's general op well
+//! behind: the stride-1 convolutions with what follows them ([`tap_products`]), the trunk's
+//! BatchNorm-ReLU pre-activations ([`batch_norm_relu`]), the logits' bilinear upsampling a band
+//! of rows at a time ([`bilinear`]) and the per-pixel log-sum-exp under every anomaly score
+//! ([`log_sum_exp`]). The kernels work on plain slices (tested against burn's ops in
+//! `tests/cpu_kernels.rs`); the `*_on_flex` bridges read flex's buffers in place and give `None`
+//! elsewhere (GPU backends, ndarray, training), where burn's ops run.
+
+pub mod batch_norm_relu;
+pub mod bilinear;
+pub mod log_sum_exp;
+pub mod tap_products;
+
+use burn::tensor::{Device, Tensor};
+
+/// `work(i, chunk)` on each `size`-long chunk of `data` (the last may be shorter), on all cores
+/// with the `threads` feature.
+pub(crate) fn each_chunk_mut<T: Send>(data: &mut [T], size: usize, work: impl Fn(usize, &mut [T]) + Send + Sync) {
+    #[cfg(feature = "threads")]
+    {
+        use rayon::prelude::*;
+        data.par_chunks_mut(size.max(1)).enumerate().for_each(|(i, chunk)| work(i, chunk));
+    }
+    #[cfg(not(feature = "threads"))]
+    data.chunks_mut(size.max(1)).enumerate().for_each(|(i, chunk)| work(i, chunk));
+}
+
+/// Inference on burn's flex backend: where these kernels replace burn's ops.
+pub(crate) fn on_flex_outside_training(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        !device.is_autodiff() && *device == Device::flex()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+/// A float32 tensor's values, row-major, as flex holds them (copied only where flex keeps them
+/// strided), or `None` off flex or at another dtype.
+#[cfg(feature = "flex")]
+pub(crate) struct FlexValues(burn::backend::flex::FlexTensor);
+
+#[cfg(feature = "flex")]
+impl FlexValues {
+    pub(crate) fn of<const D: usize>(tensor: Tensor<D>) -> Option<Self> {
+        use burn::tensor::DType;
+        if !on_flex_outside_training(&tensor.device()) || tensor.dtype() != DType::F32 {
+            return None;
+        }
+        let tensor = tensor.try_into_primitive::<burn::backend::Flex>().ok()?;
+        let in_place = tensor.is_contiguous() && tensor.layout().start_offset() == 0;
+        Some(Self(if in_place { tensor } else { tensor.to_contiguous() }))
+    }
+
+    pub(crate) fn values(&self) -> &[f32] {
+        &self.0.storage::<f32>()[..self.0.layout().num_elements()]
+    }
+}
+
+#[cfg(not(feature = "flex"))]
+pub(crate) struct FlexValues(std::convert::Infallible);
+
+#[cfg(not(feature = "flex"))]
+impl FlexValues {
+    pub(crate) fn of<const D: usize>(_tensor: Tensor<D>) -> Option<Self> {
+        None
+    }
+
+    pub(crate) fn values(&self) -> &[f32] {
+        match self.0 {}
+    }
+}
+
+/// `values` (row-major, `shape`) as a flex tensor, without a copy.
+#[cfg(feature = "flex")]
+pub(crate) fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
+    use burn::backend::flex::{FlexTensor, Layout};
+    use burn::tensor::{Bytes, DType, Shape};
+    let layout = Layout::contiguous(Shape::from(shape.to_vec()));
+    Tensor::from_primitive::<burn::backend::Flex>(FlexTensor::new(Bytes::from_elems(values), layout, DType::F32))
+}
+
+#[cfg(not(feature = "flex"))]
+pub(crate) fn flex_tensor<const D: usize>(_values: Vec<f32>, _shape: [usize; D]) -> Tensor<D> {
+    unreachable!("FlexValues::of gives None without flex")
+}

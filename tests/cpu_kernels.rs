@@ -1,0 +1,163 @@
+//! Our CPU kernels (what flex inference runs instead of burn's ops; `src/cpu/`) against burn's
+//! own ops: convolutions as one product per tap (every geometry the network has and its edge
+//! cases: taps partly or wholly off the map, bands of rows, batch, bias, 1x1) and what follows
+//! them (a residual added, ReLU), BatchNorm-ReLU, the logits' bilinear upsampling by bands of
+//! rows, and the per-pixel log-sum-exp. The network through
+//! them is checked against the reference outputs by `tests/parity.rs` (flex).
+
+mod common;
+
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use common::{FLOAT32_TOLERANCE, assert_close};
+use rpl_web::backend::BackendKind;
+use rpl_web::cpu::batch_norm_relu::batch_norm_relu;
+use rpl_web::cpu::bilinear::resize_rows;
+use rpl_web::cpu::log_sum_exp::log_sum_exp;
+use rpl_web::cpu::tap_products::{Epilogue, TapGeometry, convolve_by_taps};
+
+fn flex() -> Device {
+    BackendKind::Flex.device().unwrap()
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+}
+
+fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
+    Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device)
+}
+
+/// (batch, in, out, kernel, dilation, height, width, bias; a residual added, ReLU)
+const LAYERS: [(usize, usize, usize, usize, usize, usize, usize, bool, bool, bool); 12] = [
+    // Every tap partly off the map.
+    (1, 8, 16, 3, 1, 7, 9, false, false, false),
+    // Batch of two, bias, dilation 2.
+    (2, 8, 16, 3, 2, 10, 9, true, false, false),
+    // Rate 12 on a 5x6 map (the ASPP on a small image): only the centre tap reads the map.
+    (1, 16, 8, 3, 12, 5, 6, false, false, false),
+    // Rate 4 on a 5x6 map: side columns whose valid part is one or two columns wide.
+    (1, 16, 8, 3, 4, 5, 6, true, false, false),
+    // Rate 24 on a 16x32 map: the centre row of taps only, the side ones reading 8 columns.
+    (1, 8, 4, 3, 24, 16, 32, false, false, false),
+    // One row, one column.
+    (1, 4, 4, 3, 1, 1, 9, true, false, false),
+    (1, 4, 4, 3, 1, 9, 1, false, false, false),
+    // 1x1 with bias.
+    (2, 24, 12, 1, 1, 4, 5, true, false, false),
+    // A map large enough for several bands of rows on several threads, and products split
+    // across threads (the width-1/8 model's first stage at 512x256).
+    (1, 32, 32, 3, 1, 128, 256, true, true, true),
+    // The trunk's last convolution of a block: the shortcut added (batch of two, bias); and
+    // the one before it, ReLU after, with taps wholly off the map.
+    (2, 8, 16, 3, 1, 6, 7, true, true, false),
+    (1, 8, 16, 3, 4, 5, 6, true, false, true),
+    // A map too small for a band per thread: shared out by blocks of output channels as well
+    // (48 channels on two threads: 32 and 16), with everything after the convolution.
+    (1, 8, 48, 3, 2, 6, 7, true, true, true),
+];
+
+#[test]
+fn convolution_by_taps_equals_burns() {
+    let device = flex();
+    for (n, cin, cout, kernel, dilation, h, w, bias, residual, relu) in LAYERS {
+        let x = random([n, cin, h, w], &device);
+        let weight = Tensor::<4>::random([cout, cin, kernel, kernel], Distribution::Normal(0.0, 0.2), &device);
+        let bias_values = bias.then(|| Tensor::<1>::random([cout], Distribution::Normal(0.0, 1.0), &device));
+        let residual_values = residual.then(|| random([n, cout, h, w], &device));
+        let pad = dilation * (kernel - 1) / 2;
+        let options = ConvOptions::new([1, 1], [pad, pad], [dilation, dilation], 1);
+        let mut expected = conv2d(x.clone(), weight.clone(), bias_values.clone(), options);
+        if let Some(r) = residual_values.clone() {
+            expected = expected + r;
+        }
+        if relu {
+            expected = burn::tensor::activation::relu(expected);
+        }
+        let expected = values(expected);
+        let geometry = TapGeometry { batch: n, input_channels: cin, height: h, width: w, output_channels: cout, kernel, dilation };
+        let (bias_values, residual_values) = (bias_values.map(values), residual_values.map(values));
+        let epilogue = Epilogue { bias: bias_values.as_deref(), residual: residual_values.as_deref(), relu };
+        let ours = convolve_by_taps(&values(x), &values(weight), geometry, epilogue);
+        if relu {
+            assert!(ours.iter().all(|&v| v >= 0.0) && ours.contains(&0.0), "ReLU clips the negative outputs");
+        }
+        let what = format!("{cin}->{cout} {kernel}x{kernel} rate {dilation} on {n}x{h}x{w}, bias {bias}, residual {residual}, ReLU {relu}");
+        let error = assert_close(&what, &ours, &expected, FLOAT32_TOLERANCE);
+        println!("{what}: relative max error {error:.2e}");
+    }
+}
+
+/// The bands of rows the page and the command line ask for, joined, are the resize that burn's
+/// ops make on the other backends (`model::resize_rows` on ndarray: each value blended from two
+/// source rows, then two columns, with align_corners as the reference's `F.interpolate`); up,
+/// down, one source row.
+#[test]
+fn bilinear_rows_equal_the_resize_on_other_backends() {
+    let (device, ndarray) = (flex(), BackendKind::Ndarray.device().unwrap());
+    for (shape, size, band) in [
+        ([1, 19, 16, 32], [64, 128], 64),
+        ([2, 3, 7, 5], [20, 11], 6),
+        ([1, 2, 9, 13], [4, 6], 3),
+        ([1, 1, 1, 4], [5, 4], 2),
+    ] {
+        let input = values(random(shape, &device));
+        let on_ndarray = Tensor::<4>::from_data(TensorData::new(input.clone(), shape), &ndarray);
+        let expected = values(rpl_web::model::resize_rows(on_ndarray, size, 0..size[0]));
+        let bands: Vec<Vec<f32>> = (0..size[0])
+            .step_by(band)
+            .map(|top| resize_rows(&input, shape, size, top..(top + band).min(size[0])))
+            .collect();
+        // Bands hold [N, C, rows, W]: back to [N, C, H, W] to compare.
+        let [n, c] = [shape[0], shape[1]];
+        let mut joined = vec![0f32; n * c * size[0] * size[1]];
+        for (i, values) in bands.iter().enumerate() {
+            let rows = values.len() / (n * c * size[1]);
+            for (plane, chunk) in values.chunks_exact(rows * size[1]).enumerate() {
+                joined[plane * size[0] * size[1] + i * band * size[1]..][..chunk.len()].copy_from_slice(chunk);
+            }
+        }
+        let what = format!("{shape:?} to {size:?} in bands of {band} rows");
+        let error = assert_close(&what, &joined, &expected, 1e-6);
+        println!("{what}: relative max error {error:.2e}");
+    }
+}
+
+/// One pass, against inference's BatchNorm as burn's ops compute it (`x · scale + shift`, then
+/// ReLU), bit for bit.
+#[test]
+fn batch_norm_relu_equals_burns() {
+    let device = flex();
+    let shape = [2, 5, 6, 7];
+    let x = random(shape, &device);
+    let scale = Tensor::<1>::random([5], Distribution::Uniform(-2.0, 2.0), &device);
+    let shift = Tensor::<1>::random([5], Distribution::Uniform(-1.0, 1.0), &device);
+    let expected = burn::tensor::activation::relu(x.clone() * scale.clone().reshape([1, 5, 1, 1]) + shift.clone().reshape([1, 5, 1, 1]));
+    let ours = batch_norm_relu(&values(x), shape, &values(scale), &values(shift));
+    assert_close("BatchNorm-ReLU of 2x5x6x7", &ours, &values(expected), 0.0);
+}
+
+/// One pass per pixel, against burn's stable formula; logits large enough that an unshifted
+/// exp would overflow, a batch of two, and a map of several pieces of work.
+#[test]
+fn log_sum_exp_equals_burns() {
+    let device = flex();
+    for shape in [[2, 19, 9, 14], [1, 19, 70, 100]] {
+        let x = random(shape, &device).mul_scalar(40.0);
+        let max = x.clone().max_dim(1);
+        let expected = values((x.clone() - max.clone()).exp().sum_dim(1).log() + max);
+        let ours = log_sum_exp(&values(x), shape);
+        assert!(ours.iter().all(|v| v.is_finite()), "no overflow");
+        let error = assert_close(&format!("log-sum-exp of {shape:?} logits"), &ours, &expected, 1e-6);
+        println!("log-sum-exp of {shape:?}: relative max error {error:.2e}");
+    }
+}
+
+/// A one-pixel sanity check with a value known by hand: two classes with logits 0 and ln 3
+/// give ln(1 + 3) = ln 4.
+#[test]
+fn log_sum_exp_of_a_known_pixel() {
+    let ours = log_sum_exp(&[0.0, 3f32.ln()], [1, 2, 1, 1]);
+    assert!((ours[0] - 4f32.ln()).abs() < 1e-6, "{} != ln 4", ours[0]);
+}
