@@ -113,7 +113,9 @@ build_wasm() {
   # RUSTFLAGS in the environment replaces .cargo/config.toml's wasm flags: SIMD goes into it.
   [ -z "${RUSTFLAGS:-}" ] || export RUSTFLAGS="$RUSTFLAGS -C target-feature=+simd128"
   cargo build --release --locked --lib --target wasm32-unknown-unknown --no-default-features --features flex,wgpu
-  bind_and_optimise target/wasm32-unknown-unknown/release/rpl_web.wasm pkg
+  # wasm-opt runs on one core: the module's optimisation goes on beside the threaded one's build.
+  bind_and_optimise target/wasm32-unknown-unknown/release/rpl_web.wasm pkg &
+  local plain=$!
 
   ensure_nightly
   say "cargo +$NIGHTLY build of the threaded module (CPU only; the first build takes about 10 minutes)"
@@ -127,6 +129,7 @@ build_wasm() {
     cargo "+$NIGHTLY" build --release --locked --lib --target wasm32-unknown-unknown -Z build-std=panic_abort,std \
     --no-default-features --features flex,threads --target-dir target/threads
   bind_and_optimise target/threads/wasm32-unknown-unknown/release/rpl_web.wasm pkg-threads --enable-threads
+  wait "$plain" || die "wasm-bindgen or wasm-opt of www/pkg failed (above)"
 }
 
 cmd_test() {

@@ -224,7 +224,7 @@ test('on the CPU the first run announces no shader compilation', { timeout: 300_
     await openWithDemoModel(page, '&backend=cpu');
     await segmentFile(page, SMALL, 1);
     const lines = await page.evaluate(() => window.statusLines);
-    assert.ok(lines.some((line) => /^CPU .*Running on 64x48…$/.test(line)), lines.join('\n'));
+    assert.ok(lines.some((line) => /^CPU, (\d+ threads|one thread: .*) \(CPU requested\)\. Running on 64x48…$/.test(line)), lines.join('\n'));
     assert.ok(!lines.some((line) => line.includes('shaders')), lines.join('\n'));
   } finally {
     await browser.close();
