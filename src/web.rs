@@ -90,14 +90,6 @@ impl From<WebError> for JsValue {
 #[cfg(feature = "threads")]
 pub use wasm_bindgen_rayon::init_thread_pool;
 
-/// Threads the CPU backend computes on: the pool's, or 1 in the module without threads.
-fn cpu_threads() -> usize {
-    #[cfg(feature = "threads")]
-    return rayon::current_num_threads();
-    #[cfg(not(feature = "threads"))]
-    1
-}
-
 #[wasm_bindgen(start)]
 fn start() {
     console_error_panic_hook::set_once();
@@ -136,6 +128,25 @@ thread_local! {
 type GpuDevice = wgpu::Device;
 #[cfg(not(feature = "wgpu"))]
 type GpuDevice = std::convert::Infallible;
+
+/// The WebGPU device, wgpu's handle on it and the largest buffer one tensor may take (cubecl asks
+/// the adapter for its own limits, not WebGPU's defaults); its limits go into `info`.
+#[cfg(feature = "wgpu")]
+async fn start_webgpu(info: &Object, on_device_lost: Function) -> Result<(Device, GpuDevice, u64), WebError> {
+    let (device, setup) = Device::wgpu_options().init_with_setup_async().await?;
+    let limits = setup.device.limits();
+    set(info, "backend", "webgpu");
+    set(info, "maxBufferSize", limits.max_buffer_size as f64);
+    set(info, "maxStorageBufferBindingSize", limits.max_storage_buffer_binding_size as f64);
+    watch_device_loss(&setup.device, on_device_lost);
+    Ok((device, setup.device, limits.max_buffer_size.min(limits.max_storage_buffer_binding_size as u64)))
+}
+
+/// The threaded module has no WebGPU: the page starts the other one for a GPU.
+#[cfg(not(feature = "wgpu"))]
+async fn start_webgpu(_info: &Object, _on_device_lost: Function) -> Result<(Device, GpuDevice, u64), WebError> {
+    Err(WebError::CpuOnlyModule)
+}
 
 /// Calls `listener(sentence)` once wgpu reports `device` lost (destroyed, or taken by the browser
 /// or driver). wgpu's WebGPU backend adds a handler to `GPUDevice.lost`, next to cubecl's own.
@@ -219,41 +230,17 @@ impl RplSession {
     /// offers it. `on_device_lost(sentence)` is called if the GPU device is lost later.
     pub async fn start(webgpu: bool, half_precision: bool, on_device_lost: Function) -> Result<RplSession, WebError> {
         let info = Object::new();
-        #[cfg_attr(not(feature = "wgpu"), allow(unused_mut))]
-        let mut max_tensor_bytes = CPU_MAX_TENSOR_BYTES;
-        #[cfg(not(feature = "wgpu"))]
-        if webgpu {
-            return Err(WebError::CpuOnlyModule);
-        }
-        #[cfg(feature = "wgpu")]
-        let gpu_session = if webgpu {
-            // cubecl asks the adapter for its own limits, not WebGPU's defaults.
-            let (device, setup) = Device::wgpu_options().init_with_setup_async().await?;
-            let limits = setup.device.limits();
-            max_tensor_bytes = limits.max_buffer_size.min(limits.max_storage_buffer_binding_size as u64);
-            set(&info, "backend", "webgpu");
-            set(&info, "maxBufferSize", limits.max_buffer_size as f64);
-            set(&info, "maxStorageBufferBindingSize", limits.max_storage_buffer_binding_size as f64);
-            watch_device_loss(&setup.device, on_device_lost);
-            Some((device, Some(setup.device)))
+        let (mut device, gpu, max_tensor_bytes) = if webgpu {
+            let (device, gpu, max_tensor_bytes) = start_webgpu(&info, on_device_lost).await?;
+            (device, Some(gpu), max_tensor_bytes)
         } else {
-            None
-        };
-        #[cfg(not(feature = "wgpu"))]
-        let gpu_session = {
-            let _ = on_device_lost;
-            None
-        };
-        let (mut device, gpu): (Device, Option<GpuDevice>) = if let Some(session) = gpu_session {
-            session
-        } else {
-            let threads = cpu_threads();
+            let threads = crate::cpu::threads();
             set(&info, "backend", "cpu");
             set(&info, "threads", threads as f64);
             let simd = if cfg!(target_feature = "simd128") { "WebAssembly SIMD" } else { "WebAssembly" };
             let plural = if threads == 1 { "" } else { "s" };
             set(&info, "adapter", format!("burn flex ({simd}, {threads} thread{plural})"));
-            (Device::flex(), None)
+            (Device::flex(), None, CPU_MAX_TENSOR_BYTES)
         };
         let mut precision = if half_precision { Precision::F16 } else { Precision::F32 };
         if let Err(e) = set_precision(&mut device, precision) {

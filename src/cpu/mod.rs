@@ -14,6 +14,14 @@ pub mod tap_products;
 
 use burn::tensor::{Device, Tensor};
 
+/// Threads these kernels compute on: rayon's pool (flex's too), or 1 without `threads`.
+pub fn threads() -> usize {
+    #[cfg(feature = "threads")]
+    return rayon::current_num_threads();
+    #[cfg(not(feature = "threads"))]
+    1
+}
+
 /// `work(i, chunk)` on each `size`-long chunk of `data` (the last may be shorter), on all cores
 /// with the `threads` feature.
 pub(crate) fn each_chunk_mut<T: Send>(data: &mut [T], size: usize, work: impl Fn(usize, &mut [T]) + Send + Sync) {

@@ -10,6 +10,8 @@
 
 use std::ops::Range;
 
+use super::threads;
+
 /// A stride-1, ungrouped convolution with a square odd kernel, equal dilation and the padding that
 /// keeps the map's size (`dilation · (kernel - 1) / 2` on every side).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,13 +223,6 @@ unsafe fn convolve_band(
             }
         }
     }
-}
-
-fn threads() -> usize {
-    #[cfg(feature = "threads")]
-    return rayon::current_num_threads();
-    #[cfg(not(feature = "threads"))]
-    1
 }
 
 /// Matrix products at least this large (multiply-adds) are split across threads.

@@ -71,11 +71,9 @@ pub fn convolve_then(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>>, r
     if let Some(y) = convolve_on_flex(conv, &x, residual.as_ref(), relu) {
         return y;
     }
-    let mut y = None;
-    if gpu_convolution() == GpuConvolution::MatrixProducts && large_enough(conv) && on_gpu_outside_training(&x.device()) {
-        y = convolve_by_matmul(conv, x.clone(), MAX_COLUMNS_BYTES);
-    }
-    let mut y = y.unwrap_or_else(|| conv.forward(x));
+    let products = gpu_convolution() == GpuConvolution::MatrixProducts && large_enough(conv) && on_gpu_outside_training(&x.device());
+    let by_products = if products { convolve_by_matmul(conv, x.clone(), MAX_COLUMNS_BYTES) } else { None };
+    let mut y = by_products.unwrap_or_else(|| conv.forward(x));
     if let Some(residual) = residual {
         y = y + residual;
     }

@@ -43,7 +43,7 @@ pub fn batch_norm(channels: usize, device: &Device) -> BatchNorm {
 /// BatchNorm followed by ReLU: the reference's pre-activation `bnX` (keys `bnX.0.*`). One pass
 /// over the map on flex ([`crate::cpu::batch_norm_relu`]).
 pub fn bn_relu(bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
-    if !x.device().is_autodiff() {
+    if crate::cpu::on_flex_outside_training(&x.device()) {
         let (scale, shift) = scale_and_shift(bn);
         if let Some(y) = crate::cpu::batch_norm_relu::batch_norm_relu_on_flex(&x, scale, shift) {
             return y;
