@@ -115,7 +115,11 @@ pub fn gaussian_kernel() -> [f32; BLUR_KERNEL] {
 pub fn gaussian_blur(score: Tensor<3>) -> Tensor<3> {
     let [_, h, w] = score.dims();
     let device = score.device();
-    let mode = if h > BLUR_RADIUS && w > BLUR_RADIUS { PadMode::Reflect } else { PadMode::Edge };
+    let reflect = h > BLUR_RADIUS && w > BLUR_RADIUS;
+    if let Some(blurred) = crate::cpu::gaussian_blur::blur_separable_on_flex(&score, &gaussian_kernel(), reflect) {
+        return blurred;
+    }
+    let mode = if reflect { PadMode::Reflect } else { PadMode::Edge };
     let r = BLUR_RADIUS;
     let padded = score.unsqueeze_dim::<4>(1).pad((r, r, r, r), mode);
     let kernel = gaussian_kernel().to_vec();

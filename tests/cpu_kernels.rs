@@ -1,21 +1,24 @@
 //! Our CPU kernels (what flex inference runs instead of burn's ops; `src/cpu/`) against burn's
-//! own ops: convolutions as one product per tap (every geometry the network has and its edge
-//! cases: taps partly or wholly off the map, bands of rows, batch, bias, 1x1) and what follows
+//! own ops: convolutions as one product per tap and as one product over a band's gathered taps
+//! (every geometry the network has and its edge cases: taps partly or wholly off the map, bands
+//! of rows, batch, bias, 1x1) and what follows
 //! them (a residual added, ReLU), BatchNorm-ReLU, the logits' bilinear upsampling by bands of
 //! rows, and the per-pixel log-sum-exp. The network through
 //! them is checked against the reference outputs by `tests/parity.rs` (flex).
 
 mod common;
 
-use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
+use burn::tensor::module::{conv2d, max_pool2d};
+use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use common::{FLOAT32_TOLERANCE, assert_close};
 use rpl_web::backend::BackendKind;
 use rpl_web::cpu::batch_norm_relu::batch_norm_relu;
 use rpl_web::cpu::bilinear::resize_rows;
-use rpl_web::cpu::log_sum_exp::log_sum_exp;
-use rpl_web::cpu::tap_products::{Epilogue, TapGeometry, convolve_by_taps};
+use rpl_web::cpu::gaussian_blur::blur_separable;
+use rpl_web::cpu::log_sum_exp::{exp_of_nonpositive, log_sum_exp};
+use rpl_web::cpu::max_pool::max_pool_3x3_stride_2;
+use rpl_web::cpu::tap_products::{Epilogue, TapGeometry, TapStrategy, convolve_by_taps, convolve_by_taps_as};
 
 fn flex() -> Device {
     BackendKind::Flex.device().unwrap()
@@ -30,7 +33,7 @@ fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
 }
 
 /// (batch, in, out, kernel, dilation, height, width, bias; a residual added, ReLU)
-const LAYERS: [(usize, usize, usize, usize, usize, usize, usize, bool, bool, bool); 12] = [
+const LAYERS: [(usize, usize, usize, usize, usize, usize, usize, bool, bool, bool); 13] = [
     // Every tap partly off the map.
     (1, 8, 16, 3, 1, 7, 9, false, false, false),
     // Batch of two, bias, dilation 2.
@@ -54,7 +57,9 @@ const LAYERS: [(usize, usize, usize, usize, usize, usize, usize, bool, bool, boo
     (2, 8, 16, 3, 1, 6, 7, true, true, false),
     (1, 8, 16, 3, 4, 5, 6, true, false, true),
     // A map too small for a band per thread: shared out by blocks of output channels as well
-    // (48 channels on two threads: 32 and 16), with everything after the convolution.
+    // (48 channels on two threads: 32 and 16), with everything after the convolution; and a
+    // convolution too small to wake the threads.
+    (1, 64, 48, 3, 2, 16, 24, true, true, true),
     (1, 8, 48, 3, 2, 6, 7, true, true, true),
 ];
 
@@ -79,13 +84,20 @@ fn convolution_by_taps_equals_burns() {
         let geometry = TapGeometry { batch: n, input_channels: cin, height: h, width: w, output_channels: cout, kernel, dilation };
         let (bias_values, residual_values) = (bias_values.map(values), residual_values.map(values));
         let epilogue = Epilogue { bias: bias_values.as_deref(), residual: residual_values.as_deref(), relu };
-        let ours = convolve_by_taps(&values(x), &values(weight), geometry, epilogue);
-        if relu {
-            assert!(ours.iter().all(|&v| v >= 0.0) && ours.contains(&0.0), "ReLU clips the negative outputs");
+        let (x, weight) = (values(x), values(weight));
+        for strategy in [TapStrategy::PerTap, TapStrategy::Gathered] {
+            let ours = convolve_by_taps_as(strategy, &x, &weight, geometry, epilogue);
+            if relu {
+                assert!(ours.iter().all(|&v| v >= 0.0) && ours.contains(&0.0), "ReLU clips the negative outputs");
+            }
+            let what = format!(
+                "{strategy:?}: {cin}->{cout} {kernel}x{kernel} rate {dilation} on {n}x{h}x{w}, bias {bias}, residual {residual}, ReLU {relu}"
+            );
+            let error = assert_close(&what, &ours, &expected, FLOAT32_TOLERANCE);
+            println!("{what}: relative max error {error:.2e}");
         }
-        let what = format!("{cin}->{cout} {kernel}x{kernel} rate {dilation} on {n}x{h}x{w}, bias {bias}, residual {residual}, ReLU {relu}");
-        let error = assert_close(&what, &ours, &expected, FLOAT32_TOLERANCE);
-        println!("{what}: relative max error {error:.2e}");
+        // The default picks one of the two.
+        assert_eq!(convolve_by_taps(&x, &weight, geometry, epilogue), convolve_by_taps_as(TapStrategy::for_geometry(&geometry), &x, &weight, geometry, epilogue));
     }
 }
 
@@ -138,6 +150,36 @@ fn batch_norm_relu_equals_burns() {
     assert_close("BatchNorm-ReLU of 2x5x6x7", &ours, &values(expected), 0.0);
 }
 
+/// The scores' blur, a pass per axis, against burn's padding and two convolutions (as on the
+/// other backends): reflected borders, repeated ones on a map of 3 rows, a batch of two.
+#[test]
+fn separable_blur_equals_burns() {
+    let (device, ndarray) = (flex(), BackendKind::Ndarray.device().unwrap());
+    for shape in [[1, 9, 14], [2, 12, 8], [1, 3, 9], [1, 20, 4]] {
+        let [n, h, w] = shape;
+        let maps = values(random([n, 1, h, w], &device));
+        let expected = values(rpl_web::scoring::gaussian_blur(Tensor::<3>::from_data(TensorData::new(maps.clone(), shape), &ndarray)));
+        let reflect = h > 3 && w > 3;
+        let ours = blur_separable(&maps, shape, &rpl_web::scoring::gaussian_kernel(), reflect);
+        let error = assert_close(&format!("blur of {shape:?}, reflect {reflect}"), &ours, &expected, 1e-6);
+        println!("blur of {shape:?}: relative max error {error:.2e}");
+    }
+}
+
+/// The trunk's 3x3, stride-2, padding-1 pool against burn's, bit for bit: even and odd sides
+/// (the last window cut by the edge), one row, one column, a batch of two.
+#[test]
+fn max_pool_equals_burns() {
+    let device = flex();
+    for shape in [[1, 3, 8, 10], [2, 4, 7, 9], [1, 2, 1, 5], [1, 2, 6, 1]] {
+        let x = random(shape, &device);
+        let options = MaxPoolOptions::new([3, 3]).with_stride([2, 2]).with_padding([1, 1]);
+        let expected = values(max_pool2d(x.clone(), options));
+        let ours = max_pool_3x3_stride_2(&values(x), shape);
+        assert_close(&format!("3x3 max-pool of {shape:?}"), &ours, &expected, 0.0);
+    }
+}
+
 /// One pass per pixel, against burn's stable formula; logits large enough that an unshifted
 /// exp would overflow, a batch of two, and a map of several pieces of work.
 #[test]
@@ -152,6 +194,23 @@ fn log_sum_exp_equals_burns() {
         let error = assert_close(&format!("log-sum-exp of {shape:?} logits"), &ours, &expected, 1e-6);
         println!("log-sum-exp of {shape:?}: relative max error {error:.2e}");
     }
+}
+
+/// The vectorised exponential under log-sum-exp against float64's, relative to the true value,
+/// over every float32 step of [-87, 0] that 10^6 even steps meet (and 0, and the clamp below).
+#[test]
+fn exp_of_nonpositive_is_within_two_ulp() {
+    let mut worst = 0f64;
+    for i in 0..=1_000_000 {
+        let x = -87.0 * i as f32 / 1e6;
+        let exact = f64::from(x).exp();
+        let error = (f64::from(exp_of_nonpositive(x)) - exact).abs() / exact;
+        worst = worst.max(error);
+    }
+    println!("exp on [-87, 0]: relative max error {worst:.2e}");
+    assert!(worst <= 2.0 * f64::from(f32::EPSILON), "relative error {worst:.2e} is over 2 ulp");
+    assert_eq!(exp_of_nonpositive(0.0), 1.0);
+    assert!(exp_of_nonpositive(-1000.0) > 0.0 && exp_of_nonpositive(-1000.0) < 2e-38);
 }
 
 /// A one-pixel sanity check with a value known by hand: two classes with logits 0 and ln 3

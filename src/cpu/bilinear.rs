@@ -1,7 +1,9 @@
-//! Rows of an `align_corners=True` bilinear resize, for the logits' upsampling to the image
-//! (a band of output rows at a time). burn's path for bands gathers source rows and columns
-//! with index tensors (about 3x slower than this on flex); here each output row is blended from
-//! its two source rows, then each value from two columns, in the same order and arithmetic.
+//! Rows of an `align_corners=True` bilinear resize: the decoder's and the residual block's
+//! upsampling, and the logits' to the image (a band of output rows at a time). burn's path for
+//! bands gathers source rows and columns with index tensors (about 3x slower than this on flex),
+//! its interpolation works out each value's sources one at a time; here each output row is
+//! blended from its two source rows, then each value from two columns, in the same order and
+//! arithmetic as the bands on other backends.
 
 use std::ops::Range;
 

@@ -1,6 +1,8 @@
 //! `log(sum(exp(x)))` over the classes of every pixel, the quantity under the energy, entropy
 //! and max-softmax scores, in one pass over the logits (burn's ops make six over the whole map).
-//! Stable as burn's: shifted by the pixel's largest logit.
+//! Stable as burn's: shifted by the pixel's largest logit. The exponentials (19 per pixel, the
+//! bulk of the work) use [`exp_of_nonpositive`], a polynomial the compiler vectorises: `f32::exp`
+//! is a scalar library call, in WebAssembly a software one.
 
 use burn::tensor::Tensor;
 
@@ -26,12 +28,36 @@ pub fn log_sum_exp(x: &[f32], shape: [usize; 4]) -> Vec<f32> {
             }
             let mut sums = vec![0f32; len];
             for k in 0..c {
-                sums.iter_mut().zip(class(k)).zip(out.iter()).for_each(|((s, &v), &m)| *s += (v - m).exp());
+                sums.iter_mut().zip(class(k)).zip(out.iter()).for_each(|((s, &v), &m)| *s += exp_of_nonpositive(v - m));
             }
             out.iter_mut().zip(&sums).for_each(|(m, &s)| *m += s.ln());
         });
     }
     out
+}
+
+/// `e^x` for `x <= 0` within 2 units in the last place, without branches or library calls so
+/// that a loop over it vectorises: `x = n·ln 2 + r` with `|r| <= ln 2 / 2`, `e^r` by Cephes'
+/// degree-6 polynomial for `expf`, times `2^n` built in the exponent bits. Below -87 (where
+/// `e^x` leaves float32's normal range) it gives `e^-87`, about 1.6e-38: never more than a
+/// rounding error in a sum that holds the maximum's `e^0 = 1`.
+pub fn exp_of_nonpositive(x: f32) -> f32 {
+    // ln 2 split in two so that n·LN2_HIGH is exact for the n that occur.
+    const LN2_HIGH: f32 = 0.693_359_4;
+    const LN2_LOW: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5·2^23 rounds to the nearest integer.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 0.0);
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = x - n * LN2_HIGH - n * LN2_LOW;
+    let p = 1.987_569_1e-4_f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 0.5;
+    let e_r = p * r * r + r + 1.0;
+    e_r * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
 /// [`log_sum_exp`] of a tensor on flex; `None` elsewhere.

@@ -1,15 +1,19 @@
 //! Kernels of our own for burn's flex CPU backend (natively, and in the browser's WebAssembly
 //! where WebGPU is missing or software), each where a benchmark showed burn's general op well
 //! behind: the stride-1 convolutions with what follows them ([`tap_products`]), the trunk's
-//! BatchNorm-ReLU pre-activations ([`batch_norm_relu`]), the logits' bilinear upsampling a band
-//! of rows at a time ([`bilinear`]) and the per-pixel log-sum-exp under every anomaly score
-//! ([`log_sum_exp`]). The kernels work on plain slices (tested against burn's ops in
-//! `tests/cpu_kernels.rs`); the `*_on_flex` bridges read flex's buffers in place and give `None`
-//! elsewhere (GPU backends, ndarray, training), where burn's ops run.
+//! BatchNorm-ReLU pre-activations ([`batch_norm_relu`]), its two max-pools ([`max_pool`]), every
+//! bilinear resize, a band of rows at a time where asked ([`bilinear`]), the per-pixel
+//! log-sum-exp under every anomaly score ([`log_sum_exp`]) and the scores' blur
+//! ([`gaussian_blur`]). The kernels work on plain slices
+//! (tested against burn's ops in `tests/cpu_kernels.rs`); the `*_on_flex` bridges read flex's
+//! buffers in place and give `None` elsewhere (GPU backends, ndarray, training), where burn's
+//! ops run.
 
 pub mod batch_norm_relu;
 pub mod bilinear;
+pub mod gaussian_blur;
 pub mod log_sum_exp;
+pub mod max_pool;
 pub mod tap_products;
 
 use burn::tensor::{Device, Tensor};
@@ -22,15 +26,19 @@ pub fn threads() -> usize {
     1
 }
 
+/// Below this many values a pass over a map stays on the calling thread: waking the pool costs
+/// more than it saves (in WebAssembly a wake-up goes through `Atomics.wait`).
+const PARALLEL_VALUES: usize = 1 << 15;
+
 /// `work(i, chunk)` on each `size`-long chunk of `data` (the last may be shorter), on all cores
-/// with the `threads` feature.
+/// with the `threads` feature where `data` is large enough to gain.
 pub(crate) fn each_chunk_mut<T: Send>(data: &mut [T], size: usize, work: impl Fn(usize, &mut [T]) + Send + Sync) {
     #[cfg(feature = "threads")]
-    {
+    if data.len() >= PARALLEL_VALUES {
         use rayon::prelude::*;
         data.par_chunks_mut(size.max(1)).enumerate().for_each(|(i, chunk)| work(i, chunk));
+        return;
     }
-    #[cfg(not(feature = "threads"))]
     data.chunks_mut(size.max(1)).enumerate().for_each(|(i, chunk)| work(i, chunk));
 }
 

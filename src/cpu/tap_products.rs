@@ -7,6 +7,11 @@
 //! also run over the padding columns between rows (dropped afterwards), which costs `Wp / W`
 //! of the arithmetic. Taps that only ever read padding (the ASPP's largest rates on small maps)
 //! are left out, and the padding shrinks to what the remaining taps reach.
+//!
+//! Narrow layers (few input channels) make shallow products whose partial sums go through
+//! memory once per tap: there a band of rows first gathers every tap's shifted input into one
+//! matrix in cache (im2col, one band at a time) for a single product as deep as `taps · Cin`
+//! ([`TapStrategy::Gathered`]).
 
 use std::ops::Range;
 
@@ -42,11 +47,34 @@ impl TapGeometry {
     }
 }
 
+/// How a convolution's products are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TapStrategy {
+    /// One product per live tap, `Cin` deep, each adding into the band's output.
+    PerTap,
+    /// Each band's taps gathered into one matrix first: one product `taps · Cin` deep.
+    Gathered,
+}
+
+impl TapStrategy {
+    /// Gathered below this many input channels, where a product per tap is too shallow to keep
+    /// the matrix product's registers busy (measured at width 1/8, 2 threads: 16 input channels
+    /// 1.58 -> 1.35 ms, 32 1.33 -> 1.07, 38 5.92 -> 5.34; 64 about even, 128 slower).
+    const GATHER_BELOW_CHANNELS: usize = 64;
+
+    pub fn for_geometry(g: &TapGeometry) -> Self {
+        if g.kernel > 1 && g.input_channels < Self::GATHER_BELOW_CHANNELS { Self::Gathered } else { Self::PerTap }
+    }
+}
+
 /// Output values (channels x pixels) a band of rows should hold: its partial sums then stay in
 /// the core's cache while every tap adds to them.
 const BAND_VALUES: usize = 1 << 17;
 /// The fewest pixels in a band: each tap's product packs the whole weight slice again.
 const MIN_BAND_PIXELS: usize = 512;
+/// Values of a band's gathered matrix (`taps · Cin` x pixels): it stays in the core's cache
+/// between being written and being read by the product.
+const GATHERED_VALUES: usize = 1 << 17;
 /// The fewest output channels in a piece of work (a multiple of the SIMD width).
 const MIN_BLOCK_CHANNELS: usize = 16;
 
@@ -72,6 +100,11 @@ pub struct Epilogue<'a> {
 /// `x` (`[N, Cin, H, W]`, row-major) convolved with `weight` (`[Cout, Cin, k, k]`), then
 /// `epilogue`: `[N, Cout, H, W]`, row-major.
 pub fn convolve_by_taps(x: &[f32], weight: &[f32], g: TapGeometry, epilogue: Epilogue) -> Vec<f32> {
+    convolve_by_taps_as(TapStrategy::for_geometry(&g), x, weight, g, epilogue)
+}
+
+/// [`convolve_by_taps`] with the products laid out as `strategy` says.
+pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: TapGeometry, epilogue: Epilogue) -> Vec<f32> {
     let TapGeometry { batch, input_channels: cin, height: h, width: w, output_channels: cout, kernel: k, .. } = g;
     assert_eq!(x.len(), batch * cin * h * w, "input size");
     assert_eq!(weight.len(), cout * cin * k * k, "weight size");
@@ -82,151 +115,291 @@ pub fn convolve_by_taps(x: &[f32], weight: &[f32], g: TapGeometry, epilogue: Epi
     // The centre column of taps first (its centre tap covers every pixel), then each side column.
     taps.sort_by_key(|&(dy, dx, _)| (dx != 0, dx, dy != 0, dy));
     // Bands small enough to stay in cache and, where the map allows, one per thread at least.
-    let band_pixels = (BAND_VALUES / cout).min(plane.div_ceil(threads())).max(MIN_BAND_PIXELS);
+    let cache_pixels = match strategy {
+        TapStrategy::PerTap => BAND_VALUES / cout,
+        TapStrategy::Gathered => GATHERED_VALUES / (cin * taps.len()).max(cout),
+    };
+    // Small convolutions stay on the calling thread: waking the pool would cost more.
+    let workers = if cout * plane * cin * taps.len() >= PARALLEL_WORK { threads() } else { 1 };
+    let band_pixels = cache_pixels.min(plane.div_ceil(workers)).max(MIN_BAND_PIXELS);
     let band_rows = band_pixels.div_ceil(w).min(h);
     let bands: Vec<(usize, usize)> = (0..h).step_by(band_rows).map(|top| (top, (top + band_rows).min(h))).collect();
     // Maps too small for a band per thread are shared out by output channels as well.
-    let blocks = (threads() / bands.len()).min(cout / MIN_BLOCK_CHANNELS).max(1);
+    let blocks = (workers / bands.len()).min(cout / MIN_BLOCK_CHANNELS).max(1);
     let block = cout.div_ceil(blocks).next_multiple_of(MIN_BLOCK_CHANNELS).min(cout);
     let work: Vec<((usize, usize), Range<usize>)> =
         bands.iter().flat_map(|&band| (0..cout).step_by(block).map(move |c| (band, c..(c + block).min(cout)))).collect();
 
-    let mut out = vec![0f32; batch * cout * plane];
+    let size = batch * cout * plane;
+    // Every output value is written before it is read (the first product or the residual's
+    // copy), so the output starts uninitialised; only a product with no depth writes nothing.
+    let mut out = if cin == 0 { vec![0f32; size] } else { Vec::with_capacity(size) };
     for b in 0..batch {
-        let image = &x[b * cin * plane..][..cin * plane];
-        let out_image = SharedOut(out[b * cout * plane..].as_mut_ptr());
-        let image_epilogue = Epilogue { residual: epilogue.residual.map(|r| &r[b * cout * plane..][..cout * plane]), ..epilogue };
+        let convolution = ImageConvolution {
+            image: &x[b * cin * plane..][..cin * plane],
+            weight,
+            // SAFETY: image b's output lies inside the allocation.
+            out: SharedOut(unsafe { out.as_mut_ptr().add(b * cout * plane) }),
+            taps: &taps,
+            g,
+            epilogue: Epilogue { residual: epilogue.residual.map(|r| &r[b * cout * plane..][..cout * plane]), ..epilogue },
+        };
         let piece = |((top, bottom), channels): &((usize, usize), Range<usize>)| {
-            let split = work.len() == 1;
-            let rows = *top..*bottom;
+            let band = Band { rows: *top..*bottom, channels: channels.clone(), split: work.len() == 1 };
             // SAFETY: each piece writes only its own rows of its own output planes.
-            unsafe { convolve_band(image, weight, out_image, &taps, g, rows, channels.clone(), split, &image_epilogue) }
+            unsafe {
+                match strategy {
+                    TapStrategy::PerTap => convolution.convolve_band(band),
+                    TapStrategy::Gathered => convolution.convolve_gathered_band(band),
+                }
+            }
         };
         #[cfg(feature = "threads")]
-        {
+        if work.len() > 1 {
             use rayon::prelude::*;
             work.par_iter().for_each(piece);
+            continue;
         }
-        #[cfg(not(feature = "threads"))]
         work.iter().for_each(piece);
     }
+    // SAFETY: the pieces wrote every value of every image (rows x channels cover the output).
+    unsafe { out.set_len(size) };
     out
 }
 
-/// Output rows `rows` of planes `channels` of one image: every live tap's product over the
-/// pixels of those rows it reaches. The centre column of taps adds straight into `out`; each
-/// side column (taps shifted by the same `dx`) sums into a scratch band first, since its
-/// products also run over the `|dx|` columns at each row's end whose input lies across the row
-/// boundary: only its valid columns are then added. `split` lets the matrix product itself use
-/// the threads (one piece only).
-///
-/// # Safety
-/// `out` points at the image's `[Cout, H, W]` output, and no other thread writes these rows of
-/// these planes meanwhile.
-#[allow(clippy::too_many_arguments)]
-unsafe fn convolve_band(
-    image: &[f32],
-    weight: &[f32],
-    out: SharedOut,
-    taps: &[(isize, isize, usize)],
-    g: TapGeometry,
+/// One piece of work: output rows `rows` of planes `channels` of one image; `split` lets the
+/// matrix product itself use the threads (the only piece).
+struct Band {
     rows: Range<usize>,
     channels: Range<usize>,
     split: bool,
-    epilogue: &Epilogue,
-) {
-    let TapGeometry { input_channels: cin, height: h, width: w, kernel: k, .. } = g;
-    let (plane, top, bottom, count) = (h * w, rows.start, rows.end, channels.len());
-    let band = (bottom - top) * w;
-    // This band's rows of output plane c.
-    let band_of = |c: usize| {
-        // SAFETY: rows top..bottom of plane c, which only this piece touches (the caller's promise).
-        unsafe { std::slice::from_raw_parts_mut(out.0.add(c * plane + top * w), band) }
-    };
-    if let Some(residual) = epilogue.residual {
-        for c in channels.clone() {
-            band_of(c).copy_from_slice(&residual[c * plane + top * w..][..band]);
+}
+
+/// One image's convolution as the pieces of work share it.
+struct ImageConvolution<'a> {
+    /// `[Cin, H, W]`.
+    image: &'a [f32],
+    weight: &'a [f32],
+    /// The image's `[Cout, H, W]` output.
+    out: SharedOut,
+    /// The live taps, the centre column first.
+    taps: &'a [(isize, isize, usize)],
+    g: TapGeometry,
+    /// Its residual is the image's.
+    epilogue: Epilogue<'a>,
+}
+
+impl ImageConvolution<'_> {
+    /// This band's rows of output plane `c`, once written.
+    ///
+    /// # Safety
+    /// As for [`Self::convolve_band`], and these values are initialised.
+    unsafe fn band_plane<'b>(&self, rows: &Range<usize>, c: usize) -> &'b mut [f32] {
+        let (plane, w) = (self.g.height * self.g.width, self.g.width);
+        unsafe { std::slice::from_raw_parts_mut(self.out.0.add(c * plane + rows.start * w), rows.len() * w) }
+    }
+
+    /// The residual's rows copied where the products then add, or nothing.
+    ///
+    /// # Safety
+    /// As for [`Self::convolve_band`].
+    unsafe fn start_from_residual(&self, band: &Band) {
+        let Some(residual) = self.epilogue.residual else { return };
+        let (plane, w) = (self.g.height * self.g.width, self.g.width);
+        let (start, len) = (band.rows.start * w, band.rows.len() * w);
+        for c in band.channels.clone() {
+            // SAFETY: rows of plane c that only this piece writes; the residual has the output's shape.
+            unsafe { std::ptr::copy_nonoverlapping(residual[c * plane + start..][..len].as_ptr(), self.out.0.add(c * plane + start), len) };
         }
     }
-    let mut side = Vec::new();
-    for column in taps.chunk_by(|a, b| a.1 == b.1) {
-        let dx = column[0].1;
-        let (x_lo, x_hi) = ((-dx).max(0) as usize, (w as isize - dx).min(w as isize) as usize);
-        // The products' destination: pixel q of plane `channels.start + i` at
-        // `target + i · row_stride + q - origin`.
-        let (target, row_stride, origin) = if dx == 0 {
-            // SAFETY: plane channels.start of the image's output.
-            (unsafe { out.0.add(channels.start * plane) }, plane, 0)
-        } else {
-            side.clear();
-            side.resize(count * band, 0f32);
-            (side.as_mut_ptr(), band, top * w)
-        };
-        for &(dy, _, tap) in column {
-            let (y_lo, y_hi) = ((-dy).max(0) as usize, (h as isize - dy).min(h as isize) as usize);
-            let (y_lo, y_hi) = (y_lo.max(top), y_hi.min(bottom));
-            if y_lo >= y_hi {
-                continue;
-            }
-            let first = y_lo * w + x_lo;
-            let pixels = (y_hi - 1) * w + x_hi - first;
-            let read = (first as isize + dy * w as isize + dx) as usize;
-            // The centre tap writes, unless onto the residual; every other tap adds.
-            let accumulate = !(dx == 0 && dy == 0) || epilogue.residual.is_some();
-            let parallelism = if split { parallelism(count * pixels * cin) } else { gemm::Parallelism::None };
-            // SAFETY: dst: `count` rows, pixels first..first + pixels of this band; lhs:
-            // weight[co][ci][tap] for co in `channels`; rhs: cin planes, pixels read..read +
-            // pixels, inside the plane since rows y_lo..y_hi shifted by dy and columns x_lo..x_hi
-            // shifted by dx stay inside the map (between them, pixels read across a row end:
-            // wrong outputs that only side columns produce, and drop below).
-            unsafe {
-                gemm::gemm(
-                    count,
-                    pixels,
-                    cin,
-                    target.add(first - origin),
-                    1,
-                    row_stride as isize,
-                    accumulate,
-                    weight.as_ptr().add(channels.start * cin * k * k + tap),
-                    (k * k) as isize,
-                    (cin * k * k) as isize,
-                    image.as_ptr().add(read),
-                    1,
-                    plane as isize,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
+
+    /// The bias and ReLU on this band's written rows.
+    ///
+    /// # Safety
+    /// As for [`Self::convolve_band`], once the band's values are written.
+    unsafe fn finish_band(&self, band: &Band) {
+        let Epilogue { bias, relu, .. } = self.epilogue;
+        if bias.is_none() && !relu {
+            return;
+        }
+        for c in band.channels.clone() {
+            let bias = bias.map_or(0.0, |b| b[c]);
+            // SAFETY: the caller's promise.
+            let values = unsafe { self.band_plane(&band.rows, c) };
+            if relu {
+                values.iter_mut().for_each(|v| *v = (*v + bias).max(0.0));
+            } else {
+                values.iter_mut().for_each(|v| *v += bias);
             }
         }
-        if dx != 0 {
-            for (i, c) in channels.clone().enumerate() {
-                for (out_row, side_row) in band_of(c).chunks_exact_mut(w).zip(side[i * band..][..band].chunks_exact(w)) {
-                    for (o, s) in out_row[x_lo..x_hi].iter_mut().zip(&side_row[x_lo..x_hi]) {
-                        *o += s;
+    }
+
+    /// One band as a single product: every live tap's input for these rows gathered (row
+    /// `ci · k² + tap`, the weights' own order, zero where the tap reads padding), then
+    /// `weight[channels] x gathered` into the band, with the epilogue.
+    ///
+    /// # Safety
+    /// As for [`Self::convolve_band`].
+    unsafe fn convolve_gathered_band(&self, band: Band) {
+        let TapGeometry { input_channels: cin, height: h, width: w, kernel: k, .. } = self.g;
+        let (plane, depth, pixels, count) = (h * w, cin * k * k, band.rows.len() * w, band.channels.len());
+        let gathered = gather_band(self.image, self.taps, &self.g, &band.rows);
+        // SAFETY: dst: `count` planes from channels.start, this band's pixels; lhs: weight rows
+        // `channels`, each cin·k² long; rhs: the gathered matrix, cin·k² rows of `pixels`.
+        unsafe {
+            self.start_from_residual(&band);
+            let dst = self.out.0.add(band.channels.start * plane + band.rows.start * w);
+            let lhs = (self.weight.as_ptr().add(band.channels.start * depth), depth, 1);
+            let parallelism = if band.split { parallelism(count * pixels * depth) } else { gemm::Parallelism::None };
+            product((dst, plane), self.epilogue.residual.is_some(), lhs, (gathered.as_ptr(), pixels), [count, pixels, depth], parallelism);
+            self.finish_band(&band);
+        }
+    }
+
+    /// Output rows `rows` of planes `channels`: every live tap's product over the pixels of
+    /// those rows it reaches. The centre column of taps adds straight into `out`; each side
+    /// column (taps shifted by the same `dx`) sums into a scratch band first, since its
+    /// products also run over the `|dx|` columns at each row's end whose input lies across the
+    /// row boundary: only its valid columns are then added.
+    ///
+    /// # Safety
+    /// `out` points at the image's `[Cout, H, W]` output, and no other thread writes these rows
+    /// of these planes meanwhile.
+    unsafe fn convolve_band(&self, piece: Band) {
+        let TapGeometry { input_channels: cin, height: h, width: w, kernel: k, .. } = self.g;
+        let Band { rows, channels, split } = &piece;
+        let (plane, top, bottom, count) = (h * w, rows.start, rows.end, channels.len());
+        let band = (bottom - top) * w;
+        // SAFETY: the caller's promise.
+        unsafe { self.start_from_residual(&piece) };
+        let mut side = Vec::new();
+        for column in self.taps.chunk_by(|a, b| a.1 == b.1) {
+            let dx = column[0].1;
+            let (x_lo, x_hi) = ((-dx).max(0) as usize, (w as isize - dx).min(w as isize) as usize);
+            // The products' destination: pixel q of plane `channels.start + i` at
+            // `target + i · row_stride + q - origin`.
+            let (target, row_stride, origin) = if dx == 0 {
+                // SAFETY: plane channels.start of the image's output.
+                (unsafe { self.out.0.add(channels.start * plane) }, plane, 0)
+            } else {
+                side.clear();
+                side.resize(count * band, 0f32);
+                (side.as_mut_ptr(), band, top * w)
+            };
+            for &(dy, _, tap) in column {
+                let (y_lo, y_hi) = ((-dy).max(0) as usize, (h as isize - dy).min(h as isize) as usize);
+                let (y_lo, y_hi) = (y_lo.max(top), y_hi.min(bottom));
+                if y_lo >= y_hi {
+                    continue;
+                }
+                let first = y_lo * w + x_lo;
+                let pixels = (y_hi - 1) * w + x_hi - first;
+                let read = (first as isize + dy * w as isize + dx) as usize;
+                // The centre tap writes, unless onto the residual; every other tap adds.
+                let accumulate = !(dx == 0 && dy == 0) || self.epilogue.residual.is_some();
+                let parallelism = if *split { parallelism(count * pixels * cin) } else { gemm::Parallelism::None };
+                // SAFETY: dst: `count` rows, pixels first..first + pixels of this band; lhs:
+                // weight[co][ci][tap] for co in `channels`; rhs: cin planes, pixels read..read +
+                // pixels, inside the plane since rows y_lo..y_hi shifted by dy and columns
+                // x_lo..x_hi shifted by dx stay inside the map (between them, pixels read across
+                // a row end: wrong outputs that only side columns produce, and drop below).
+                unsafe {
+                    let lhs = (self.weight.as_ptr().add(channels.start * cin * k * k + tap), cin * k * k, k * k);
+                    let rhs = (self.image.as_ptr().add(read), plane);
+                    product((target.add(first - origin), row_stride), accumulate, lhs, rhs, [count, pixels, cin], parallelism);
+                }
+            }
+            if dx != 0 {
+                for (i, c) in channels.clone().enumerate() {
+                    // SAFETY: the centre column, first, wrote these rows.
+                    let out_rows = unsafe { self.band_plane(rows, c) };
+                    for (out_row, side_row) in out_rows.chunks_exact_mut(w).zip(side[i * band..][..band].chunks_exact(w)) {
+                        for (o, s) in out_row[x_lo..x_hi].iter_mut().zip(&side_row[x_lo..x_hi]) {
+                            *o += s;
+                        }
                     }
                 }
             }
         }
-    }
-    if epilogue.bias.is_some() || epilogue.relu {
-        for c in channels {
-            let bias = epilogue.bias.map_or(0.0, |b| b[c]);
-            if epilogue.relu {
-                band_of(c).iter_mut().for_each(|v| *v = (*v + bias).max(0.0));
-            } else {
-                band_of(c).iter_mut().for_each(|v| *v += bias);
-            }
-        }
+        // SAFETY: every value of the band is written.
+        unsafe { self.finish_band(&piece) };
     }
 }
 
-/// Matrix products at least this large (multiply-adds) are split across threads.
-#[cfg(feature = "threads")]
+/// `dst = lhs · rhs`, or `dst += lhs · rhs` where `accumulate`, for `[m, n, depth]`: `dst` is
+/// (start, row stride) of an `m x n` matrix, `lhs` (start, row stride, column stride) of
+/// `m x depth`, `rhs` (start, row stride) of `depth x n`; every column stride but lhs's is 1.
+///
+/// # Safety
+/// Every element those strides reach lies inside its buffer; no one else writes `dst` meanwhile.
+unsafe fn product(
+    dst: (*mut f32, usize),
+    accumulate: bool,
+    lhs: (*const f32, usize, usize),
+    rhs: (*const f32, usize),
+    [m, n, depth]: [usize; 3],
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            depth,
+            dst.0,
+            1,
+            dst.1 as isize,
+            accumulate,
+            lhs.0,
+            lhs.2 as isize,
+            lhs.1 as isize,
+            rhs.0,
+            1,
+            rhs.1 as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// Rows `ci · k² + tap` (the weights' own order) of `pixels` values: input channel `ci` under
+/// `tap` for each output pixel of `rows`, zero where the tap reads padding (a dead tap's whole
+/// row). Each value is written once, in order.
+fn gather_band(image: &[f32], taps: &[(isize, isize, usize)], g: &TapGeometry, rows: &Range<usize>) -> Vec<f32> {
+    let TapGeometry { input_channels: cin, height: h, width: w, kernel: k, .. } = *g;
+    let (plane, kk, pixels) = (h * w, k * k, rows.len() * w);
+    let zeros = |gathered: &mut Vec<f32>, n: usize| gathered.extend(std::iter::repeat_n(0f32, n));
+    let mut gathered = Vec::with_capacity(cin * kk * pixels);
+    for ci in 0..cin {
+        let input = &image[ci * plane..][..plane];
+        for tap in 0..kk {
+            let Some(&(dy, dx, _)) = taps.iter().find(|t| t.2 == tap) else {
+                zeros(&mut gathered, pixels);
+                continue;
+            };
+            let (x_lo, x_hi) = ((-dx).max(0) as usize, (w as isize - dx).min(w as isize) as usize);
+            for y in rows.clone() {
+                let source = y as isize + dy;
+                if !(0..h as isize).contains(&source) {
+                    zeros(&mut gathered, w);
+                    continue;
+                }
+                let from = (source * w as isize + x_lo as isize + dx) as usize;
+                zeros(&mut gathered, x_lo);
+                gathered.extend_from_slice(&input[from..][..x_hi - x_lo]);
+                zeros(&mut gathered, w - x_hi);
+            }
+        }
+    }
+    gathered
+}
+
+/// Matrix products and convolutions at least this large (multiply-adds) are split across
+/// threads.
 const PARALLEL_WORK: usize = 1 << 21;
 
 fn parallelism(work: usize) -> gemm::Parallelism {

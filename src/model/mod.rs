@@ -46,6 +46,9 @@ pub fn resize_to(x: Tensor<4>, size: [usize; 2]) -> Tensor<4> {
         // every backend has one for matrix products.
         return resize_by_matmul(x, size);
     }
+    if let Some(resized) = crate::cpu::bilinear::resize_rows_on_flex(&x, size, 0..size[0]) {
+        return resized;
+    }
     let options = InterpolateOptions::new(InterpolateMode::Bilinear)
         .with_align_corners(true)
         .with_output_size(size);

@@ -156,5 +156,8 @@ impl WiderResNet38 {
 
 /// `pool2` / `pool3`: 3x3 max-pool, stride 2, padding 1 (a side of n becomes ceil(n/2)).
 fn max_pool(x: Tensor<4>) -> Tensor<4> {
+    if let Some(pooled) = crate::cpu::max_pool::max_pool_3x3_stride_2_on_flex(&x) {
+        return pooled;
+    }
     max_pool2d(x, MaxPoolOptions::new([3, 3]).with_stride([2, 2]).with_padding([1, 1]))
 }
