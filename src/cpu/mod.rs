@@ -28,6 +28,7 @@ pub fn threads() -> usize {
 
 /// Below this many values a pass over a map stays on the calling thread: waking the pool costs
 /// more than it saves (in WebAssembly a wake-up goes through `Atomics.wait`).
+#[cfg(feature = "threads")]
 const PARALLEL_VALUES: usize = 1 << 15;
 
 /// `work(i, chunk)` on each `size`-long chunk of `data` (the last may be shorter), on all cores

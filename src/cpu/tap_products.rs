@@ -105,7 +105,9 @@ pub fn convolve_by_taps(x: &[f32], weight: &[f32], g: TapGeometry, epilogue: Epi
 
 /// [`convolve_by_taps`] with the products laid out as `strategy` says.
 pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: TapGeometry, epilogue: Epilogue) -> Vec<f32> {
-    let TapGeometry { batch, input_channels: cin, height: h, width: w, output_channels: cout, kernel: k, .. } = g;
+    let TapGeometry { batch, input_channels: cin, height: h, width: w, output_channels: cout, kernel: k, dilation } = g;
+    // The centre tap, which writes every output value first, exists only for these.
+    assert!(k % 2 == 1 && dilation >= 1, "an odd kernel and a dilation of at least 1");
     assert_eq!(x.len(), batch * cin * h * w, "input size");
     assert_eq!(weight.len(), cout * cin * k * k, "weight size");
     assert!(epilogue.bias.is_none_or(|b| b.len() == cout), "bias size");
@@ -120,7 +122,8 @@ pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: 
         TapStrategy::Gathered => GATHERED_VALUES / (cin * taps.len()).max(cout),
     };
     // Small convolutions stay on the calling thread: waking the pool would cost more.
-    let workers = if cout * plane * cin * taps.len() >= PARALLEL_WORK { threads() } else { 1 };
+    let work_size = [cout, plane, cin, taps.len()].into_iter().fold(1usize, usize::saturating_mul);
+    let workers = if work_size >= PARALLEL_WORK { threads() } else { 1 };
     let band_pixels = cache_pixels.min(plane.div_ceil(workers)).max(MIN_BAND_PIXELS);
     let band_rows = band_pixels.div_ceil(w).min(h);
     let bands: Vec<(usize, usize)> = (0..h).step_by(band_rows).map(|top| (top, (top + band_rows).min(h))).collect();
@@ -132,8 +135,10 @@ pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: 
 
     let size = batch * cout * plane;
     // Every output value is written before it is read (the first product or the residual's
-    // copy), so the output starts uninitialised; only a product with no depth writes nothing.
-    let mut out = if cin == 0 { vec![0f32; size] } else { Vec::with_capacity(size) };
+    // copy), so the output starts uninitialised; except where a product has no depth (it writes
+    // nothing) or one row (gemm then views its destination as a slice).
+    let zeroed = cin == 0 || work.iter().any(|(_, channels)| channels.len() == 1);
+    let mut out = if zeroed { vec![0f32; size] } else { Vec::with_capacity(size) };
     for b in 0..batch {
         let convolution = ImageConvolution {
             image: &x[b * cin * plane..][..cin * plane],
@@ -155,7 +160,7 @@ pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: 
             }
         };
         #[cfg(feature = "threads")]
-        if work.len() > 1 {
+        if workers > 1 && work.len() > 1 {
             use rayon::prelude::*;
             work.par_iter().for_each(piece);
             continue;
