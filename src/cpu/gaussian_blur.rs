@@ -25,7 +25,9 @@ pub fn blur_separable(maps: &[f32], shape: [usize; 3], kernel: &[f32], reflect: 
     assert_eq!(maps.len(), n * h * w, "input size");
     let radius = kernel.len() / 2;
     assert!(!reflect || (h > radius && w > radius), "reflecting needs sides longer than the radius");
-    let columns: Vec<Vec<usize>> = (0..w).map(|x| (0..kernel.len()).map(|k| source(x as isize + k as isize - radius as isize, w, reflect)).collect()).collect();
+    // Each column's sources along its row, found once for every row.
+    let sources = |at: usize, n: usize| (0..kernel.len()).map(move |k| source(at as isize + k as isize - radius as isize, n, reflect));
+    let columns: Vec<Vec<usize>> = (0..w).map(|x| sources(x, w).collect()).collect();
     let mut along_rows = vec![0f32; maps.len()];
     each_chunk_mut(&mut along_rows, w, |row, out| {
         let input = &maps[row * w..][..w];
@@ -36,9 +38,7 @@ pub fn blur_separable(maps: &[f32], shape: [usize; 3], kernel: &[f32], reflect: 
     let mut out = vec![0f32; maps.len()];
     each_chunk_mut(&mut out, w, |row, out| {
         let (image, y) = (row / h, row % h);
-        out.fill(0.0);
-        for (k, &weight) in kernel.iter().enumerate() {
-            let y = source(y as isize + k as isize - radius as isize, h, reflect);
+        for (y, &weight) in sources(y, h).zip(kernel) {
             let input = &along_rows[(image * h + y) * w..][..w];
             out.iter_mut().zip(input).for_each(|(o, &v)| *o += v * weight);
         }

@@ -36,7 +36,7 @@ pub fn log_sum_exp(x: &[f32], shape: [usize; 4]) -> Vec<f32> {
     out
 }
 
-/// `e^x` for `x <= 0` within 2 units in the last place, without branches or library calls so
+/// `e^x` for `x <= 0` within one unit in the last place, without branches or library calls so
 /// that a loop over it vectorises: `x = n·ln 2 + r` with `|r| <= ln 2 / 2`, `e^r` by Cephes'
 /// degree-6 polynomial for `expf`, times `2^n` built in the exponent bits. Below -87 (where
 /// `e^x` leaves float32's normal range) it gives `e^-87`, about 1.6e-38: never more than a

@@ -1,12 +1,12 @@
 //! Stride-1 "same" convolutions on the CPU as one matrix product per kernel tap. burn's CPU
 //! backend (flex) builds an im2col matrix in tiles and then packs it again for its matrix
-//! product, so every value is written twice over before any arithmetic. Here the input is
-//! zero-padded once and each tap's product reads it in place: with the padded map's rows laid
-//! end to end, the input under tap (ky, kx) for output pixel `q = y·Wp + x` sits at the fixed
-//! offset `ky·d·Wp + kx·d`, so a tap is a plain strided matrix `[Cin, pixels]`. The products
-//! also run over the padding columns between rows (dropped afterwards), which costs `Wp / W`
-//! of the arithmetic. Taps that only ever read padding (the ASPP's largest rates on small maps)
-//! are left out, and the padding shrinks to what the remaining taps reach.
+//! product, so every value is written twice over before any arithmetic. Here each tap's product
+//! reads the input in place: with the map's rows laid end to end, the input under the tap
+//! shifted by (dy, dx) for output pixel `q = y·W + x` sits at `q + dy·W + dx`, so a tap is a
+//! plain strided matrix `[Cin, pixels]` over the rows it reaches. Taps shifted sideways also
+//! read across row ends there; their products go to a scratch band of which only the valid
+//! columns are added. Taps that only ever read padding (the ASPP's largest rates on small maps)
+//! are left out.
 //!
 //! Narrow layers (few input channels) make shallow products whose partial sums go through
 //! memory once per tap: there a band of rows first gathers every tap's shifted input into one
@@ -130,14 +130,18 @@ pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: 
     // Maps too small for a band per thread are shared out by output channels as well.
     let blocks = (workers / bands.len()).min(cout / MIN_BLOCK_CHANNELS).max(1);
     let block = cout.div_ceil(blocks).next_multiple_of(MIN_BLOCK_CHANNELS).min(cout);
-    let work: Vec<((usize, usize), Range<usize>)> =
-        bands.iter().flat_map(|&band| (0..cout).step_by(block).map(move |c| (band, c..(c + block).min(cout)))).collect();
+    // One piece alone lets the matrix product itself use the threads.
+    let split = bands.len() * cout.div_ceil(block) == 1;
+    let work: Vec<Band> = bands
+        .iter()
+        .flat_map(|&(top, bottom)| (0..cout).step_by(block).map(move |c| Band { rows: top..bottom, channels: c..(c + block).min(cout), split }))
+        .collect();
 
     let size = batch * cout * plane;
     // Every output value is written before it is read (the first product or the residual's
     // copy), so the output starts uninitialised; except where a product has no depth (it writes
     // nothing) or one row (gemm then views its destination as a slice).
-    let zeroed = cin == 0 || work.iter().any(|(_, channels)| channels.len() == 1);
+    let zeroed = cin == 0 || work.iter().any(|piece| piece.channels.len() == 1);
     let mut out = if zeroed { vec![0f32; size] } else { Vec::with_capacity(size) };
     for b in 0..batch {
         let convolution = ImageConvolution {
@@ -149,8 +153,7 @@ pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: 
             g,
             epilogue: Epilogue { residual: epilogue.residual.map(|r| &r[b * cout * plane..][..cout * plane]), ..epilogue },
         };
-        let piece = |((top, bottom), channels): &((usize, usize), Range<usize>)| {
-            let band = Band { rows: *top..*bottom, channels: channels.clone(), split: work.len() == 1 };
+        let piece = |band: &Band| {
             // SAFETY: each piece writes only its own rows of its own output planes.
             unsafe {
                 match strategy {
@@ -245,19 +248,19 @@ impl ImageConvolution<'_> {
     ///
     /// # Safety
     /// As for [`Self::convolve_band`].
-    unsafe fn convolve_gathered_band(&self, band: Band) {
+    unsafe fn convolve_gathered_band(&self, band: &Band) {
         let TapGeometry { input_channels: cin, height: h, width: w, kernel: k, .. } = self.g;
         let (plane, depth, pixels, count) = (h * w, cin * k * k, band.rows.len() * w, band.channels.len());
         let gathered = gather_band(self.image, self.taps, &self.g, &band.rows);
         // SAFETY: dst: `count` planes from channels.start, this band's pixels; lhs: weight rows
         // `channels`, each cin·k² long; rhs: the gathered matrix, cin·k² rows of `pixels`.
         unsafe {
-            self.start_from_residual(&band);
+            self.start_from_residual(band);
             let dst = self.out.0.add(band.channels.start * plane + band.rows.start * w);
             let lhs = (self.weight.as_ptr().add(band.channels.start * depth), depth, 1);
             let parallelism = if band.split { parallelism(count * pixels * depth) } else { gemm::Parallelism::None };
             product((dst, plane), self.epilogue.residual.is_some(), lhs, (gathered.as_ptr(), pixels), [count, pixels, depth], parallelism);
-            self.finish_band(&band);
+            self.finish_band(band);
         }
     }
 
@@ -270,13 +273,13 @@ impl ImageConvolution<'_> {
     /// # Safety
     /// `out` points at the image's `[Cout, H, W]` output, and no other thread writes these rows
     /// of these planes meanwhile.
-    unsafe fn convolve_band(&self, piece: Band) {
+    unsafe fn convolve_band(&self, piece: &Band) {
         let TapGeometry { input_channels: cin, height: h, width: w, kernel: k, .. } = self.g;
-        let Band { rows, channels, split } = &piece;
+        let Band { rows, channels, split } = piece;
         let (plane, top, bottom, count) = (h * w, rows.start, rows.end, channels.len());
         let band = (bottom - top) * w;
         // SAFETY: the caller's promise.
-        unsafe { self.start_from_residual(&piece) };
+        unsafe { self.start_from_residual(piece) };
         let mut side = Vec::new();
         for column in self.taps.chunk_by(|a, b| a.1 == b.1) {
             let dx = column[0].1;
@@ -327,7 +330,7 @@ impl ImageConvolution<'_> {
             }
         }
         // SAFETY: every value of the band is written.
-        unsafe { self.finish_band(&piece) };
+        unsafe { self.finish_band(piece) };
     }
 }
 
