@@ -33,7 +33,7 @@ fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
 }
 
 /// (batch, in, out, kernel, dilation, height, width, bias; a residual added, ReLU)
-const LAYERS: [(usize, usize, usize, usize, usize, usize, usize, bool, bool, bool); 13] = [
+const LAYERS: [(usize, usize, usize, usize, usize, usize, usize, bool, bool, bool); 14] = [
     // Every tap partly off the map.
     (1, 8, 16, 3, 1, 7, 9, false, false, false),
     // Batch of two, bias, dilation 2.
@@ -61,6 +61,9 @@ const LAYERS: [(usize, usize, usize, usize, usize, usize, usize, bool, bool, boo
     // convolution too small to wake the threads (one piece).
     (1, 64, 48, 3, 2, 16, 24, true, true, true),
     (1, 8, 48, 3, 2, 6, 7, true, true, true),
+    // Deeper than one block of input channels (the direct kernel sums 128 at a time), output
+    // channels not a whole number of SIMD blocks, side taps wholly off the map's rows.
+    (1, 300, 40, 3, 12, 9, 20, true, false, true),
 ];
 
 #[test]
@@ -85,7 +88,7 @@ fn convolution_by_taps_equals_burns() {
         let (bias_values, residual_values) = (bias_values.map(values), residual_values.map(values));
         let epilogue = Epilogue { bias: bias_values.as_deref(), residual: residual_values.as_deref(), relu };
         let (x, weight) = (values(x), values(weight));
-        for strategy in [TapStrategy::PerTap, TapStrategy::Gathered] {
+        for strategy in [TapStrategy::PerTap, TapStrategy::Gathered, TapStrategy::Direct] {
             let ours = convolve_by_taps_as(strategy, &x, &weight, geometry, epilogue);
             if relu {
                 assert!(ours.iter().all(|&v| v >= 0.0) && ours.contains(&0.0), "ReLU clips the negative outputs");

@@ -11,6 +11,7 @@
 
 pub mod batch_norm_relu;
 pub mod bilinear;
+pub mod direct_convolution;
 pub mod gaussian_blur;
 pub mod log_sum_exp;
 pub mod max_pool;

@@ -37,7 +37,7 @@ impl TapGeometry {
     }
 
     /// The taps that read at least one input pixel, as (row shift, column shift, tap index).
-    fn live_taps(&self) -> Vec<(isize, isize, usize)> {
+    pub(super) fn live_taps(&self) -> Vec<(isize, isize, usize)> {
         let reach = self.reach() as isize;
         let shift = |k: usize| (k * self.dilation) as isize - reach;
         (0..self.kernel * self.kernel)
@@ -54,6 +54,9 @@ pub enum TapStrategy {
     PerTap,
     /// Each band's taps gathered into one matrix first: one product `taps · Cin` deep.
     Gathered,
+    /// No matrix product: register tiles of output channels x pixels over a channels-last copy
+    /// of the input ([`super::direct_convolution`]).
+    Direct,
 }
 
 impl TapStrategy {
@@ -80,7 +83,7 @@ const MIN_BLOCK_CHANNELS: usize = 16;
 
 /// A raw pointer that threads writing disjoint parts of one buffer can share.
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+pub(super) struct SharedOut(pub(super) *mut f32);
 // SAFETY: bands write disjoint pixel ranges of the output (see `convolve_band`).
 unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
@@ -120,6 +123,7 @@ pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: 
     let cache_pixels = match strategy {
         TapStrategy::PerTap => BAND_VALUES / cout,
         TapStrategy::Gathered => GATHERED_VALUES / (cin * taps.len()).max(cout),
+        TapStrategy::Direct => return super::direct_convolution::convolve_direct(x, weight, g, epilogue),
     };
     // Small convolutions stay on the calling thread: waking the pool would cost more.
     let work_size = [cout, plane, cin, taps.len()].into_iter().fold(1usize, usize::saturating_mul);
@@ -159,6 +163,7 @@ pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: 
                 match strategy {
                     TapStrategy::PerTap => convolution.convolve_band(band),
                     TapStrategy::Gathered => convolution.convolve_gathered_band(band),
+                    TapStrategy::Direct => unreachable!("returned above"),
                 }
             }
         };
