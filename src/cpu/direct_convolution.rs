@@ -10,15 +10,12 @@
 
 use pulp::{Arch, Simd, WithSimd};
 
-use super::tap_products::{Epilogue, SharedOut, TapGeometry};
+use super::tap_products::{Epilogue, PARALLEL_WORK, SharedOut, TapGeometry};
 use super::{each_chunk_mut, threads};
 
 /// Input channels summed per pass over a row's tiles: a block's weights under every tap then
 /// stay in the core's L2 cache from one tile to the next.
 const DEPTH_BLOCK: usize = 128;
-
-/// Convolutions at least this large (multiply-adds) share their rows among the threads.
-const PARALLEL_WORK: usize = 1 << 20;
 
 /// (vectors of output channels, pixels) in a register tile for `lanes`-wide SIMD: about 24
 /// accumulators where there are 32 vector registers (AVX-512), 12 where there are 16.

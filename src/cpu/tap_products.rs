@@ -413,7 +413,7 @@ fn gather_band(image: &[f32], taps: &[(isize, isize, usize)], g: &TapGeometry, r
 
 /// Matrix products and convolutions at least this large (multiply-adds) are split across
 /// threads.
-const PARALLEL_WORK: usize = 1 << 21;
+pub(super) const PARALLEL_WORK: usize = 1 << 21;
 
 fn parallelism(work: usize) -> gemm::Parallelism {
     #[cfg(feature = "threads")]
