@@ -145,7 +145,7 @@ cmd_test() {
   # browser tests run Debian's Chromium, whose SwiftShader provides WebGPU.
   ensure_debian_packages mesa-vulkan-drivers libvulkan1 chromium python3
   ensure_node_packages
-  say "cargo test --release (a cold build of burn takes about 20 minutes on 2 cores)"
+  say "cargo test --release (a cold build of burn takes about 40 minutes on 2 cores)"
   # The crates that only generate and dispatch GPU kernels build at -O1 for the tests: a shorter cold
   # build (CI's time limit), their results unchanged (optimisation never changes what safe Rust computes),
   # and the tests' time is lavapipe's and the CPU kernels', which stay at -O3. Release builds of
