@@ -85,20 +85,22 @@ ensure_nightly() {
 
 # wasm-bindgen, then wasm-opt (binaryen from npm: Debian's version corrupts wasm-bindgen's output),
 # of cargo's module RAW into www/OUT; skipped when RAW is unchanged since the last time. -O1, not
-# -O3: measured side by side (2026-12-03, 2 cores), -O3 took 454 s and 172 s on the two modules
+# -O3: measured side by side (2026-12-03, 2-core Intel Xeon, Sapphire Rapids class), -O3 took 454 s and 172 s on the two modules
 # against 136 s and 44 s, for larger gzipped files (4.39 and 0.96 MB against 4.04 and 0.86) and
 # no faster CPU inference in the page. Further arguments go to wasm-opt.
 bind_and_optimise() {
   local raw=$1 out=www/$2 stamp=www/$2/.built-from sum
   shift 2
-  sum="$(sha256sum "$raw" | cut -d' ' -f1) wasm-bindgen $(wasm-bindgen --version | awk '{print $2}')"
+  local level=-O1
+  # The stamp names the optimisation too: a module optimised otherwise is rebuilt.
+  sum="$(sha256sum "$raw" | cut -d' ' -f1) wasm-bindgen $(wasm-bindgen --version | awk '{print $2}') wasm-opt $level $*"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ] && [ -f "$out/rpl_web_bg.wasm" ]; then
     say "$out is up to date"
   else
     rm -rf "$out"
     wasm-bindgen --target web --no-typescript --out-dir "$out" "$raw"
-    say "wasm-opt -O1 of $out"
-    node_modules/.bin/wasm-opt -O1 --enable-bulk-memory --enable-nontrapping-float-to-int \
+    say "wasm-opt $level of $out"
+    node_modules/.bin/wasm-opt "$level" --enable-bulk-memory --enable-nontrapping-float-to-int \
       --enable-sign-ext --enable-simd --enable-mutable-globals --enable-reference-types --enable-multivalue \
       "$@" "$out/rpl_web_bg.wasm" -o "$out/rpl_web_bg.opt.wasm"
     mv "$out/rpl_web_bg.opt.wasm" "$out/rpl_web_bg.wasm"
