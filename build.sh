@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# rpl-web's two commands:
+# rpl-web's commands:
 #   ./build.sh test    build and run every test (installs what the tests need)
 #   ./build.sh serve   build and serve the demo page on localhost
+#   ./build.sh dist    build the page into dist/, a folder any static host serves
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -42,8 +43,9 @@ ensure_debian_packages() {
 
 ensure_node_packages() {
   command -v npm >/dev/null || ensure_debian_packages nodejs npm
-  # playwright-core drives Debian's Chromium (never a downloaded browser); binaryen brings wasm-opt.
-  if [ ! -x node_modules/.bin/wasm-opt ] || [ ! -d node_modules/playwright-core ]; then
+  # playwright-core drives Debian's Chromium (never a downloaded browser); binaryen brings wasm-opt;
+  # typescript checks the browser API's types. npm records what it installed in node_modules.
+  if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
     say "npm ci"
     npm ci --no-audit --no-fund --silent
   fi
@@ -111,14 +113,22 @@ bind_and_optimise() {
 
 # The browser's two modules: www/pkg (WebGPU, and the CPU on one thread) and www/pkg-threads (the
 # CPU on every core, for cross-origin isolated pages: shared memory, a pool of Web Workers).
+# `build_wasm test` builds them for the browser tests: burn's crates at -O1 (TEST_QUICK_CRATES), in
+# target dirs of their own so that the page's -O3 build stays cached beside them.
 build_wasm() {
+  local plain_dir=target threads_dir=target/threads quick=()
+  if [ "${1:-}" = test ]; then
+    plain_dir=target/test-wasm threads_dir=target/test-threads
+    quick_config quick
+  fi
   ensure_wasm_tools
   say "cargo build --target wasm32-unknown-unknown (the first build takes about 15 minutes)"
   # RUSTFLAGS in the environment replaces .cargo/config.toml's wasm flags: SIMD goes into it.
   [ -z "${RUSTFLAGS:-}" ] || export RUSTFLAGS="$RUSTFLAGS -C target-feature=+simd128"
-  cargo build --release --locked --lib --target wasm32-unknown-unknown --no-default-features --features flex,wgpu
+  cargo build --release --locked --lib --target wasm32-unknown-unknown --no-default-features --features flex,wgpu \
+    --target-dir "$plain_dir" "${quick[@]}"
   # wasm-opt runs on one core: the module's optimisation goes on beside the threaded one's build.
-  bind_and_optimise target/wasm32-unknown-unknown/release/rpl_web.wasm pkg &
+  bind_and_optimise "$plain_dir/wasm32-unknown-unknown/release/rpl_web.wasm" pkg &
   local plain=$!
 
   ensure_nightly
@@ -131,8 +141,8 @@ build_wasm() {
   local link="--shared-memory --import-memory --max-memory=4294967296 --export=__wasm_init_tls --export=__tls_size --export=__tls_align --export=__tls_base"
   RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+atomics,+bulk-memory,+mutable-globals,+simd128$(printf -- ' -C link-arg=%s' $link)" \
     cargo "+$NIGHTLY" build --release --locked --lib --target wasm32-unknown-unknown -Z build-std=panic_abort,std \
-    --no-default-features --features flex,threads --target-dir target/threads
-  bind_and_optimise target/threads/wasm32-unknown-unknown/release/rpl_web.wasm pkg-threads --enable-threads
+    --no-default-features --features flex,threads --target-dir "$threads_dir" "${quick[@]}"
+  bind_and_optimise "$threads_dir/wasm32-unknown-unknown/release/rpl_web.wasm" pkg-threads --enable-threads
   wait "$plain" || die "wasm-bindgen or wasm-opt of www/pkg failed (above)"
 }
 
@@ -148,6 +158,13 @@ TEST_QUICK_CRATES="burn-autodiff burn-backend burn-backend-extension burn-core b
   cubecl-std cubecl-wgpu cubecl-monitoring cubek cubek-attention cubek-convolution cubek-interpolate cubek-matmul
   cubek-pool cubek-quant cubek-random cubek-reduce cubek-std cubek-tile pliron naga wgpu wgpu-core wgpu-hal"
 
+# Appends to the array named $1 the cargo options that build TEST_QUICK_CRATES at -O1.
+quick_config() {
+  local -n options=$1
+  local crate
+  for crate in $TEST_QUICK_CRATES; do options+=(--config "profile.release.package.$crate.opt-level=1"); done
+}
+
 cmd_test() {
   ensure_rust
   # Native wgpu tests run on Mesa's lavapipe (software Vulkan) where there is no GPU;
@@ -158,11 +175,11 @@ cmd_test() {
   # A shorter cold build (CI's time limit) that computes the same values: optimisation never changes
   # what safe Rust computes (no fast-math, no fused multiply-add the source did not ask for). Release
   # builds of the command line and the page keep -O3 throughout.
-  local quick=() crate
-  for crate in $TEST_QUICK_CRATES; do quick+=(--config "profile.release.package.$crate.opt-level=1"); done
+  local quick=()
+  quick_config quick
   cargo test --release --locked "${quick[@]}"
-  # The browser tests check the module exactly as the page serves it, wasm-opt included.
-  build_wasm
+  # The browser tests check the page as it is served, its modules through wasm-bindgen and wasm-opt.
+  build_wasm test
   say "browser tests (headless Chromium)"
   # The test files by name: a folder argument means something else from Node 21 on.
   node --test --test-reporter=spec tests/browser/*.test.mjs
@@ -179,8 +196,93 @@ cmd_serve() {
   exec python3 serve.py "$port"
 }
 
+# The page as a folder any static host serves: index.html, the service worker and the hosts'
+# header files at the top, every other file in v/HASH/ (HASH: of their contents), so that a
+# redeploy changes the address of anything that changed and no cache serves an old copy.
+# Options: --model FILE (bundled in place of the demo model), --out DIR (default dist),
+# --as-built (package www/pkg and www/pkg-threads as they are: the browser tests).
+cmd_dist() {
+  local out=dist model=models/rpl-demo.safetensors build=yes
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --model) model=${2:?--model needs a file}; shift 2 ;;
+      --out) out=${2:?--out needs a folder}; shift 2 ;;
+      --as-built) build=no; shift ;;
+      *) die "dist takes --model FILE, --out DIR and --as-built, not $1" ;;
+    esac
+  done
+  [ -f "$model" ] || die "no model file $model"
+  # Never delete a folder this command did not write.
+  if [ -e "$out" ] && ! { [ -f "$out/index.html" ] && [ -d "$out/v" ]; }; then
+    die "$out exists and is not a folder ./build.sh dist wrote: choose another --out"
+  fi
+  ensure_node_packages
+  if [ "$build" = yes ]; then
+    ensure_rust
+    build_wasm
+  fi
+  for module in pkg pkg-threads; do
+    [ -f "www/$module/rpl_web_bg.wasm" ] || die "www/$module is not built: run ./build.sh dist without --as-built"
+  done
+
+  local staging hash
+  staging=$(mktemp -d)
+  mkdir -p "$staging/www" "$staging/models"
+  cp www/*.js www/rpl.d.ts www/style.css "$staging/www/"
+  cp -r www/pkg www/pkg-threads "$staging/www/"
+  rm -f "$staging"/www/pkg*/.built-from
+  cp "$model" "$staging/models/rpl-demo.safetensors"
+  cp -r models/samples "$staging/models/"
+  hash=$(cd "$staging" && find . -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-12)
+  # Precompressed copies for the hosts that serve them (Content-Encoding br or gzip).
+  say "compressing the modules and scripts (brotli, gzip)"
+  find "$staging" -name '*.wasm' -o -name '*.js' | xargs node --input-type=commonjs -e '
+    const fs = require("fs"), zlib = require("zlib");
+    for (const file of process.argv.slice(1)) {
+      const bytes = fs.readFileSync(file);
+      const params = { [zlib.constants.BROTLI_PARAM_QUALITY]: 9, [zlib.constants.BROTLI_PARAM_SIZE_HINT]: bytes.length };
+      fs.writeFileSync(file + ".br", zlib.brotliCompressSync(bytes, { params }));
+      fs.writeFileSync(file + ".gz", zlib.gzipSync(bytes, { level: 9 }));
+    }' --
+
+  rm -rf "$out"
+  mkdir -p "$out/v" "$out/examples"
+  mv "$staging" "$out/v/$hash"
+  chmod -R a+rX "$out"
+  sed "s#\"www/#\"v/$hash/www/#g" index.html > "$out/index.html"
+  sed "s#^const ASSETS = '';#const ASSETS = 'v/$hash/';#; s#^const CACHE = 'rpl-app-v[0-9]*';#const CACHE = 'rpl-app-$hash';#" \
+    service-worker.js > "$out/service-worker.js"
+  cp examples/minimal.html "$out/examples/"
+  sed "s#'\.\./www/#'../v/$hash/www/#; s#'\.\./models/#'../v/$hash/models/#" examples/minimal.js > "$out/examples/minimal.js"
+  local file
+  for file in index.html service-worker.js examples/minimal.js; do
+    grep -q "v/$hash/" "$out/$file" || die "$file: its asset paths were not rewritten (build.sh dist is out of date with it)"
+  done
+  # Netlify and Cloudflare Pages read _headers, Apache .htaccess: the cross-origin isolation
+  # headers (every core for the CPU path), hashed files cached for good, the rest revalidated.
+  cat > "$out/_headers" <<'HEADERS'
+/*
+  Cross-Origin-Opener-Policy: same-origin
+  Cross-Origin-Embedder-Policy: require-corp
+  Cache-Control: no-cache
+/v/*
+  Cache-Control: public, max-age=31536000, immutable
+HEADERS
+  cat > "$out/.htaccess" <<'HTACCESS'
+Header set Cross-Origin-Opener-Policy "same-origin"
+Header set Cross-Origin-Embedder-Policy "require-corp"
+Header set Cache-Control "no-cache"
+<If "%{REQUEST_URI} =~ m#^/v/#">
+  Header set Cache-Control "public, max-age=31536000, immutable"
+</If>
+AddType application/wasm .wasm
+HTACCESS
+  say "$out/ is ready ($(du -sh "$out" | cut -f1); assets in $out/v/$hash): copy it to any static host"
+}
+
 case "${1:-}" in
   test) cmd_test ;;
   serve) cmd_serve ;;
-  *) echo "usage: $0 test|serve" >&2; exit 2 ;;
+  dist) shift; cmd_dist "$@" ;;
+  *) echo "usage: $0 test|serve|dist [--model FILE] [--out DIR] [--as-built]" >&2; exit 2 ;;
 esac

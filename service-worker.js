@@ -7,19 +7,24 @@
 // hosts that cannot send them: from the second visit on, the page may then share memory with
 // the threaded module's Workers and run the CPU path on every core.
 // It must sit at the site's root to control index.html.
-const CACHE = 'rpl-app-v4';
-const SHELL = [
-  './', 'index.html', 'www/app.js', 'www/rpl-client.js', 'www/worker.js', 'www/style.css',
-  'www/model-store.js', 'www/pkg/rpl_web.js', 'www/pkg/rpl_web_bg.wasm', 'models/samples/index.json',
-];
+// Where the page's scripts, modules and models sit: here, beside index.html; in a folder that
+// `./build.sh dist` writes, in a directory named after their content hash ('v/<hash>/'), so that
+// a redeploy changes every URL and no cache serves an old module or model.
+const ASSETS = '';
+const CACHE = 'rpl-app-v5';
+const SHELL = ['./', 'index.html', ...[
+  'www/app.js', 'www/rpl.js', 'www/worker.js', 'www/style.css', 'www/model-store.js',
+  'www/pkg/rpl_web.js', 'www/pkg/rpl_web_bg.wasm', 'models/samples/index.json',
+].map((path) => ASSETS + path)];
 // The page's own model cache; every other cache is an older version of this worker's.
-const KEPT_CACHES = [CACHE, 'rpl-models'];
+const MODEL_CACHE = 'rpl-models';
+const KEPT_CACHES = [CACHE, MODEL_CACHE];
 
 async function precache() {
   const cache = await caches.open(CACHE);
   await cache.addAll(SHELL);
-  const samples = await (await fetch('models/samples/index.json')).json();
-  await cache.addAll(samples.flatMap((s) => [s.image, s.ood].map((file) => `models/samples/${file}`)));
+  const samples = await (await fetch(`${ASSETS}models/samples/index.json`)).json();
+  await cache.addAll(samples.flatMap((s) => [s.image, s.ood].map((file) => `${ASSETS}models/samples/${file}`)));
 }
 
 self.addEventListener('install', (event) => {
@@ -29,6 +34,14 @@ self.addEventListener('install', (event) => {
 async function dropOldCaches() {
   const names = await caches.keys();
   await Promise.all(names.filter((name) => !KEPT_CACHES.includes(name)).map((name) => caches.delete(name)));
+  // A deployed folder's earlier bundled models (under another hashed directory) are never asked for again.
+  if (!ASSETS) return;
+  const [versions, current] = ['v/', ASSETS].map((path) => new URL(path, self.registration.scope).pathname);
+  const models = await caches.open(MODEL_CACHE);
+  for (const request of await models.keys()) {
+    const path = new URL(request.url).pathname;
+    if (path.startsWith(versions) && !path.startsWith(current)) await models.delete(request);
+  }
 }
 
 self.addEventListener('activate', (event) => {

@@ -78,10 +78,44 @@ pub enum WebError {
     Analysis(#[from] AnalysisError),
 }
 
+impl WebError {
+    /// The `code` of the JS Error (`www/rpl.js` turns it into one of its Error classes): what a
+    /// program tests, where the message is what a person reads.
+    pub fn code(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "wgpu")]
+            WebError::WebGpu(_) => "webgpu-failed",
+            #[cfg(not(feature = "wgpu"))]
+            WebError::CpuOnlyModule => "backend-unavailable",
+            WebError::NoGpuDevice => "no-gpu-device",
+            WebError::StageReadback { .. } | WebError::Inference(_) => "readback-failed",
+            WebError::NoModel => "no-model",
+            WebError::Weights(_) => "bad-model",
+            WebError::NoRoom { .. } => "model-too-large",
+            WebError::Callback(_) => "load-stopped",
+            WebError::Cancelled(_) => "cancelled",
+            WebError::NoImage => "no-image",
+            WebError::Image(_) => "bad-image",
+            WebError::TooLarge { .. } => "image-too-large",
+            WebError::Analysis(AnalysisError::MaskSize { .. } | AnalysisError::MaskValues { .. } | AnalysisError::Metrics(_)) => {
+                "bad-mask"
+            }
+            WebError::Analysis(_)
+            | WebError::UnknownMode(_)
+            | WebError::UnknownHead(_)
+            | WebError::UnknownStage(_)
+            | WebError::UnknownWidth(_) => "bad-argument",
+            WebError::Npy(_) => "export-failed",
+        }
+    }
+}
+
 impl From<WebError> for JsValue {
     fn from(error: WebError) -> Self {
-        // A JS Error whose message is the Display text: what the page shows.
-        JsError::new(&error.to_string()).into()
+        // A JS Error whose message is the Display text (what the page shows), with its code.
+        let js: JsValue = JsError::new(&error.to_string()).into();
+        set(js.unchecked_ref(), "code", error.code());
+        js
     }
 }
 

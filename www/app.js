@@ -1,18 +1,26 @@
-// The page: picks images and models, hands them to the Worker, draws what comes back.
-// No computation on the results happens here: the Worker (Rust) answers every question.
-import { RplClient, decodeImage } from './rpl-client.js';
+// The page: picks images and models, hands them to the session (rpl.js, the public API and
+// nothing else), draws what comes back. No computation on the results happens here.
+import { MODEL_FILE, RplSession, drawImageData, toImageData } from './rpl.js';
 
+// Type-checked against rpl.d.ts (tsc --noEmit in the tests); the page's own elements are any.
+/** @type {(id: string) => any} */
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-// ?test-hooks lets tests destroy the GPU device (see worker.js).
-const client = new RplClient(params.has('test-hooks') ? new URL('./worker.js?test-hooks', import.meta.url) : undefined);
-const BUNDLED_MODEL = 'models/rpl-demo.safetensors';
-const SAMPLES = 'models/samples/';
-const MODEL_CACHE = 'rpl-models';
-// Each cached model keeps the server's validators it was downloaded with, in this header.
-const MODEL_VERSION_HEADER = 'x-rpl-model-version';
+const backendParam = params.get('backend');
+const session = new RplSession({
+  backend: backendParam === 'cpu' || backendParam === 'webgpu' ? backendParam : 'auto',
+  dtype: params.get('dtype') === 'f16' ? 'float16' : 'float32',
+  threads: Math.max(0, Math.floor(Number(params.get('threads')) || 0)),
+  // ?test-hooks lets tests destroy the GPU device (see worker.js).
+  ...(params.has('test-hooks') ? { workerUrl: new URL('./worker.js?test-hooks', import.meta.url) } : {}),
+});
+// The bundled model and samples sit beside the page's scripts (in a deployed folder, inside its
+// content-hashed directory): found from this module, not from the page's address.
+const BUNDLED_MODEL = new URL('../models/rpl-demo.safetensors', import.meta.url).href;
+const SAMPLES = new URL('../models/samples/', import.meta.url).href;
 
 // The network's two heads, as the Worker names them, and where the page shows each.
+/** @type {{name: import('./rpl.js').Head, label: string, classView: string, heatView: string, colour: string}[]} */
 const HEADS = [
   { name: 'out1', label: 'out1 (closed set)', classView: 'class-view', heatView: 'heat-view-1', colour: '#888' },
   { name: 'out2', label: 'out2 (RPL)', classView: 'class-view-2', heatView: 'heat-view', colour: '#e53935' },
@@ -32,8 +40,9 @@ const state = {
   imageChoices: 0, // images asked for so far, by the visitor or the first visit's sample
   threshold: null, // {mode, value}: the visitor's threshold, in the units of that score mode
   legend: [],
-  reloadModel: null, // () => the model loaded again (a Worker request), after a Worker restart
+  reloadModel: null, // () => the model loaded again, after a Worker restart
   maxPixels: Infinity, // the most pixels the model can take on this device
+  loading: null, // the AbortController of the load under way
 };
 
 function status(text, isError = false) {
@@ -80,18 +89,13 @@ function latestWins(task) {
 
 // Image work (a segmentation with its views, a new score mode, an evaluation) runs one at a
 // time: the views' follow-up requests reach the Worker before another image replaces its result.
+/** @type {Promise<unknown>} */
 let imageWork = Promise.resolve();
+/** @template T @param {() => T | Promise<T>} task @returns {Promise<T>} */
 function exclusive(task) {
   const run = imageWork.then(task);
   imageWork = run.catch(() => {});
   return run;
-}
-
-function draw(canvas, width, height, rgba) {
-  canvas.width = width;
-  canvas.height = height;
-  const pixels = new Uint8ClampedArray(rgba.buffer, rgba.byteOffset, rgba.length);
-  canvas.getContext('2d').putImageData(new ImageData(pixels, width, height), 0, 0);
 }
 
 // --- starting ----------------------------------------------------------------------------------
@@ -102,20 +106,14 @@ function cpuLine(info) {
   return `CPU, ${threads} (${info.fallbackReason})`;
 }
 
-function startBackend() {
-  const backend = params.get('backend');
-  const options = {
-    preferCpu: backend === 'cpu',
-    forceWebgpu: backend === 'webgpu',
-    halfPrecision: params.get('dtype') === 'f16',
-    threads: Math.max(0, Math.floor(Number(params.get('threads')) || 0)),
-  };
-  return client.init(options).then(async (info) => {
+// The status line once the session (re)starts.
+function showBackend(started) {
+  return started.then((info) => {
     state.backend = info.backend;
     state.backendLine = info.backend === 'webgpu' ? `WebGPU on ${info.adapter}` : cpuLine(info);
     if (info.dtype === 'f16') state.backendLine += ', float16';
     if (info.halfPrecisionError) state.backendLine += ` (float32: ${info.halfPrecisionError})`;
-    state.legend = (await client.legend()).classes;
+    state.legend = session.legend;
     status(`${state.backendLine}. Ready.`);
     return info;
   }, (e) => {
@@ -123,15 +121,14 @@ function startBackend() {
     throw e;
   });
 }
-let ready = startBackend();
+let ready = showBackend(session.ready);
 
 // A new Worker, the model loaded again and the last image run again: the page goes on as before.
 let recovering = null;
 function recover(reason) {
   recovering ??= (async () => {
     status(`${reason}: restarting the inference worker…`, true);
-    client.restart();
-    ready = startBackend();
+    ready = showBackend(session.restart());
     await ready;
     if (state.reloadModel) await useModel(state.modelName, state.reloadModel);
     if (state.image && state.reloadModel) await exclusive(() => runNetwork(state.image, state.imageName, state.sourceSize));
@@ -140,19 +137,19 @@ function recover(reason) {
     .finally(() => { recovering = null; });
   return recovering;
 }
-client.onFatal = recover;
+session.onFatal = (error) => recover(error.message);
 
 // --- models ------------------------------------------------------------------------------------
 
-// Loads a model through `load()` (a Worker request resolving to {description, ms, ...});
-// `reload` loads it again should the Worker restart. Resolves to the Worker's reply.
+// Loads a model through `load()` (a session load resolving to {description, ms, ...});
+// `reload` loads it again should the Worker restart. Resolves to the load's reply.
 async function useModel(name, load, reload = load) {
   await ready;
   status(`${state.backendLine}. Loading ${name}…`);
   const reply = await load();
   state.modelName = name;
   state.reloadModel = reload;
-  state.maxPixels = (await client.maxPixels()).pixels;
+  state.maxPixels = session.maxPixels;
   $('model-line').textContent = `Model: ${name} (${reply.description})`;
   status(`${state.backendLine}. ${name} loaded in ${(reply.ms / 1000).toFixed(1)} s.`);
   return reply;
@@ -161,15 +158,12 @@ async function useModel(name, load, reload = load) {
 // A model's bytes (an ArrayBuffer or Blob, or a promise of one), read as a file is; `reload`
 // gives them again (from the file or the cache).
 async function loadModel(name, bytes, reload = null) {
-  const load = async (what) => client.loadFile(new Blob([await what]), { name });
+  const load = async (what) => session.loadModel(new Blob([await what]), { name });
   return (await useModel(name, () => load(bytes), reload && (() => load(reload())))).description;
 }
 
-// Files the page takes as models (by name; the Worker then checks their first bytes).
-const MODEL_FILE = /\.(safetensors|pth|pt|bin|ckpt|tar)$/i;
-
-// `task(onProgress)` with the progress bar and Cancel button of a load read in steps shown
-// until it settles.
+// `task(onProgress, signal)` with the progress bar and Cancel button of a load shown until it
+// settles: a download's bytes and speed, then the weights read in steps.
 async function withLoadProgress(label, task) {
   const bar = $('download');
   bar.hidden = false;
@@ -177,14 +171,19 @@ async function withLoadProgress(label, task) {
   const started = performance.now();
   const onProgress = ({ phase, tensors, totalTensors, bytes, totalBytes }) => {
     bar.max = totalBytes || 1;
-    bar.value = bytes;
+    bar.value = totalBytes ? bytes : 0;
     const seconds = (performance.now() - started) / 1000;
-    $('download-text').textContent = `${label}: ${phase}, tensor ${tensors} of ${totalTensors}, `
-      + `${formatBytes(bytes)} of ${formatBytes(totalBytes)} of weights (${seconds.toFixed(0)} s)`;
+    $('download-text').textContent = phase === 'downloading'
+      ? `${label}: ${formatBytes(bytes)}${totalBytes ? ` of ${formatBytes(totalBytes)}` : ''}, ${formatBytes(bytes / Math.max(seconds, 1e-3))}/s`
+      : `${label}: ${phase}, tensor ${tensors} of ${totalTensors}, `
+        + `${formatBytes(bytes)} of ${formatBytes(totalBytes)} of weights (${seconds.toFixed(0)} s)`;
   };
+  const loading = new AbortController();
+  state.loading = loading;
   try {
-    return await task(onProgress);
+    return await task(onProgress, loading.signal);
   } finally {
+    if (state.loading === loading) state.loading = null;
     bar.hidden = true;
     $('cancel-load').hidden = true;
     $('download-text').textContent = '';
@@ -194,10 +193,10 @@ async function withLoadProgress(label, task) {
 // A model file as the visitor has it (the released .pth, or safetensors): read in slices in the
 // Worker, a float32 copy kept in this browser as it loads. The model in use stays on any failure.
 function loadModelFile(file) {
-  return withLoadProgress(`Loading ${file.name} (${formatBytes(file.size)})`, async (onProgress) => {
-    const reply = await useModel(file.name, () => client.loadFile(file, { keep: true, onProgress }));
+  return withLoadProgress(`Loading ${file.name} (${formatBytes(file.size)})`, async (onProgress, signal) => {
+    const reply = await useModel(file.name, () => session.loadModel(file, { keep: true, onProgress, signal }));
     if (reply.kept) {
-      state.reloadModel = () => client.loadKept(reply.kept.key);
+      state.reloadModel = () => session.loadKept(reply.kept.key);
       status(`${$('status').textContent} Kept in this browser (${formatBytes(reply.kept.bytes)}) for your next visit.`);
     } else if (reply.keptFailure) {
       status(`${$('status').textContent} Not kept for the next visit: ${reply.keptFailure}.`);
@@ -209,12 +208,12 @@ function loadModelFile(file) {
 
 function loadKeptModel(entry) {
   return withLoadProgress(`Loading ${entry.name} from this browser`,
-    (onProgress) => useModel(entry.name, () => client.loadKept(entry.key, { onProgress })));
+    (onProgress, signal) => useModel(entry.name, () => session.loadKept(entry.key, { onProgress, signal })));
 }
 
 // The models kept in this browser, each a button that loads it.
 async function showKeptModels() {
-  const { models } = await client.keptModels();
+  const models = await session.keptModels();
   const list = $('kept-models');
   list.replaceChildren();
   list.hidden = models.length === 0;
@@ -233,80 +232,12 @@ function formatBytes(n) {
   return n >= 1e6 ? `${(n / 1e6).toFixed(1)} MB` : `${(n / 1e3).toFixed(0)} kB`;
 }
 
-// The body of a response as a Blob, read chunk by chunk with a progress bar (bytes and speed).
-async function readWithProgress(response, label) {
-  const total = Number(response.headers.get('content-length')) || 0;
-  const bar = $('download');
-  const text = $('download-text');
-  bar.hidden = false;
-  bar.max = total || 1;
-  const reader = response.body.getReader();
-  const chunks = [];
-  let received = 0;
-  const started = performance.now();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    received += value.length;
-    bar.value = total ? received : 0;
-    const seconds = (performance.now() - started) / 1000;
-    text.textContent = `${label}: ${formatBytes(received)}${total ? ` of ${formatBytes(total)}` : ''}, ${formatBytes(received / Math.max(seconds, 1e-3))}/s`;
-  }
-  bar.hidden = true;
-  text.textContent = '';
-  return new Blob(chunks);
-}
-
-// A model file's version as its server states it (ETag, Last-Modified, size), or null.
-function versionOf(headers) {
-  const parts = ['etag', 'last-modified', 'content-length'].filter((name) => headers.has(name)).map((name) => `${name}=${headers.get(name)}`);
-  return parts.length ? parts.join('; ') : null;
-}
-
-// The version the server has now, from a HEAD request; null when it cannot say (offline, or
-// no validators it lets the page read).
-async function serverVersion(url) {
-  try {
-    const response = await fetch(url, { method: 'HEAD', cache: 'no-store' });
-    return response.ok ? versionOf(response.headers) : null;
-  } catch {
-    return null;
-  }
-}
-
-// fetch() rejects with a bare TypeError ("Failed to fetch") when it gets no readable response.
-async function fetchExplained(url, options) {
-  try {
-    return await fetch(url, options);
-  } catch (e) {
-    if (!(e instanceof TypeError)) throw e;
-    const crossOrigin = new URL(url, location.href).origin !== location.origin;
-    throw new Error(crossOrigin
-      ? `${url} could not be fetched: its server may not allow cross-origin requests (CORS) from this page, or it is unreachable (${e.message})`
-      : `${url} could not be fetched: the server is unreachable (${e.message})`);
-  }
-}
-
-// Weights from this browser's cache while the server still has the same version; else
-// downloaded again (a redeployed model) and cached with their version. Offline, the cached copy.
-async function fetchModel(url) {
-  const cache = 'caches' in self ? await caches.open(MODEL_CACHE) : null;
-  const [cached, version] = await Promise.all([cache?.match(url), serverVersion(url)]);
-  if (cached && (version === null || cached.headers.get(MODEL_VERSION_HEADER) === version)) return cached.blob();
-  // Not the browser's HTTP cache either: this cache is the one place models are kept.
-  const response = await fetchExplained(url, { cache: 'no-store' });
-  if (!response.ok) throw new Error(`${url}: HTTP ${response.status} ${response.statusText}`);
-  const bytes = await readWithProgress(response, `Downloading ${url.split('/').pop()}`);
-  if (cache) {
-    const headers = { 'content-type': 'application/octet-stream', [MODEL_VERSION_HEADER]: versionOf(response.headers) ?? '' };
-    await cache.put(url, new Response(bytes, { headers }));
-  }
-  return bytes;
-}
-
-async function loadModelFromUrl(url) {
-  return loadModel(url.split('/').pop(), await fetchModel(url), () => fetchModel(url));
+// A model by URL: downloaded with its progress, or taken from this browser's cache while the
+// server's copy is the same version.
+function loadModelFromUrl(url) {
+  const name = url.split('/').pop();
+  return withLoadProgress(`Downloading ${name}`, async (onProgress, signal) => (await useModel(name,
+    () => session.loadModel(url, { name, onProgress, signal }), () => session.loadModel(url, { name }))).description);
 }
 
 // Each file input is emptied once read, so that picking the same file again runs it again.
@@ -319,7 +250,7 @@ function onFile(input, action) {
 }
 
 onFile('model-file', loadModelFile);
-$('cancel-load').addEventListener('click', () => client.cancelLoad());
+$('cancel-load').addEventListener('click', () => state.loading?.abort());
 $('model-url-form').addEventListener('submit', reportErrors(async (event) => {
   event.preventDefault();
   const url = $('model-url').value.trim();
@@ -328,15 +259,7 @@ $('model-url-form').addEventListener('submit', reportErrors(async (event) => {
 // Every copy of a model this page made: the kept files, the downloads' cache, and any model
 // response in another cache (the service worker's).
 $('forget-models').addEventListener('click', reportErrors(async () => {
-  const kept = (await client.keptModels()).models.length;
-  await client.forgetKept();
-  let downloads = 0;
-  for (const name of 'caches' in self ? await caches.keys() : []) {
-    const cache = await caches.open(name);
-    for (const request of await cache.keys()) {
-      if (MODEL_FILE.test(new URL(request.url).pathname) && (await cache.delete(request))) downloads += 1;
-    }
-  }
+  const { kept, downloads } = await session.forgetModels();
   await showKeptModels();
   status(kept + downloads ? `Forgot ${kept} kept and ${downloads} downloaded models: the next load reads or downloads again.`
     : 'No models were kept in this browser.');
@@ -347,29 +270,24 @@ $('forget-models').addEventListener('click', reportErrors(async () => {
 // The inference size of a width x height image: its longer side at most the chosen size, its
 // pixels at most what the device can run (never enlarged). Returns [width, height, why].
 function inferenceSize(width, height) {
-  const maxSide = Number($('max-side').value);
-  const bySide = maxSide ? maxSide / Math.max(width, height) : 1;
-  const byPixels = Math.sqrt(state.maxPixels / (width * height));
-  const scale = Math.min(1, bySide, byPixels);
-  if (scale === 1) return [width, height, ''];
-  const why = byPixels < bySide ? 'the largest this device can run with this model' : 'the chosen inference size';
-  return [Math.max(1, Math.floor(width * scale)), Math.max(1, Math.floor(height * scale)), why];
+  return session.inferenceSize(width, height, Number($('max-side').value));
 }
 
 // Runs the network on an ImageData; the views change only once it has succeeded. Call it
 // through exclusive().
+/** @param {ImageData} image @param {string} name @param {[number, number]} [sourceSize] */
 async function runNetwork(image, name, sourceSize = [image.width, image.height]) {
   // Only WebGPU compiles shaders on the first run; the CPU backend has none.
   const compiling = state.runs === 0 && state.backend === 'webgpu' ? ' (the first run also compiles the GPU shaders)' : '';
   status(`${state.backendLine}. Running on ${image.width}x${image.height}${compiling}…`);
-  const result = await client.segment(image, $('score-mode').value);
+  const result = await session.segment(image, { score: $('score-mode').value, sourceSize });
   state.runs += 1;
   state.image = image;
   state.imageName = name;
   state.sourceSize = sourceSize;
   state.result = result;
-  draw($('input-view'), image.width, image.height, image.data);
-  for (const head of HEADS) draw($(head.classView), result.width, result.height, result.classImages[head.name]);
+  drawImageData($('input-view'), image);
+  for (const head of HEADS) drawImageData($(head.classView), result.classImages[head.name]);
   showLegend(result);
   await showScores(result);
   return result;
@@ -389,10 +307,10 @@ async function segmentBlob(source, name = imageNameOf(source)) {
   if (!state.modelName) await initialModel?.catch(() => {});
   if (!state.modelName) throw new Error('No model is loaded yet: wait for the demo model, or open one.');
   let why = '';
-  const decoded = await decodeOrExplain(source, (w, h) => {
+  const decoded = await toImageData(source, (w, h) => {
     const [width, height, reason] = inferenceSize(w, h);
     why = reason;
-    return [width, height];
+    return /** @type {[number, number]} */ ([width, height]);
   });
   const { image } = decoded;
   const result = await exclusive(() => runNetwork(image, name, [decoded.width, decoded.height]));
@@ -402,14 +320,6 @@ async function segmentBlob(source, name = imageNameOf(source)) {
   const resized = why ? ` (shrunk from ${decoded.width}x${decoded.height}: ${why})` : '';
   status(`${state.backendLine}. Done in ${result.ms.toFixed(0)} ms at ${image.width}x${image.height}${resized}.`);
   return result;
-}
-
-async function decodeOrExplain(blob, fit, options) {
-  try {
-    return await decodeImage(blob, fit, options);
-  } catch (e) {
-    throw new Error(`${blob.name ?? 'This file'} is not an image this browser can decode (JPEG, PNG or WebP): ${e.message}`);
-  }
 }
 
 function showLegend(result) {
@@ -448,16 +358,16 @@ const drawHeat = latestWins(async () => {
   if (!r) return;
   const [lo, hi] = r.scoreRange;
   const opacity = Number($('opacity').value);
-  const images = await Promise.all(HEADS.map((head) => client.heat(head.name, lo, hi, opacity)));
-  HEADS.forEach((head, i) => draw($(head.heatView), r.width, r.height, images[i].rgba));
+  const images = await Promise.all(HEADS.map((head) => session.heatImage(head.name, { range: [lo, hi], opacity })));
+  HEADS.forEach((head, i) => drawImageData($(head.heatView), images[i]));
 });
 
 const drawMask = latestWins(async () => {
   const r = state.result;
   if (!r) return;
   const threshold = Number($('threshold').value);
-  const { share, rgba } = await client.mask(RPL_HEAD.name, threshold);
-  draw($('mask-view'), r.width, r.height, rgba);
+  const { share, image } = await session.maskImage(RPL_HEAD.name, threshold);
+  drawImageData($('mask-view'), image);
   $('threshold-value').textContent = threshold.toFixed(3);
   $('mask-share').textContent = `${(100 * share).toFixed(2)} % of pixels`;
   state.result.maskShare = share;
@@ -477,7 +387,7 @@ drawColourBar();
 onFile('image-file', segmentBlob);
 $('score-mode').addEventListener('change', reportErrors(() => exclusive(async () => {
   if (!state.result) return;
-  await showScores(await client.rescore($('score-mode').value));
+  await showScores(await session.rescore($('score-mode').value));
 })));
 // Slider moves during image work wait for it (its views first), then only the latest one runs.
 $('opacity').addEventListener('input', reportErrors(() => imageWork.then(drawHeat)));
@@ -510,7 +420,7 @@ const cursor = { x: 0, y: 0 };
 const showPixel = latestWins(async (x, y) => {
   const r = state.result;
   if (!r) return;
-  const info = await client.pixel(x, y);
+  const info = await session.pixel(x, y);
   const top = (probabilities) => [...probabilities].map((p, id) => ({ p, id })).sort((a, b) => b.p - a.p).slice(0, 3)
     .map(({ p, id }) => `${state.legend[id]?.name ?? id} ${(100 * p).toFixed(1)} %`).join(', ');
   $('pixel-info').textContent = `(${x}, ${y}) ` + HEADS.map(({ name }) =>
@@ -540,33 +450,23 @@ $('input-view').addEventListener('keydown', reportErrors(async (event) => {
 
 // --- ground truth ------------------------------------------------------------------------------
 
-// The mask's values are its first channel (8-bit grey PNGs decode with R = G = B). A mask of the
-// image's size before it was shrunk is shrunk with it, nearest neighbour (labels must not blend).
-async function maskBytes(blob) {
-  const [result, sourceSize] = [state.result, state.sourceSize];
-  const fit = (w, h) => (result && w === sourceSize[0] && h === sourceSize[1] ? [result.width, result.height] : [w, h]);
-  const { image } = await decodeOrExplain(blob, fit, { smooth: false });
-  const values = new Uint8Array(image.width * image.height);
-  for (let i = 0; i < values.length; i += 1) values[i] = image.data[4 * i];
-  return { width: image.width, height: image.height, values };
-}
-
-async function evaluateMaskFile(blob) {
-  const mask = await maskBytes(blob);
-  return exclusive(() => evaluateMask(mask));
+// A ground-truth mask image (its first channel; one of the image's size before it was shrunk is
+// shrunk with it).
+function evaluateMaskFile(blob) {
+  return exclusive(() => evaluateMask(blob));
 }
 
 // Through exclusive(): the metrics are of the image on screen.
 async function evaluateMask(mask) {
   if (!state.result) throw new Error('Segment an image first, then drop its ground-truth mask.');
-  const metrics = await client.evaluate(mask.width, mask.height, mask.values);
+  const metrics = await session.evaluate(mask);
   const rows = HEADS.map(({ name, label }) => {
     const m = metrics[name];
     const row = document.createElement('tr');
     const cells = [label, m.auroc, m.ap, m.fpr95].map((v, i) => {
       const cell = document.createElement(i ? 'td' : 'th');
       if (!i) cell.scope = 'row';
-      cell.textContent = i ? v.toFixed(4) : v;
+      cell.textContent = typeof v === 'number' ? v.toFixed(4) : v;
       return cell;
     });
     row.append(...cells);
@@ -635,12 +535,12 @@ function exportName(viewId) {
   return head.classView === viewId ? `${image}_${head.name}_classes` : `${image}_${head.name}_${mode}`;
 }
 
-for (const button of document.querySelectorAll('[data-export]')) {
+for (const button of /** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll('[data-export]'))) {
   const view = button.dataset.export;
   button.addEventListener('click', () => $(view).toBlob((blob) => download(blob, `${exportName(view)}.png`)));
 }
 $('export-npy').addEventListener('click', reportErrors(async () => {
-  const { bytes } = await client.npy(RPL_HEAD.name);
+  const bytes = await session.npy(RPL_HEAD.name);
   download(new Blob([bytes], { type: 'application/octet-stream' }), `${exportName(RPL_HEAD.heatView)}.npy`);
 }));
 
@@ -692,11 +592,14 @@ $('camera').addEventListener('click', reportErrors(async () => {
 // A sample scene with its ground truth: segmented, then evaluated at once, unless another image
 // (the visitor's own, dropped meanwhile) has replaced it by then.
 async function showSample(sample) {
-  const [image, mask] = await Promise.all([SAMPLES + sample.image, SAMPLES + sample.ood].map(async (url) => (await fetchExplained(url)).blob()));
+  const [image, mask] = await Promise.all([SAMPLES + sample.image, SAMPLES + sample.ood].map(async (url) => {
+    const response = await fetch(url);
+    if (!response.ok) throw new Error(`${url}: HTTP ${response.status} ${response.statusText}`);
+    return response.blob();
+  }));
   const result = await segmentBlob(image, sample.name);
   const run = state.runs;
-  const values = await maskBytes(mask);
-  await exclusive(() => (state.runs === run ? evaluateMask(values) : null));
+  await exclusive(() => (state.runs === run ? evaluateMask(mask) : null));
   return result;
 }
 
@@ -752,7 +655,7 @@ const offlineReady = 'serviceWorker' in navigator && params.get('offline') !== '
   : Promise.resolve(null);
 
 // For tests and benchmarks driving the page.
-window.rpl = {
-  client, get ready() { return ready; }, state, loadModel, loadModelFile, loadKeptModel, showKeptModels, loadModelFromUrl, segmentBlob, evaluateMaskFile, decodeImage,
+/** @type {any} */ (window).rpl = {
+  session, get ready() { return ready; }, state, loadModel, loadModelFile, loadKeptModel, showKeptModels, loadModelFromUrl, segmentBlob, evaluateMaskFile, decodeImage: toImageData,
   get recovering() { return recovering; }, offlineReady, firstResult, get imageWork() { return imageWork; },
 };

@@ -1,5 +1,5 @@
 // The Web Worker that owns the network: all inference runs here, off the page's thread.
-// Messages: {id, op, ...args}; replies: {id, ok: true, result} or {id, ok: false, error, fatal};
+// Messages: {id, op, ...args}; replies: {id, ok: true, result} or {id, ok: false, error, code, fatal};
 // unasked, {event: 'fatal', error} when the GPU device is lost.
 import { fileKey, forgetKept, keptModel, listKept, startKeeping } from './model-store.js';
 
@@ -42,7 +42,7 @@ function cpuThreads(requested) {
 // The network, its device and the last result (src/web.rs); set by init.
 let session = null;
 function activeSession() {
-  if (!session) throw new Error('the inference backend has not started: init first');
+  if (!session) throw Object.assign(new Error('the inference backend has not started: init first'), { code: 'not-started' });
   return session;
 }
 
@@ -219,10 +219,11 @@ function transferables(result) {
   return [...buffers];
 }
 
-// After a lost device or a trap in the module (a Rust panic), nothing here can be trusted.
+// After a lost device or a trap in the module (a Rust panic), nothing here can be trusted:
+// {reason, code}, or null.
 function fatalReason(error) {
-  if (deviceLost !== null) return deviceLost;
-  if (error instanceof WebAssembly.RuntimeError) return `the inference module crashed (${error.message})`;
+  if (deviceLost !== null) return { reason: deviceLost, code: 'device-lost' };
+  if (error instanceof WebAssembly.RuntimeError) return { reason: `the inference module crashed (${error.message})`, code: 'module-crashed' };
   return null;
 }
 
@@ -237,16 +238,18 @@ self.onmessage = ({ data }) => {
   queue = queue.then(async () => {
     const started = performance.now();
     try {
-      if (!(op in ops)) throw new Error(`unknown operation ${op}`);
-      if (deviceLost !== null && op !== 'memory') throw new Error('device lost');
+      if (!(op in ops)) throw Object.assign(new Error(`unknown operation ${op}`), { code: 'bad-argument' });
+      if (deviceLost !== null && op !== 'memory') throw Object.assign(new Error('device lost'), { code: 'device-lost' });
       const result = await ops[op](args, id);
       cancelled.delete(id);
       const ms = performance.now() - started;
       self.postMessage({ id, ok: true, result: { ...result, ms } }, transferables(result));
     } catch (e) {
       cancelled.delete(id);
+      // The module's errors carry a code (src/web.rs); the browser's (storage, a lost file) do not.
       const fatal = fatalReason(e);
-      self.postMessage({ id, ok: false, error: fatal ?? e?.message ?? String(e), fatal: fatal !== null });
+      const [error, code] = fatal ? [fatal.reason, fatal.code] : [e?.message ?? String(e), e?.code ?? 'failed'];
+      self.postMessage({ id, ok: false, error, code, fatal: fatal !== null });
     }
   });
 };

@@ -110,8 +110,17 @@ test('bad images, models and masks give readable errors and keep the last result
     // concatenation, 38 channels at half the height and width (38 x 4 / 4 bytes per pixel).
     assert.equal(limit, Math.floor(binding / 38), 'the decoder features bound the size');
     const side = Math.ceil(Math.sqrt(limit)) + 1;
-    const tooLarge = await page.evaluate((n) => window.rpl.client.segment(new ImageData(n, n)).then(() => 'ran', (e) => e.message), side);
-    assert.match(tooLarge, new RegExp(`${side}x${side} is too large for this device: .* one buffer holds at most ${Math.floor(binding / 2 ** 20)} MB`));
+    const tooLarge = await page.evaluate((n) => {
+      const rgba = new ArrayBuffer(4 * n * n);
+      return window.rpl.session.request('segment', { width: n, height: n, rgba, mode: 'energy' }, [rgba])
+        .then(() => 'ran', (e) => ({ name: e.name, code: e.code, message: e.message }));
+    }, side);
+    assert.match(tooLarge.message, new RegExp(`${side}x${side} is too large for this device: .* one buffer holds at most ${Math.floor(binding / 2 ** 20)} MB`));
+    assert.deepEqual([tooLarge.name, tooLarge.code], ['ImageError', 'image-too-large']);
+    // The API's segment() shrinks such an image to what the device holds.
+    const [width, height, why] = await page.evaluate((n) => window.rpl.session.inferenceSize(n, n), side);
+    assert.ok(width * height <= limit && width === height && width >= side - 2, `${width}x${height} for ${limit} pixels`);
+    assert.equal(why, 'the largest this device can run with this model');
 
     // Models the page refuses: named, the loaded model stays in use.
     await segmentFile(page, join(BAD, 'scene_64x48.png'));
@@ -175,7 +184,7 @@ test('a lost GPU device restarts the Worker, which reloads the model and the las
     const page = await openPage(browser, '?test-hooks&backend=webgpu');
     await segmentFile(page, join(BAD, 'scene_64x48.png'));
     const before = await screenState(page);
-    await page.evaluate(() => window.rpl.client.request('destroyDevice'));
+    await page.evaluate(() => window.rpl.session.request('destroyDevice'));
     // The Worker reports the loss at once; the page restarts it and recovers.
     await waitForStatus(page, /Recovered from: the GPU device was lost/);
     assert.match(await statusText(page), /WebGPU on/, 'a fresh device');
@@ -194,7 +203,7 @@ test('inferences in a row: the Worker\'s and the GPU allocator\'s memory and the
   try {
     const page = await openPage(browser, '?backend=webgpu');
     const measure = () => page.evaluate(async () => {
-      const worker = await window.rpl.client.memory();
+      const worker = await window.rpl.session.memory();
       // Collect twice around a pause, so that the last run's promises have let go of it.
       window.gc();
       await new Promise((r) => setTimeout(r, 100));

@@ -91,9 +91,9 @@ async function benchPage(requestedThreads) {
     const pixels = new Uint8ClampedArray(width * height * 4);
     for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 2654435761) >>> 24;
     const image = new ImageData(pixels, width, height);
-    const client = window.rpl.client;
+    const { session } = window.rpl;
     const times = [];
-    for (let i = 0; i < count; i++) times.push((await (op === 'segment' ? client.segment(image) : client.runThrough(image, stage))).ms);
+    for (let i = 0; i < count; i++) times.push((await (op === 'segment' ? session.segment(image) : session.runThrough(image, stage))).ms);
     return times;
   }, [op, width, height, count, stage]);
 
@@ -105,7 +105,7 @@ async function benchPage(requestedThreads) {
     const stages = Object.fromEntries(STAGES.map((s, i) => [s, Math.max(0, through[i] - (i ? through[i - 1] : 0))]));
     const medianMs = median(rest);
     const tflop = RELEASED_TFLOP_AT_512X1024 * (size.width * size.height) / (512 * 1024);
-    const memory = (await page.evaluate(() => window.rpl.client.memory()));
+    const memory = (await page.evaluate(() => window.rpl.session.memory()));
     const memoryBytes = memory.deviceBytesReserved ?? memory.wasmBytes;
     const entry = {
       model, size: [size.height, size.width], first_ms: first, median_ms: medianMs, runs, stages_ms: stages,
@@ -154,13 +154,13 @@ async function benchPage(requestedThreads) {
 
   const loaded = await page.evaluate(async (url) => {
     const bytes = await (await fetch(url)).arrayBuffer();
-    return window.rpl.client.loadWeights('rpl_w8.safetensors', bytes);
+    return window.rpl.session.loadWeights('rpl_w8.safetensors', bytes);
   }, modelUrl);
   rows.push(['fixture weights load (10.6 MB safetensors)', `${loaded.ms.toFixed(0)} ms`]);
   for (const size of fixtureSizes) await measure('fixture model (width 1/8)', false, size);
 
   if (releasedSizes.length) {
-    const random = await page.evaluate(() => window.rpl.client.loadRandomWeights(1));
+    const random = await page.evaluate(() => window.rpl.session.loadRandomWeights(1));
     rows.push(['released-size model: random weights made', `${random.ms.toFixed(0)} ms`]);
     for (const size of releasedSizes) await measure('released-size model', true, size);
   }

@@ -54,7 +54,7 @@ async function runCases({ webgpu, origin = server.url, query = '' }) {
         const blob = await (await fetch(url)).blob();
         const r = await window.rpl.segmentBlob(blob);
         // The page draws from pictures of the maps; the maps themselves come on request.
-        const { classes, scores } = await window.rpl.client.resultArrays();
+        const { classes, scores } = await window.rpl.session.scores();
         return {
           width: r.width, height: r.height, ms: r.ms, mode: r.mode,
           classes: Array.from(classes.out1), energy: Array.from(scores.out2), energyOut1: Array.from(scores.out1),

@@ -24,12 +24,20 @@ async function freePort() {
   });
 }
 
-/** Serves the repository root on loopback; returns {url, close}. */
 /** The repository served as `./build.sh serve` serves it (serve.py: cross-origin isolated, so
  * the CPU path runs on every core), or without the isolation headers (one thread). */
 export async function startServer({ isolated = true } = {}) {
   const port = await freePort();
-  const args = [join(ROOT, 'serve.py'), String(port), '--directory', ROOT, ...(isolated ? [] : ['--no-isolation'])];
+  return serve(port, [join(ROOT, 'serve.py'), String(port), '--directory', ROOT, ...(isolated ? [] : ['--no-isolation'])]);
+}
+
+/** `directory` served by Python's own static server, which sends no headers of ours. */
+export async function startPlainServer(directory) {
+  const port = await freePort();
+  return serve(port, ['-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', directory]);
+}
+
+async function serve(port, args) {
   const child = spawn('python3', args, { stdio: 'ignore' });
   const url = `http://127.0.0.1:${port}`;
   for (let i = 0; i < 100; i++) {

@@ -51,12 +51,12 @@ async function pickModel(page, path) {
   return statusText(page);
 }
 
-/** The fixture case's energies of out2 under the loaded model, through the page's client. */
+/** The fixture case's energies of out2 under the loaded model, through the page's session. */
 function segmentCase(page) {
   return page.evaluate(async (url) => {
     const { image } = await window.rpl.decodeImage(await (await fetch(url)).blob());
-    await window.rpl.client.segment(image, 'energy');
-    return Array.from((await window.rpl.client.resultArrays()).scores.out2);
+    await window.rpl.session.segment(image);
+    return Array.from((await window.rpl.session.scores()).scores.out2);
   }, `/tests/fixtures/rpl_w8/${CASE}.png`);
 }
 
@@ -73,9 +73,9 @@ test('the .pth as downloaded (plain, wrapped, dropped) and int8 safetensors load
     const progress = [];
     await page.exposeFunction('recordProgress', (p) => progress.push(p));
     await page.evaluate(() => {
-      const { client } = window.rpl;
-      const loadFile = client.loadFile.bind(client);
-      client.loadFile = (file, options) => loadFile(file, { ...options, onProgress: (p) => { window.recordProgress(p); options.onProgress?.(p); } });
+      const { session } = window.rpl;
+      const loadModel = session.loadModel.bind(session);
+      session.loadModel = (source, options) => loadModel(source, { ...options, onProgress: (p) => { window.recordProgress(p); options.onProgress?.(p); } });
     });
     const status = await pickModel(page, PLAIN);
     assert.match(status, /rpl_w8\.pth loaded in .* Kept in this browser \(\d+\.\d MB\) for your next visit\./);
@@ -89,8 +89,8 @@ test('the .pth as downloaded (plain, wrapped, dropped) and int8 safetensors load
     const fromCli = await page.evaluate(async (url) => {
       await window.rpl.loadModel('cli.safetensors', (await fetch(url)).arrayBuffer());
       const { image } = await window.rpl.decodeImage(await (await fetch('/tests/fixtures/rpl_w8/case_64x128.png')).blob());
-      await window.rpl.client.segment(image, 'energy');
-      return Array.from((await window.rpl.client.resultArrays()).scores.out2);
+      await window.rpl.session.segment(image);
+      return Array.from((await window.rpl.session.scores()).scores.out2);
     }, `/target/browser-test/rpl_w8_cli.safetensors`);
     assert.deepEqual(fromCli, fromPth, 'the page-converted and CLI-converted float32 models give identical energies');
 
@@ -124,7 +124,7 @@ test('the .pth as downloaded (plain, wrapped, dropped) and int8 safetensors load
     await page.click('#forget-models');
     await page.waitForFunction(() => /Forgot 3 kept/.test(document.getElementById('status').textContent));
     assert.equal(await page.locator('#kept-models button').count(), 0);
-    assert.deepEqual(await page.evaluate(async () => (await window.rpl.client.keptModels()).models), []);
+    assert.deepEqual(await page.evaluate(async () => await window.rpl.session.keptModels()), []);
     assert.deepEqual(errors, [], 'no uncaught errors in the page');
   } finally {
     await browser.close();
@@ -165,11 +165,12 @@ test('a load can be cancelled, and bad model files are refused by name with the 
 
     // Cancelled at its first step: the model in use stays and nothing is kept.
     await page.evaluate(() => {
-      const { client } = window.rpl;
-      const loadFile = client.loadFile.bind(client);
-      client.loadFile = (file, options) => {
-        const loading = loadFile(file, options);
-        client.cancelLoad();
+      const { session } = window.rpl;
+      const loadModel = session.loadModel.bind(session);
+      session.loadModel = (source, options) => {
+        const cancel = new AbortController();
+        const loading = loadModel(source, { ...options, signal: cancel.signal });
+        cancel.abort();
         return loading;
       };
     });
@@ -177,8 +178,8 @@ test('a load can be cancelled, and bad model files are refused by name with the 
     await page.waitForFunction(() => /cancelled/.test(document.getElementById('status').textContent), null, { timeout: 120_000 });
     assert.match(await statusText(page), /loading rpl_w8\.pth was cancelled; the model in use is kept/);
     assert.equal(await modelLine(page), inUse);
-    assert.deepEqual(await page.evaluate(async () => (await window.rpl.client.keptModels()).models), []);
-    await page.evaluate(() => { delete window.rpl.client.loadFile; });
+    assert.deepEqual(await page.evaluate(async () => await window.rpl.session.keptModels()), []);
+    await page.evaluate(() => { delete window.rpl.session.loadModel; });
 
     for (const [path, expected] of cases) {
       const status = await pickModel(page, path);
@@ -190,10 +191,10 @@ test('a load can be cancelled, and bad model files are refused by name with the 
     // The kept model still runs.
     const result = await page.evaluate(async () => {
       const { image } = await window.rpl.decodeImage(await (await fetch('/models/samples/scene_0000.png')).blob());
-      return (await window.rpl.client.segment(image, 'energy')).width;
+      return (await window.rpl.session.segment(image)).width;
     });
     assert.equal(result, 512);
-    assert.deepEqual(await page.evaluate(async () => (await window.rpl.client.keptModels()).models), [], 'no failed load is kept');
+    assert.deepEqual(await page.evaluate(async () => await window.rpl.session.keptModels()), [], 'no failed load is kept');
     assert.deepEqual(errors, [], 'no uncaught errors in the page');
   } finally {
     await browser.close();

@@ -61,7 +61,7 @@ test('a first visit shows the first sample with its metrics; the page segments u
     const out = join(ROOT, 'target', 'page-test');
     execFileSync(BIN, ['infer', '--model', MODEL, '--out', out, '--backend', 'flex', SAMPLE]);
     const cli = readNpy(join(out, 'scene_0000_score.npy'));
-    const pageScore = await page.evaluate(async () => Array.from((await window.rpl.client.resultArrays()).scores.out2));
+    const pageScore = await page.evaluate(async () => Array.from((await window.rpl.session.scores()).scores.out2));
     assert.equal(pageScore.length, cli.length);
     const scale = cli.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
     const worst = pageScore.reduce((m, v, i) => Math.max(m, Math.abs(v - cli[i])), 0);

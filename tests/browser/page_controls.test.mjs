@@ -55,10 +55,10 @@ async function segmentFile(page, path, runs) {
 
 /** Counts the page's requests to the Worker by operation, from now on (window.requestCounts). */
 const countRequests = (page) => page.evaluate(() => {
-  const { client } = window.rpl;
-  const request = client.request.bind(client);
+  const { session } = window.rpl;
+  const request = session.request.bind(session);
   window.requestCounts = {};
-  client.request = (op, ...rest) => {
+  session.request = (op, ...rest) => {
     window.requestCounts[op] = (window.requestCounts[op] ?? 0) + 1;
     return request(op, ...rest);
   };
@@ -175,7 +175,7 @@ test('the threshold stays across images, slider and hover requests never queue u
     const masks = await page.evaluate(() => window.requestCounts.mask);
     assert.ok(masks <= 2, `${masks} mask requests for 30 slider moves`);
     const share = await page.evaluate(async (t) => {
-      const { scores } = await window.rpl.client.resultArrays();
+      const { scores } = await window.rpl.session.scores();
       return [window.rpl.state.result.maskShare, scores.out2.filter((s) => s > Math.fround(t)).length / scores.out2.length];
     }, last);
     assert.equal(share[0], share[1], 'the mask is the latest threshold\'s');
@@ -263,7 +263,7 @@ test('an error while the camera runs stops the camera and says why', { timeout: 
     assert.equal(await page.evaluate(() => window.rpl.state.imageName), 'camera');
 
     // The next frame fails: the camera goes off, its tracks end, the status says why.
-    await page.evaluate(() => { window.rpl.client.segment = () => Promise.reject(new Error('injected failure')); });
+    await page.evaluate(() => { window.rpl.session.segment = () => Promise.reject(new Error('injected failure')); });
     await page.waitForSelector('#camera[aria-pressed="false"]', { timeout: 60_000 });
     await waitForStatus(page, /The camera was stopped: injected failure/);
     assert.ok(await page.evaluate(() => document.getElementById('status').classList.contains('error')));

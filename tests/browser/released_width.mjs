@@ -27,7 +27,7 @@ try {
       const loadSeconds = (Date.now() - started) / 1000;
       clearInterval(sampler);
       const status = await page.textContent('#status');
-      const memory = await page.evaluate(() => window.rpl.client.memory());
+      const memory = await page.evaluate(() => window.rpl.session.memory());
       const first = await page.evaluate(async () => {
         const canvas = new OffscreenCanvas(128, 64);
         const context = canvas.getContext('2d');
@@ -36,7 +36,7 @@ try {
         context.fillStyle = '#e33';
         context.fillRect(40, 20, 30, 20);
         const started = performance.now();
-        const result = await window.rpl.client.segment(context.getImageData(0, 0, 128, 64), 'energy');
+        const result = await window.rpl.session.segment(context.getImageData(0, 0, 128, 64));
         return { ms: performance.now() - started, width: result.width, height: result.height };
       });
       console.log(`${info.backend}${info.dtype === 'f16' ? ' float16' : ' float32'}${info.halfPrecisionError ? ` (${info.halfPrecisionError})` : ''}: `

@@ -1,0 +1,213 @@
+// Types of rpl.js, rpl-web's browser API (checked by `tsc --noEmit` in the browser tests).
+
+/** The network's heads: out1 is the closed-set network, out2 has the RPL block. */
+export type Head = 'out1' | 'out2';
+/** Both heads' values of one kind. */
+export type PerHead<T> = { out1: T; out2: T };
+export type ScoreMode = 'energy' | 'entropy' | 'max-softmax' | 'max-logit';
+
+export declare const HEADS: readonly Head[];
+export declare const SCORE_MODES: readonly ScoreMode[];
+/** File names taken as models. */
+export declare const MODEL_FILE: RegExp;
+
+export type ErrorCode =
+  | 'bad-model' | 'model-too-large' | 'no-model' | 'fetch-failed' | 'load-stopped'
+  | 'bad-image' | 'image-too-large' | 'no-image' | 'bad-mask'
+  | 'cancelled'
+  | 'webgpu-failed' | 'backend-unavailable' | 'no-gpu-device' | 'readback-failed' | 'not-started'
+  | 'device-lost' | 'module-crashed' | 'worker-failed' | 'worker-restarted' | 'disposed'
+  | 'bad-argument' | 'export-failed'
+  | 'failed';
+
+export declare class RplError extends Error {
+  constructor(message: string, code?: ErrorCode, options?: { fatal?: boolean; cause?: unknown });
+  /** What went wrong, for programs (the message is for people). */
+  readonly code: ErrorCode;
+  /** The session cannot go on: restart() it. */
+  readonly fatal: boolean;
+}
+export declare class ModelError extends RplError {}
+export declare class ImageError extends RplError {}
+export declare class CancelledError extends RplError {}
+export declare class BackendError extends RplError {}
+export declare class UsageError extends RplError {}
+
+/** Images the API takes. */
+export type ImageSource =
+  | ImageData | ImageBitmap | HTMLImageElement | HTMLVideoElement | HTMLCanvasElement
+  | OffscreenCanvas | VideoFrame | SVGImageElement | Blob;
+
+export interface DecodedImage {
+  /** The pixels, at the size `fit` chose. */
+  image: ImageData;
+  /** The source's own size. */
+  width: number;
+  height: number;
+}
+
+export declare function toImageData(
+  source: ImageSource,
+  fit?: (width: number, height: number) => [number, number],
+  options?: { smooth?: boolean },
+): Promise<DecodedImage>;
+
+export declare function drawImageData(canvas: HTMLCanvasElement | OffscreenCanvas, image: ImageData): void;
+
+export interface SessionOptions {
+  /** 'auto' (default): WebGPU on a hardware adapter, else the CPU; 'webgpu': WebGPU even on a
+   * software adapter; 'cpu'. */
+  backend?: 'auto' | 'webgpu' | 'cpu';
+  /** 'float16' where the adapter has shader-f16 (info.halfPrecisionError says why not). */
+  dtype?: 'float32' | 'float16';
+  /** The CPU path's threads; 0 (default): every core, where the page is cross-origin isolated. */
+  threads?: number;
+  workerUrl?: string | URL;
+}
+
+export interface SessionInfo {
+  backend: 'webgpu' | 'cpu';
+  /** The GPU adapter, or the CPU backend and its threads. */
+  adapter: string;
+  dtype: 'f32' | 'f16';
+  /** Why the CPU runs the network (where it does). */
+  fallbackReason?: string;
+  /** The CPU path's threads, and why only one where that is so. */
+  threads?: number;
+  threadsReason?: string | null;
+  halfPrecisionError?: string;
+  maxBufferSize?: number;
+  maxStorageBufferBindingSize?: number;
+  /** Milliseconds the WebAssembly module took to start. */
+  wasmMs: number;
+  ms: number;
+}
+
+export interface LoadProgress {
+  /** 'downloading', then the reading of the weights. */
+  phase: string;
+  bytes: number;
+  totalBytes: number;
+  tensors: number;
+  totalTensors: number;
+}
+
+export interface LoadOptions {
+  /** The model's name (by default the file's or URL's). */
+  name?: string;
+  onProgress?: ((progress: LoadProgress) => void) | null;
+  signal?: AbortSignal;
+  /** Keep a float32 copy in this browser for the next visit. */
+  keep?: boolean;
+  /** URLs: keep the download in Cache Storage while the server's copy is the same (default true). */
+  cache?: boolean;
+}
+
+export interface KeptModel {
+  key: string;
+  name: string;
+  description: string;
+  sourceBytes: number;
+  bytes: number;
+  date: string;
+}
+
+export interface LoadedModel {
+  name: string;
+  /** What the model is (width, classes, weights). */
+  description: string;
+  kept: KeptModel | null;
+  keptFailure: string | null;
+  ms: number;
+}
+
+export interface Scores {
+  mode: ScoreMode;
+  /** Whether the mode is a baseline, not the paper's score. */
+  baseline: boolean;
+  /** The lowest and highest score of both heads. */
+  scoreRange: [number, number];
+  ms: number;
+}
+
+export interface Segmentation extends Scores {
+  width: number;
+  height: number;
+  /** The pixels the network saw (at the inference size). */
+  image: ImageData;
+  sourceWidth: number;
+  sourceHeight: number;
+  /** Why the image was shrunk, or ''. */
+  shrunk: string;
+  /** Cityscapes colours of each head's classes. */
+  classImages: PerHead<ImageData>;
+  /** Train ids present in either head's class map, ascending. */
+  classesPresent: Uint8Array;
+}
+
+export interface PixelInfo {
+  classes: PerHead<number>;
+  names: PerHead<string>;
+  probabilities: PerHead<Float32Array>;
+  scores: PerHead<number>;
+}
+
+export interface Metrics {
+  auroc: number;
+  ap: number;
+  fpr95: number;
+  nOod: number;
+  nInlier: number;
+  /** (x, y) pairs, flattened. */
+  roc: Float64Array;
+  pr: Float64Array;
+}
+
+export interface Mask {
+  width: number;
+  height: number;
+  /** 0 inlier, 1 OoD, 255 ignored. */
+  values: Uint8Array;
+}
+
+export interface LegendEntry {
+  id: number;
+  name: string;
+  colour: [number, number, number];
+}
+
+export declare class RplSession {
+  static create(options?: SessionOptions): Promise<RplSession>;
+  constructor(options?: SessionOptions);
+  readonly ready: Promise<SessionInfo>;
+  readonly info: SessionInfo | null;
+  readonly model: { name: string; description: string } | null;
+  readonly maxPixels: number;
+  readonly legend: LegendEntry[];
+  onFatal: ((error: RplError) => void) | null;
+
+  loadModel(source: string | URL | Blob | ArrayBuffer | ArrayBufferView, options?: LoadOptions): Promise<LoadedModel>;
+  keptModels(): Promise<KeptModel[]>;
+  loadKept(key: string, options?: Pick<LoadOptions, 'onProgress' | 'signal'>): Promise<LoadedModel>;
+  forgetModels(): Promise<{ kept: number; downloads: number }>;
+  loadWeights(name: string, bytes: ArrayBuffer): Promise<LoadedModel>;
+  loadRandomWeights(widthDivisor: number): Promise<LoadedModel>;
+
+  inferenceSize(width: number, height: number, maxSide?: number): [number, number, string];
+  segment(source: ImageSource, options?: { score?: ScoreMode; maxSide?: number; sourceSize?: [number, number] | null }): Promise<Segmentation>;
+  rescore(score: ScoreMode): Promise<Scores>;
+  scores(): Promise<{ classes: PerHead<Uint8Array>; scores: PerHead<Float32Array> }>;
+  pixel(x: number, y: number): Promise<PixelInfo>;
+  heatImage(head: Head, options?: { range?: [number, number]; opacity?: number }): Promise<ImageData>;
+  maskImage(head: Head, threshold: number): Promise<{ share: number; image: ImageData }>;
+  evaluate(mask: ImageSource | Mask): Promise<PerHead<Metrics>>;
+  maskValues(source: ImageSource): Promise<Mask>;
+  npy(head: Head): Promise<Uint8Array<ArrayBuffer>>;
+  runThrough(image: ImageData, stage: 'trunk' | 'aspp' | 'residual block' | 'decoder' | 'score'): Promise<{ ms: number }>;
+  memory(): Promise<{ wasmBytes: number; deviceBytesReserved?: number; deviceBytesInUse?: number }>;
+  /** A Worker operation by name (worker.js), for tests and tools. */
+  request(op: string, args?: object, transfer?: Transferable[], onProgress?: ((progress: LoadProgress) => void) | null): Promise<any>;
+
+  restart(): Promise<SessionInfo>;
+  dispose(): void;
+}

@@ -1,0 +1,496 @@
+// rpl-web's browser API: RPL anomaly segmentation in a page of yours, on the visitor's machine.
+// A session owns a Web Worker (worker.js) that runs the network on WebGPU, or on the CPU where
+// WebGPU is missing or only a software adapter; nothing leaves the browser. Types: rpl.d.ts.
+//
+//   import { RplSession } from './rpl.js';
+//   const session = await RplSession.create();
+//   await session.loadModel('models/rpl-demo.safetensors');
+//   const result = await session.segment(imageElement);
+//   const { image } = await session.maskImage('out2', result.scoreRange[0] + 1);
+//
+// The network's two heads are 'out1' (the closed-set network) and 'out2' (with the RPL block):
+// in requests, and as the keys of every per-head pair in results.
+
+/** The heads, closed set first. */
+export const HEADS = Object.freeze(['out1', 'out2']);
+
+/** The score modes: energy (the paper's), and the baselines. */
+export const SCORE_MODES = Object.freeze(['energy', 'entropy', 'max-softmax', 'max-logit']);
+
+// --- errors --------------------------------------------------------------------------------------
+
+/** Every error of this API: `message` is for people, `code` for programs; `fatal` means the
+ * session cannot go on (a lost GPU device, a crashed module): restart() it. */
+export class RplError extends Error {
+  constructor(message, code = 'failed', { fatal = false, cause } = {}) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = new.target.name;
+    this.code = code;
+    this.fatal = fatal;
+  }
+}
+/** A model that cannot be fetched, read or held (bad-model, model-too-large, no-model, fetch-failed, load-stopped). */
+export class ModelError extends RplError {}
+/** An image or mask that cannot be used (bad-image, image-too-large, no-image, bad-mask). */
+export class ImageError extends RplError {}
+/** A load stopped by its AbortSignal (cancelled); the model in use is kept. */
+export class CancelledError extends RplError {}
+/** The backend failed (webgpu-failed, backend-unavailable, no-gpu-device, readback-failed,
+ * not-started, device-lost, module-crashed, worker-failed, worker-restarted, disposed). */
+export class BackendError extends RplError {}
+/** A call this API does not take (bad-argument, export-failed). */
+export class UsageError extends RplError {}
+
+const ERROR_CLASS_OF_CODE = new Map(Object.entries({
+  ModelError: ['bad-model', 'model-too-large', 'no-model', 'fetch-failed', 'load-stopped'],
+  ImageError: ['bad-image', 'image-too-large', 'no-image', 'bad-mask'],
+  CancelledError: ['cancelled'],
+  BackendError: ['webgpu-failed', 'backend-unavailable', 'no-gpu-device', 'readback-failed', 'not-started',
+    'device-lost', 'module-crashed', 'worker-failed', 'worker-restarted', 'disposed'],
+  UsageError: ['bad-argument', 'export-failed'],
+}).flatMap(([name, codes]) => codes.map((code) => [code, { ModelError, ImageError, CancelledError, BackendError, UsageError }[name]])));
+
+function rplError(message, code, options) {
+  const ErrorClass = ERROR_CLASS_OF_CODE.get(code) ?? RplError;
+  return new ErrorClass(message, code, options);
+}
+
+// --- images --------------------------------------------------------------------------------------
+
+/** Any image this API takes: decoded ones, elements, frames and encoded files. */
+function isImageSource(source) {
+  const kinds = ['ImageData', 'ImageBitmap', 'HTMLImageElement', 'HTMLVideoElement', 'HTMLCanvasElement',
+    'OffscreenCanvas', 'VideoFrame', 'SVGImageElement', 'Blob'];
+  return kinds.some((kind) => kind in globalThis && source instanceof globalThis[kind]);
+}
+
+/** Decodes an image (an ImageData, ImageBitmap, <img>, <video> frame, canvas, VideoFrame, or an
+ * encoded Blob / File) to its exact 8-bit pixels (no colour management, no premultiplication; EXIF
+ * orientation applied), shrunk when `fit(width, height)` returns a smaller [width, height]
+ * (smoothly, or nearest neighbour with `smooth: false`, for labels). Resolves to {image, width,
+ * height}: the ImageData and the source's own size. */
+export async function toImageData(source, fit = (w, h) => [w, h], { smooth = true } = {}) {
+  if (!isImageSource(source)) {
+    throw new UsageError(`${describe(source)} is not an image: pass an ImageData, ImageBitmap, <img>, <video>, canvas, VideoFrame or an image Blob`, 'bad-argument');
+  }
+  // An <img> still loading is waited for (a broken one fails below, with the reason).
+  if ('HTMLImageElement' in globalThis && source instanceof HTMLImageElement && !source.complete) await source.decode().catch(() => {});
+  if ('ImageData' in globalThis && source instanceof ImageData) {
+    const [width, height] = fit(source.width, source.height);
+    // The pixels as given: no round trip through a canvas where the size stays.
+    if (width === source.width && height === source.height) return { image: source, width, height };
+  }
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(source, { colorSpaceConversion: 'none', premultiplyAlpha: 'none' });
+  } catch (e) {
+    const what = source instanceof Blob ? (source.name ?? 'This file') : describe(source);
+    throw new ImageError(`${what} is not an image this browser can decode (JPEG, PNG or WebP): ${e.message}`, 'bad-image', { cause: e });
+  }
+  try {
+    const [width, height] = fit(bitmap.width, bitmap.height);
+    const canvas = new OffscreenCanvas(width, height);
+    const context = canvas.getContext('2d');
+    context.imageSmoothingEnabled = smooth;
+    context.imageSmoothingQuality = 'high';
+    context.drawImage(bitmap, 0, 0, width, height);
+    return { image: context.getImageData(0, 0, width, height), width: bitmap.width, height: bitmap.height };
+  } finally {
+    bitmap.close();
+  }
+}
+
+/** Draws an ImageData (a class map, heat map or mask of this API) on a canvas, sized to it. */
+export function drawImageData(canvas, image) {
+  canvas.width = image.width;
+  canvas.height = image.height;
+  canvas.getContext('2d').putImageData(image, 0, 0);
+}
+
+function describe(value) {
+  if (value === null || value === undefined) return String(value);
+  return value.constructor?.name ? `a ${value.constructor.name}` : typeof value;
+}
+
+// RGBA bytes from the Worker as an ImageData, uncopied.
+function imageData(rgba, width, height) {
+  return new ImageData(new Uint8ClampedArray(rgba.buffer, rgba.byteOffset, rgba.length), width, height);
+}
+
+// --- models from URLs ----------------------------------------------------------------------------
+
+// Downloaded models are kept in this Cache Storage cache, each with the server's validators it
+// was downloaded with (in this header): a redeployed model is downloaded again.
+const MODEL_CACHE = 'rpl-models';
+const MODEL_VERSION_HEADER = 'x-rpl-model-version';
+/** File names this API takes as models (the Worker then checks their first bytes). */
+export const MODEL_FILE = /\.(safetensors|pth|pt|bin|ckpt|tar)$/i;
+
+// A model file's version as its server states it (ETag, Last-Modified, size), or null.
+function versionOf(headers) {
+  const parts = ['etag', 'last-modified', 'content-length'].filter((name) => headers.has(name)).map((name) => `${name}=${headers.get(name)}`);
+  return parts.length ? parts.join('; ') : null;
+}
+
+// The version the server has now, from a HEAD request; null when it cannot say (offline, or
+// no validators it lets the page read).
+async function serverVersion(url, signal) {
+  try {
+    const response = await fetch(url, { method: 'HEAD', cache: 'no-store', signal });
+    return response.ok ? versionOf(response.headers) : null;
+  } catch {
+    return null;
+  }
+}
+
+function cancelled(name, cause) {
+  return new CancelledError(`loading ${name} was cancelled; the model in use is kept`, 'cancelled', { cause });
+}
+
+// fetch() rejects with a bare TypeError ("Failed to fetch") when it gets no readable response.
+async function fetchExplained(url, options, name) {
+  try {
+    return await fetch(url, options);
+  } catch (e) {
+    if (e?.name === 'AbortError') throw cancelled(name, e);
+    if (!(e instanceof TypeError)) throw e;
+    const crossOrigin = new URL(url, location.href).origin !== location.origin;
+    throw new ModelError(crossOrigin
+      ? `${url} could not be fetched: its server may not allow cross-origin requests (CORS) from this page, or it is unreachable (${e.message})`
+      : `${url} could not be fetched: the server is unreachable (${e.message})`, 'fetch-failed', { cause: e });
+  }
+}
+
+// The body of a response as a Blob, read chunk by chunk: onProgress({phase: 'downloading',
+// bytes, totalBytes}) after each (totalBytes 0 where the server does not say).
+async function readWithProgress(response, onProgress, signal, name) {
+  const totalBytes = Number(response.headers.get('content-length')) || 0;
+  const reader = response.body.getReader();
+  const chunks = [];
+  let bytes = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      chunks.push(value);
+      bytes += value.length;
+      onProgress?.({ phase: 'downloading', bytes, totalBytes, tensors: 0, totalTensors: 0 });
+    }
+  } catch (e) {
+    if (signal?.aborted) throw cancelled(name, e);
+    throw new ModelError(`downloading ${name} failed after ${bytes} bytes: ${e.message}`, 'fetch-failed', { cause: e });
+  }
+  return new Blob(chunks);
+}
+
+// Weights from this browser's cache while the server still has the same version; else
+// downloaded again (a redeployed model) and cached with their version. Offline, the cached copy.
+async function fetchModel(url, { cache: useCache, onProgress, signal, name }) {
+  const cache = useCache && 'caches' in globalThis ? await caches.open(MODEL_CACHE) : null;
+  const [cached, version] = await Promise.all([cache?.match(url), serverVersion(url, signal)]);
+  if (cached && (version === null || cached.headers.get(MODEL_VERSION_HEADER) === version)) return cached.blob();
+  // Not the browser's HTTP cache either: this cache is the one place models are kept.
+  const response = await fetchExplained(url, { cache: 'no-store', signal }, name);
+  if (!response.ok) throw new ModelError(`${url}: HTTP ${response.status} ${response.statusText}`, 'fetch-failed');
+  const bytes = await readWithProgress(response, onProgress, signal, name);
+  if (cache) {
+    const headers = { 'content-type': 'application/octet-stream', [MODEL_VERSION_HEADER]: versionOf(response.headers) ?? '' };
+    await cache.put(url, new Response(bytes, { headers }));
+  }
+  return bytes;
+}
+
+// --- the session ---------------------------------------------------------------------------------
+
+/** A network in a Web Worker: start one with `RplSession.create()` (or `new RplSession()` and
+ * await `ready`). Calls run one at a time, in the order made. */
+export class RplSession {
+  /** Starts a session and resolves once its backend is running. */
+  static async create(options = {}) {
+    const session = new RplSession(options);
+    await session.ready;
+    return session;
+  }
+
+  /** Starts the Worker and its backend; `ready` resolves to `info`. Options: backend ('auto':
+   * WebGPU on a hardware adapter, else the CPU; 'webgpu': WebGPU even on a software adapter;
+   * 'cpu'), dtype ('float32', or 'float16' where the adapter has shader-f16), threads (the CPU
+   * path's; 0: every core, where the page is cross-origin isolated), workerUrl. */
+  constructor({ backend = 'auto', dtype = 'float32', threads = 0, workerUrl = new URL('./worker.js', import.meta.url) } = {}) {
+    if (!['auto', 'webgpu', 'cpu'].includes(backend)) throw new UsageError(`unknown backend '${backend}': auto, webgpu or cpu`, 'bad-argument');
+    if (!['float32', 'float16'].includes(dtype)) throw new UsageError(`unknown dtype '${dtype}': float32 or float16`, 'bad-argument');
+    this.workerUrl = workerUrl;
+    this.options = { preferCpu: backend === 'cpu', forceWebgpu: backend === 'webgpu', halfPrecision: dtype === 'float16', threads: Math.max(0, Math.floor(threads)) };
+    /** Called with a fatal RplError when the session cannot go on (a lost GPU device): restart() it. */
+    this.onFatal = null;
+    /** What the backend is: set once `ready` resolves. */
+    this.info = null;
+    /** The loaded model ({name, description}), or null. */
+    this.model = null;
+    /** The most pixels the loaded model can take on this device (segment() shrinks larger images). */
+    this.maxPixels = Infinity;
+    this.pending = new Map();
+    this.nextId = 1;
+    this.disposed = false;
+    this.lastImage = null; // sizes of the last segmentation, for masks
+    this.ready = this.start();
+  }
+
+  // A Worker, the module in it and the backend; resolves to info.
+  start() {
+    this.worker = new Worker(this.workerUrl, { type: 'module' });
+    this.worker.onmessage = ({ data }) => this.onReply(data);
+    this.worker.onerror = (event) => {
+      this.failAll(rplError(`the inference worker failed: ${event.message}`, 'worker-failed', { fatal: true }));
+    };
+    const started = (async () => {
+      const info = await this.request('init', this.options);
+      const { classes } = await this.request('legend');
+      this.legend = classes;
+      this.info = info;
+      return info;
+    })();
+    // A session that never started must not also report an unhandled rejection.
+    started.catch(() => {});
+    return started;
+  }
+
+  onReply(data) {
+    if (data.event === 'fatal') {
+      this.onFatal?.(rplError(data.error, 'device-lost', { fatal: true }));
+      return;
+    }
+    if (data.event === 'progress') {
+      const { phase, tensors, totalTensors, bytes, totalBytes } = data;
+      this.pending.get(data.id)?.onProgress?.({ phase, tensors, totalTensors, bytes, totalBytes });
+      return;
+    }
+    const request = this.pending.get(data.id);
+    if (!request) return;
+    this.pending.delete(data.id);
+    if (data.ok) request.resolve(data.result);
+    else request.reject(rplError(data.error, data.code, { fatal: Boolean(data.fatal) }));
+  }
+
+  failAll(error) {
+    for (const { reject } of this.pending.values()) reject(error);
+    this.pending.clear();
+  }
+
+  /** A Worker operation by name (worker.js), for tests and tools: resolves to its reply. */
+  request(op, args = {}, transfer = [], onProgress = null) {
+    if (this.disposed) return Promise.reject(new BackendError('this session was disposed', 'disposed'));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, onProgress });
+      this.worker.postMessage({ id, op, ...args }, transfer);
+    });
+  }
+
+  // A request that a signal can cancel (loads: the Worker stops at its next step).
+  cancellable(op, args, onProgress, signal) {
+    const id = this.nextId;
+    const onAbort = () => this.worker.postMessage({ op: 'cancel', target: id });
+    signal?.addEventListener('abort', onAbort, { once: true });
+    return this.request(op, args, [], onProgress).finally(() => signal?.removeEventListener('abort', onAbort));
+  }
+
+  /** A fresh Worker and backend (after a fatal error): the old one's requests fail; load the
+   * model again. Resolves to the new info. */
+  restart() {
+    this.worker.terminate();
+    this.failAll(new BackendError('the inference worker was restarted', 'worker-restarted', { fatal: true }));
+    [this.info, this.model, this.maxPixels, this.lastImage] = [null, null, Infinity, null];
+    this.ready = this.start();
+    return this.ready;
+  }
+
+  /** Ends the session: the Worker and its memory (GPU buffers too) go; later calls reject. */
+  dispose() {
+    if (this.disposed) return;
+    this.worker.terminate();
+    this.failAll(new BackendError('this session was disposed', 'disposed'));
+    this.disposed = true;
+  }
+
+  // --- models ----------------------------------------------------------------------------------
+
+  /** Loads a model: a URL (downloaded, kept in Cache Storage while the server's copy is the same
+   * version, unless cache is false), a File or Blob, or bytes (an ArrayBuffer or typed array).
+   * A .pth as torch.save writes it (the released checkpoint as downloaded) or safetensors.
+   * onProgress({phase, bytes, totalBytes, tensors, totalTensors}) follows it; an AbortSignal
+   * cancels it (CancelledError; the model in use stays). With keep, a float32 copy is stored in
+   * this browser as it loads (keptModels(), loadKept()). Resolves to {name, description, kept,
+   * keptFailure, ms}. */
+  async loadModel(source, { name, onProgress = null, signal, keep = false, cache = true } = {}) {
+    let blob;
+    if (typeof source === 'string' || source instanceof URL) {
+      const url = String(source);
+      name ??= decodeURIComponent(new URL(url, location.href).pathname.split('/').pop() || 'model');
+      if (signal?.aborted) throw cancelled(name);
+      blob = await fetchModel(url, { cache, onProgress, signal, name });
+    } else if (source instanceof Blob) {
+      [blob, name] = [source, name ?? source.name ?? 'model'];
+    } else if (source instanceof ArrayBuffer || ArrayBuffer.isView(source)) {
+      [blob, name] = [new Blob([source]), name ?? 'model'];
+    } else {
+      throw new UsageError(`${describe(source)} is not a model: pass a URL, a File or Blob, or bytes`, 'bad-argument');
+    }
+    if (signal?.aborted) throw cancelled(name);
+    return this.loadWith(name, this.cancellable('loadFile', { file: blob, name, keep }, onProgress, signal));
+  }
+
+  // After a load's reply: the model and what it can take on this device.
+  async loadWith(name, load) {
+    const reply = await load;
+    this.model = { name, description: reply.description };
+    this.maxPixels = (await this.request('maxPixels')).pixels;
+    return { name, description: reply.description, kept: reply.kept ?? null, keptFailure: reply.keptFailure ?? null, ms: reply.ms };
+  }
+
+  /** [{key, name, description, sourceBytes, bytes, date}]: the models kept in this browser. */
+  async keptModels() {
+    return (await this.request('keptModels')).models;
+  }
+
+  /** Loads a kept model by its key, as loadModel() does, without the original file. */
+  async loadKept(key, { onProgress = null, signal } = {}) {
+    const models = await this.keptModels();
+    const entry = models.find((m) => m.key === key);
+    if (!entry) throw new ModelError(`no model with key ${key} is kept in this browser`, 'no-model');
+    return this.loadWith(entry.name, this.cancellable('loadKept', { key }, onProgress, signal));
+  }
+
+  /** Forgets every model this API stored in this browser: the kept copies and the downloads'
+   * cache (and model files in any other cache of this origin). Resolves to {kept, downloads}. */
+  async forgetModels() {
+    const kept = (await this.keptModels()).length;
+    await this.request('forgetKept');
+    let downloads = 0;
+    for (const name of 'caches' in globalThis ? await caches.keys() : []) {
+      const cache = await caches.open(name);
+      for (const request of await cache.keys()) {
+        if (MODEL_FILE.test(new URL(request.url).pathname) && (await cache.delete(request))) downloads += 1;
+      }
+    }
+    return { kept, downloads };
+  }
+
+  /** Loads safetensors bytes (an ArrayBuffer, transferred to the Worker). */
+  loadWeights(name, bytes) {
+    return this.loadWith(name, this.request('load', { name, bytes }, [bytes]));
+  }
+
+  /** Random weights at width 1/widthDivisor (1: the released width), for benchmarks. */
+  loadRandomWeights(widthDivisor) {
+    return this.loadWith(`random 1/${widthDivisor}`, this.request('loadRandom', { widthDivisor }));
+  }
+
+  // --- images ----------------------------------------------------------------------------------
+
+  /** The inference size of a width x height image: its longer side at most maxSide (0: any),
+   * its pixels at most maxPixels (never enlarged). [width, height, why it shrank, or ''] */
+  inferenceSize(width, height, maxSide = 0) {
+    const bySide = maxSide ? maxSide / Math.max(width, height) : 1;
+    const byPixels = Math.sqrt(this.maxPixels / (width * height));
+    const scale = Math.min(1, bySide, byPixels);
+    if (scale === 1) return [width, height, ''];
+    const why = byPixels < bySide ? 'the largest this device can run with this model' : 'the chosen inference size';
+    return [Math.max(1, Math.floor(width * scale)), Math.max(1, Math.floor(height * scale)), why];
+  }
+
+  /** Segments an image (any that toImageData() takes) at its inference size and scores it in
+   * `score` mode. Where the caller shrank the image itself, sourceSize: [width, height] before
+   * (evaluate() then shrinks masks of that size with it). Resolves to {width, height, image (the ImageData the network saw), sourceWidth,
+   * sourceHeight, shrunk (why it was shrunk, or ''), classImages: {out1, out2} (ImageData),
+   * classesPresent (train ids in either head), mode, baseline, scoreRange: [lo, hi], ms}. */
+  async segment(source, { score = 'energy', maxSide = 0, sourceSize = null } = {}) {
+    await this.ready;
+    let shrunk = '';
+    const decoded = await toImageData(source, (w, h) => {
+      const [width, height, why] = this.inferenceSize(w, h, maxSide);
+      shrunk = why;
+      return [width, height];
+    });
+    const { image } = decoded;
+    const rgba = image.data.buffer.slice(image.data.byteOffset, image.data.byteOffset + image.data.byteLength);
+    const reply = await this.request('segment', { width: image.width, height: image.height, rgba, mode: score }, [rgba]);
+    const { width, height } = reply;
+    const [sourceWidth, sourceHeight] = sourceSize ?? [decoded.width, decoded.height];
+    this.lastImage = { width, height, sourceWidth, sourceHeight, scoreRange: reply.scoreRange };
+    const classImages = Object.fromEntries(HEADS.map((head) => [head, imageData(reply.classImages[head], width, height)]));
+    return { ...reply, classImages, image, sourceWidth, sourceHeight, shrunk };
+  }
+
+  /** The last image's scores in another mode, without running the network again:
+   * {mode, baseline, scoreRange}. */
+  async rescore(score) {
+    const reply = await this.request('rescore', { mode: score });
+    if (this.lastImage) this.lastImage.scoreRange = reply.scoreRange;
+    return reply;
+  }
+
+  /** The last image's whole maps: {classes: {out1, out2} (Uint8Array, train ids), scores:
+   * {out1, out2} (Float32Array)}, row-major. */
+  scores() {
+    return this.request('resultArrays');
+  }
+
+  /** One pixel of the last image: {classes, names, probabilities, scores}, each {out1, out2}. */
+  pixel(x, y) {
+    return this.request('pixel', { x, y });
+  }
+
+  /** The heat map of `head`'s score over the image as an ImageData, its colours spanning
+   * range [lo, hi] (the last scoreRange by default), blended with the image by opacity. */
+  async heatImage(head, { range, opacity = 0.6 } = {}) {
+    const [lo, hi] = range ?? this.lastImage?.scoreRange ?? [0, 1];
+    const { rgba } = await this.request('heat', { head, lo, hi, opacity });
+    return imageData(rgba, this.lastImage.width, this.lastImage.height);
+  }
+
+  /** The pixels of `head` scoring above `threshold`, drawn over the image: {share (of pixels),
+   * image (ImageData)}. */
+  async maskImage(head, threshold) {
+    const { share, rgba } = await this.request('mask', { head, threshold });
+    return { share, image: imageData(rgba, this.lastImage.width, this.lastImage.height) };
+  }
+
+  /** AUROC, AP, FPR95 and the ROC and PR curves of both heads against a ground-truth mask: 0
+   * inlier, 1 OoD, 255 ignored; either {width, height, values} or an image (its first channel;
+   * one of the last image's source size is shrunk with it, nearest neighbour). {out1, out2} */
+  async evaluate(mask) {
+    const { width, height, values } = isImageSource(mask) ? await this.maskValues(mask) : mask ?? {};
+    if (!(values instanceof Uint8Array)) {
+      throw new UsageError(`${describe(mask)} is not a mask: pass an image, or {width, height, values: Uint8Array}`, 'bad-argument');
+    }
+    const bytes = values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength);
+    return this.request('evaluate', { width, height, mask: bytes }, [bytes]);
+  }
+
+  async maskValues(source) {
+    const last = this.lastImage;
+    const fit = (w, h) => (last && w === last.sourceWidth && h === last.sourceHeight ? [last.width, last.height] : [w, h]);
+    const { image } = await toImageData(source, fit, { smooth: false });
+    const values = new Uint8Array(image.width * image.height);
+    for (let i = 0; i < values.length; i += 1) values[i] = image.data[4 * i];
+    return { width: image.width, height: image.height, values };
+  }
+
+  /** The score of `head` as the bytes of a .npy file (float32, H x W). */
+  async npy(head) {
+    return (await this.request('npy', { head })).bytes;
+  }
+
+  /** Benchmarks: runs the network on an ImageData through `stage` (trunk, aspp, residual block,
+   * decoder, or score: the whole pass) and waits for it; the reply's `ms` times it. */
+  runThrough(image, stage) {
+    const rgba = image.data.buffer.slice(0);
+    return this.request('runThrough', { width: image.width, height: image.height, rgba, stage }, [rgba]);
+  }
+
+  /** {wasmBytes, deviceBytesReserved, deviceBytesInUse}: the Worker's memory. */
+  memory() {
+    return this.request('memory');
+  }
+}
