@@ -171,7 +171,7 @@ cmd_test() {
   # browser tests run Debian's Chromium, whose SwiftShader provides WebGPU.
   ensure_debian_packages mesa-vulkan-drivers libvulkan1 chromium python3
   ensure_node_packages
-  say "cargo test --release (a cold build of burn takes about 23 minutes on 2 cores)"
+  say "cargo test --release (a cold build of burn takes 25 to 30 minutes on 2 cores)"
   # A shorter cold build (CI's time limit) that computes the same values: optimisation never changes
   # what safe Rust computes (no fast-math, no fused multiply-add the source did not ask for). Release
   # builds of the command line and the page keep -O3 throughout.

@@ -232,6 +232,8 @@ export class RplSession {
     this.pending = new Map();
     this.nextId = 1;
     this.disposed = false;
+    /** The classes: {id, name, colour}, once `ready` resolves. */
+    this.legend = [];
     this.lastImage = null; // sizes of the last segmentation, for masks
     this.ready = this.start();
   }
