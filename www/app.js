@@ -41,7 +41,7 @@ const state = {
   threshold: null, // {mode, value}: the visitor's threshold, in the units of that score mode
   legend: [],
   reloadModel: null, // () => the model loaded again, after a Worker restart
-  maxPixels: Infinity, // the most pixels the model can take on this device
+  get maxPixels() { return session.maxPixels; }, // the most pixels the model can take on this device
   loading: null, // the AbortController of the load under way
 };
 
@@ -149,7 +149,6 @@ async function useModel(name, load, reload = load) {
   const reply = await load();
   state.modelName = name;
   state.reloadModel = reload;
-  state.maxPixels = session.maxPixels;
   $('model-line').textContent = `Model: ${name} (${reply.description})`;
   status(`${state.backendLine}. ${name} loaded in ${(reply.ms / 1000).toFixed(1)} s.`);
   return reply;

@@ -86,7 +86,7 @@ export async function startKeeping(key) {
 /** {entry, file}: a kept model's index entry and its File. */
 export async function keptModel(key) {
   const entry = (await listKept()).find((e) => e.key === key);
-  if (!entry) throw new Error('that model is no longer kept in this browser');
+  if (!entry) throw Object.assign(new Error('that model is no longer kept in this browser'), { code: 'no-model' });
   const file = await (await (await directory()).getFileHandle(entry.file)).getFile();
   return { entry, file };
 }

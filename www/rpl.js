@@ -41,14 +41,14 @@ export class BackendError extends RplError {}
 /** A call this API does not take (bad-argument, export-failed). */
 export class UsageError extends RplError {}
 
-const ERROR_CLASS_OF_CODE = new Map(Object.entries({
-  ModelError: ['bad-model', 'model-too-large', 'no-model', 'fetch-failed', 'load-stopped'],
-  ImageError: ['bad-image', 'image-too-large', 'no-image', 'bad-mask'],
-  CancelledError: ['cancelled'],
-  BackendError: ['webgpu-failed', 'backend-unavailable', 'no-gpu-device', 'readback-failed', 'not-started',
-    'device-lost', 'module-crashed', 'worker-failed', 'worker-restarted', 'disposed'],
-  UsageError: ['bad-argument', 'export-failed'],
-}).flatMap(([name, codes]) => codes.map((code) => [code, { ModelError, ImageError, CancelledError, BackendError, UsageError }[name]])));
+const ERROR_CLASS_OF_CODE = new Map([
+  [ModelError, ['bad-model', 'model-too-large', 'no-model', 'fetch-failed', 'load-stopped']],
+  [ImageError, ['bad-image', 'image-too-large', 'no-image', 'bad-mask']],
+  [CancelledError, ['cancelled']],
+  [BackendError, ['webgpu-failed', 'backend-unavailable', 'no-gpu-device', 'readback-failed', 'not-started',
+    'device-lost', 'module-crashed', 'worker-failed', 'worker-restarted', 'disposed']],
+  [UsageError, ['bad-argument', 'export-failed']],
+].flatMap(([ErrorClass, codes]) => codes.map((code) => [code, ErrorClass])));
 
 function rplError(message, code, options) {
   const ErrorClass = ERROR_CLASS_OF_CODE.get(code) ?? RplError;
@@ -110,6 +110,11 @@ export function drawImageData(canvas, image) {
 function describe(value) {
   if (value === null || value === undefined) return String(value);
   return value.constructor?.name ? `a ${value.constructor.name}` : typeof value;
+}
+
+// A copy of a view's bytes that can be transferred to the Worker (the caller keeps its own).
+function transferableCopy(view) {
+  return view.buffer.slice(view.byteOffset, view.byteOffset + view.byteLength);
 }
 
 // RGBA bytes from the Worker as an ImageData, uncopied.
@@ -339,12 +344,13 @@ export class RplSession {
       throw new UsageError(`${describe(source)} is not a model: pass a URL, a File or Blob, or bytes`, 'bad-argument');
     }
     if (signal?.aborted) throw cancelled(name);
-    return this.loadWith(name, this.cancellable('loadFile', { file: blob, name, keep }, onProgress, signal));
+    return this.loadWith(this.cancellable('loadFile', { file: blob, name, keep }, onProgress, signal), name);
   }
 
-  // After a load's reply: the model and what it can take on this device.
-  async loadWith(name, load) {
+  // After a load's reply: the model (named as given, else as kept) and what it can take on this device.
+  async loadWith(load, name) {
     const reply = await load;
+    name ??= reply.entry.name;
     this.model = { name, description: reply.description };
     this.maxPixels = (await this.request('maxPixels')).pixels;
     return { name, description: reply.description, kept: reply.kept ?? null, keptFailure: reply.keptFailure ?? null, ms: reply.ms };
@@ -356,11 +362,8 @@ export class RplSession {
   }
 
   /** Loads a kept model by its key, as loadModel() does, without the original file. */
-  async loadKept(key, { onProgress = null, signal } = {}) {
-    const models = await this.keptModels();
-    const entry = models.find((m) => m.key === key);
-    if (!entry) throw new ModelError(`no model with key ${key} is kept in this browser`, 'no-model');
-    return this.loadWith(entry.name, this.cancellable('loadKept', { key }, onProgress, signal));
+  loadKept(key, { onProgress = null, signal } = {}) {
+    return this.loadWith(this.cancellable('loadKept', { key }, onProgress, signal));
   }
 
   /** Forgets every model this API stored in this browser: the kept copies and the downloads'
@@ -380,12 +383,12 @@ export class RplSession {
 
   /** Loads safetensors bytes (an ArrayBuffer, transferred to the Worker). */
   loadWeights(name, bytes) {
-    return this.loadWith(name, this.request('load', { name, bytes }, [bytes]));
+    return this.loadWith(this.request('load', { name, bytes }, [bytes]), name);
   }
 
   /** Random weights at width 1/widthDivisor (1: the released width), for benchmarks. */
   loadRandomWeights(widthDivisor) {
-    return this.loadWith(`random 1/${widthDivisor}`, this.request('loadRandom', { widthDivisor }));
+    return this.loadWith(this.request('loadRandom', { widthDivisor }), `random 1/${widthDivisor}`);
   }
 
   // --- images ----------------------------------------------------------------------------------
@@ -403,9 +406,10 @@ export class RplSession {
 
   /** Segments an image (any that toImageData() takes) at its inference size and scores it in
    * `score` mode. Where the caller shrank the image itself, sourceSize: [width, height] before
-   * (evaluate() then shrinks masks of that size with it). Resolves to {width, height, image (the ImageData the network saw), sourceWidth,
-   * sourceHeight, shrunk (why it was shrunk, or ''), classImages: {out1, out2} (ImageData),
-   * classesPresent (train ids in either head), mode, baseline, scoreRange: [lo, hi], ms}. */
+   * (evaluate() then shrinks masks of that size with it). Resolves to {width, height, image (the
+   * ImageData the network saw), sourceWidth, sourceHeight, shrunk (why it was shrunk, or ''),
+   * classImages: {out1, out2} (ImageData), classesPresent (train ids in either head), mode,
+   * baseline, scoreRange: [lo, hi], ms}. */
   async segment(source, { score = 'energy', maxSide = 0, sourceSize = null } = {}) {
     await this.ready;
     let shrunk = '';
@@ -415,7 +419,7 @@ export class RplSession {
       return [width, height];
     });
     const { image } = decoded;
-    const rgba = image.data.buffer.slice(image.data.byteOffset, image.data.byteOffset + image.data.byteLength);
+    const rgba = transferableCopy(image.data);
     const reply = await this.request('segment', { width: image.width, height: image.height, rgba, mode: score }, [rgba]);
     const { width, height } = reply;
     const [sourceWidth, sourceHeight] = sourceSize ?? [decoded.width, decoded.height];
@@ -466,7 +470,7 @@ export class RplSession {
     if (!(values instanceof Uint8Array)) {
       throw new UsageError(`${describe(mask)} is not a mask: pass an image, or {width, height, values: Uint8Array}`, 'bad-argument');
     }
-    const bytes = values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength);
+    const bytes = transferableCopy(values);
     return this.request('evaluate', { width, height, mask: bytes }, [bytes]);
   }
 
@@ -487,7 +491,7 @@ export class RplSession {
   /** Benchmarks: runs the network on an ImageData through `stage` (trunk, aspp, residual block,
    * decoder, or score: the whole pass) and waits for it; the reply's `ms` times it. */
   runThrough(image, stage) {
-    const rgba = image.data.buffer.slice(0);
+    const rgba = transferableCopy(image.data);
     return this.request('runThrough', { width: image.width, height: image.height, rgba, stage }, [rgba]);
   }
 
