@@ -4,7 +4,8 @@
 //! Layers, from the bottom: [`model`] (burn modules, backend-generic), [`weights`] (checkpoint
 //! formats and key mapping), [`scoring`], [`preprocess`] and [`visualize`] (images in and out),
 //! [`cpu`] (kernels of our own for the CPU backend), [`inference`] (one image through it all), [`backend`] (where it runs); [`metrics`] (the
-//! paper's AUROC / AP / FPR95 and mIoU), [`analysis`] (what the page reads from a result);
+//! paper's AUROC / AP / FPR95 and mIoU), [`analysis`] (what the page reads from a result),
+//! [`provenance`] (the version, the source hash and a model file's SHA-256);
 //! [`synthetic`] (generated street scenes), `training` (the demo model's two stages) and
 //! `evaluation` (a model on the held-out scenes).
 
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod model;
 pub mod npy;
 pub mod preprocess;
+pub mod provenance;
 pub mod scoring;
 pub mod synthetic;
 #[cfg(feature = "train")]

@@ -10,6 +10,7 @@ use rpl_web::model::RplConfig;
 use rpl_web::model::convolution::{GpuConvolution, gpu_convolution, set_gpu_convolution};
 use rpl_web::inference::PredictOptions;
 use rpl_web::preprocess::RgbImage;
+use rpl_web::provenance::{ModelIdentity, Provenance, identify_file};
 use rpl_web::scoring::ScoreMode;
 use rpl_web::weights::safetensors::{StorageType, write_safetensors};
 use rpl_web::weights::{load_network, open_checkpoint};
@@ -23,7 +24,7 @@ use rpl_web::training::{StepReport, TrainConfig, save_network};
 use rpl_web::{npy, predict, visualize};
 
 #[derive(Parser)]
-#[command(name = "rpl", version, about = "RPL anomaly segmentation (Residual Pattern Learning, ICCV 2023)")]
+#[command(name = "rpl", version = rpl_web::provenance::LONG_VERSION, about = "RPL anomaly segmentation (Residual Pattern Learning, ICCV 2023)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -328,11 +329,13 @@ fn convert(input: &Path, output: &Path, storage: StorageType) -> Result<(), Stri
     Ok(())
 }
 
-/// The checkpoint at `model` on `device`, its BatchNorms folded for inference; the file's bytes
-/// are released once the weights are on the device.
-fn inference_network(model: &Path, device: &burn::tensor::Device) -> Result<rpl_web::RplNetwork, String> {
+/// The checkpoint at `model` on `device`, its BatchNorms folded for inference, and the file's
+/// name and SHA-256 (for reports); the file's bytes are released once the weights are on the device.
+fn inference_network(model: &Path, device: &burn::tensor::Device) -> Result<(rpl_web::RplNetwork, ModelIdentity), String> {
     let source = open_checkpoint(model).map_err(|e| e.to_string())?;
-    Ok(load_network(source.as_ref(), device).map_err(|e| e.to_string())?.fold_batch_norms())
+    let network = load_network(source.as_ref(), device).map_err(|e| e.to_string())?.fold_batch_norms();
+    let identity = identify_file(model).map_err(|e| format!("cannot read {}: {e}", model.display()))?;
+    Ok((network, identity))
 }
 
 struct InferOptions {
@@ -365,9 +368,9 @@ fn output_stem(path: &Path) -> String {
 fn infer(model: &Path, out: &Path, backend: BackendKind, dtype: Precision, options: InferOptions, images: &[PathBuf]) -> Result<(), String> {
     check_distinct_stems(images)?;
     let device = backend.device_with(dtype).map_err(|e| e.to_string())?;
-    let network = inference_network(model, &device)?;
+    let (network, identity) = inference_network(model, &device)?;
     std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    println!("{}: {} RPL network on {}, {}", model.display(), network.config.describe(), backend.name(), dtype.name());
+    println!("{}: {} RPL network on {}, {}; sha256 {}", model.display(), network.config.describe(), backend.name(), dtype.name(), identity.sha256);
 
     let mut failed = 0;
     let started_all = Instant::now();
@@ -500,15 +503,15 @@ fn train(config: &TrainConfig, out: &Path, export: Option<&Path>, backend: Backe
 
 fn eval_synthetic(model: &Path, set: &HeldOutSet, mode: ScoreMode, backend: BackendKind, json: Option<&Path>) -> Result<(), String> {
     let device = backend.device().map_err(|e| e.to_string())?;
-    let network = inference_network(model, &device)?;
+    let (network, identity) = inference_network(model, &device)?;
     let bar = progress_bar(set.count, "[{bar:30}] {pos}/{len} images [{elapsed_precise} < {eta_precise}, {per_sec}]");
     let report = evaluate_synthetic(&network, set, mode, &device, |done, _| bar.set_position(done as u64)).map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     let colour_only_miou = nearest_mean_colour_miou(set, 50, network.config.num_classes);
     let evaluation = SyntheticEvaluation { dataset: DatasetKind::Synthetic, set: *set, report, colour_only_miou };
-    print_report(model, &evaluation);
+    print_report(model, &identity, &evaluation);
     match json {
-        Some(path) => write_json(path, &evaluation),
+        Some(path) => write_report(path, &evaluation, Some(identity)),
         None => Ok(()),
     }
 }
@@ -521,6 +524,19 @@ fn write_json(path: &Path, report: &impl serde::Serialize) -> Result<(), String>
         .map_err(|e| e.to_string())
         .and_then(|()| std::io::Write::write_all(&mut writer, b"\n").map_err(|e| e.to_string()))
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// A report that names the version, the sources and the model it came from.
+#[derive(serde::Serialize)]
+struct WithProvenance<'a, R> {
+    provenance: Provenance,
+    #[serde(flatten)]
+    report: &'a R,
+}
+
+/// A report as JSON, with its provenance first.
+fn write_report(path: &Path, report: &impl serde::Serialize, model: Option<ModelIdentity>) -> Result<(), String> {
+    write_json(path, &WithProvenance { provenance: Provenance::new(model), report })
 }
 
 /// Where `rpl eval` writes besides the terminal.
@@ -548,14 +564,21 @@ fn eval_dataset(
     let loaded = match model {
         Some(model) => {
             let device = backend.device().map_err(|e| e.to_string())?;
-            let network = inference_network(model, &device)?;
-            println!("{}: {} RPL network on {}, score {}", model.display(), network.config.describe(), backend.name(), mode.name());
-            Some((network, device))
+            let (network, identity) = inference_network(model, &device)?;
+            println!(
+                "{}: {} RPL network on {}, score {}; sha256 {}",
+                model.display(),
+                network.config.describe(),
+                backend.name(),
+                mode.name(),
+                identity.sha256
+            );
+            Some((network, device, identity))
         }
         None => None,
     };
     let source = match (&loaded, saved) {
-        (Some((network, device)), _) => ScoreSource::Network { network, device, mode },
+        (Some((network, device, _)), _) => ScoreSource::Network { network, device, mode },
         (None, Some(dir)) => ScoreSource::Saved(dir),
         (None, None) => return Err("give --model or --scores".into()),
     };
@@ -576,7 +599,7 @@ fn eval_dataset(
     let report = report.map_err(|e| e.to_string())?;
     print_dataset_report(&report);
     if let Some(path) = output.json {
-        write_json(path, &report)?;
+        write_report(path, &report, loaded.map(|(_, _, identity)| identity))?;
     }
     if let Some(out) = output.save_scores {
         println!("score maps: {}/NAME.npy", out.display());
@@ -604,9 +627,17 @@ fn print_dataset_report(r: &DatasetReport) {
     }
 }
 
-fn print_report(model: &Path, e: &SyntheticEvaluation) {
+fn print_report(model: &Path, identity: &ModelIdentity, e: &SyntheticEvaluation) {
     let (set, r) = (&e.set, &e.report);
-    println!("{}: {} held-out scenes ({}x{}, outliers: {})", model.display(), r.images, set.size[1], set.size[0], set.outliers.name());
+    println!(
+        "{}: {} held-out scenes ({}x{}, outliers: {}); sha256 {}",
+        model.display(),
+        r.images,
+        set.size[1],
+        set.size[0],
+        set.outliers.name(),
+        identity.sha256
+    );
     println!(
         "  inlier mIoU  argmax(out1) {:.4}   argmax(out2) {:.4}   colour-only control {:.4}",
         r.miou_out1, r.miou_out2, e.colour_only_miou
@@ -697,7 +728,7 @@ fn bench(
         report.sizes.push(measured);
     }
     match json {
-        Some(path) => write_json(path, &report),
+        Some(path) => write_report(path, &report, None),
         None => Ok(()),
     }
 }

@@ -19,6 +19,7 @@ use crate::inference::{Head, InferenceError, LiveResult};
 use crate::model::{RplConfig, RplNetwork, Stage};
 use crate::npy;
 use crate::preprocess::{ImageError, RgbImage};
+use crate::provenance::{SOURCE_HASH, SourceDigest, VERSION, sha256_hex};
 use crate::scoring::ScoreMode;
 use crate::visualize::{
     CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, colorize_classes, finite_range, mask_overlay, rgb_to_rgba, score_overlay_in_range,
@@ -282,11 +283,12 @@ impl RplSession {
             precision = Precision::F32;
         }
         set(&info, "dtype", precision.name());
+        set(&info, "build", build_info());
         Ok(Self { device, gpu, max_tensor_bytes, precision, info, network: RefCell::new(None), last: RefCell::new(None) })
     }
 
-    /// `{backend, dtype, maxBufferSize, maxStorageBufferBindingSize}` (WebGPU) or `{backend,
-    /// adapter, dtype}` (CPU), and `halfPrecisionError` where float16 was asked for and refused
+    /// `{backend, dtype, build, maxBufferSize, maxStorageBufferBindingSize}` (WebGPU) or `{backend,
+    /// adapter, dtype, build}` (CPU; `build`: [`build_info`]), and `halfPrecisionError` where float16 was asked for and refused
     /// (the Worker names a WebGPU adapter: the browser describes it better than wgpu sees it).
     pub fn info(&self) -> Object {
         Object::assign(&Object::new(), &self.info)
@@ -325,14 +327,14 @@ impl RplSession {
     }
 
     /// Loads a safetensors checkpoint (float32 or float16, any RPL width); `name` is used in
-    /// messages. Returns a description of the network.
+    /// messages. Returns `{description, bytes, sha256}` (the network, and the file's size and hash).
     #[wasm_bindgen(js_name = loadWeights)]
-    pub fn load_weights(&self, name: String, bytes: Vec<u8>) -> Result<String, WebError> {
+    pub fn load_weights(&self, name: String, bytes: Vec<u8>) -> Result<Object, WebError> {
+        let sha256 = sha256_hex(&bytes).map_err(|source| WeightsError::Io { path: name.clone(), source })?;
+        let size = bytes.len() as u64;
         let source = SafetensorsCheckpoint::from_bytes(name, bytes)?;
         let network = load_network(&source, &self.device)?.fold_batch_norms();
-        let description = network.config.describe();
-        *self.network.borrow_mut() = Some(Rc::new(network));
-        Ok(description)
+        Ok(self.use_network(network, size, Some(sha256)))
     }
 
     /// Loads a checkpoint from a `File` or `Blob`, read in slices (never whole): a `.pth` as
@@ -340,14 +342,18 @@ impl RplSession {
     /// steps of about 16 MB, awaits `on_progress({tensors, totalTensors, bytes, totalBytes})`: a
     /// promise of false cancels. With `keep`, each tensor is also handed to `keep(offset, bytes)` as
     /// a float32 safetensors file (the header first, at offset 0) for the page to store. The
-    /// model in use stays until the new one is complete. Returns a description of the network.
+    /// model in use stays until the new one is complete. Returns `{description, bytes, sha256:
+    /// null}` (the file's hash takes a [`FileDigest`] of its own, which the Worker runs between
+    /// requests: a load does not wait for it).
     #[wasm_bindgen(js_name = loadFile)]
-    pub async fn load_file(&self, file: web_sys::Blob, name: String, on_progress: Function, keep: Option<Function>) -> Result<String, WebError> {
-        let bytes = BlobBytes::new(file).map_err(|source| WeightsError::Io { path: name.clone(), source })?;
+    pub async fn load_file(&self, file: web_sys::Blob, name: String, on_progress: Function, keep: Option<Function>) -> Result<Object, WebError> {
+        let io_error = |source| WeightsError::Io { path: name.clone(), source };
+        let bytes = BlobBytes::new(file).map_err(io_error)?;
         if bytes.len() > MAX_CHECKPOINT_BYTES {
             return Err(WeightsError::TooLarge { origin: name, size_mb: bytes.len() >> 20, limit_mb: MAX_CHECKPOINT_BYTES >> 20 }.into());
         }
-        let head = bytes.read_at(0, FORMAT_HEAD_BYTES).map_err(|source| WeightsError::Io { path: name.clone(), source })?;
+        let head = bytes.read_at(0, FORMAT_HEAD_BYTES).map_err(io_error)?;
+        let size = bytes.len();
         let source = open_source(name.clone(), Box::new(bytes), checkpoint_format(&name, &head)?)?;
         let config = detect_config(source.as_ref())?;
         let mut load = StagedLoad::new(source.as_ref(), config, &self.device)?;
@@ -356,7 +362,7 @@ impl RplSession {
             let used = wasm_bindgen::memory().unchecked_into::<js_sys::WebAssembly::Memory>().buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as u64;
             let room = WASM_ADDRESS_SPACE.saturating_sub(used + CPU_ACTIVATION_ROOM);
             if weights > room {
-                return Err(WebError::NoRoom { name, weights_mb: weights >> 20, room_mb: room >> 20 });
+                return Err(WebError::NoRoom { name: name.clone(), weights_mb: weights >> 20, room_mb: room >> 20 });
             }
         }
         let layout = match &keep {
@@ -384,16 +390,14 @@ impl RplSession {
             let reply = on_progress.call1(&JsValue::NULL, &load_progress(&load)).map_err(|e| WebError::Callback(js_message(&e)))?;
             let go_on = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::resolve(&reply)).await.map_err(|e| WebError::Callback(js_message(&e)))?;
             if go_on.is_falsy() {
-                return Err(WebError::Cancelled(name));
+                return Err(WebError::Cancelled(name.clone()));
             }
             if done {
                 break;
             }
         }
         let network = load.finish().fold_batch_norms();
-        let description = network.config.describe();
-        *self.network.borrow_mut() = Some(Rc::new(network));
-        Ok(description)
+        Ok(self.use_network(network, size, None))
     }
 
     /// Random weights of the given width (1 = the released size): for benchmarks only.
@@ -555,6 +559,16 @@ impl RplSession {
 }
 
 impl RplSession {
+    /// Puts `network` in use; `{description, bytes, sha256}` for the page.
+    fn use_network(&self, network: RplNetwork, bytes: u64, sha256: Option<String>) -> Object {
+        let reply = Object::new();
+        set(&reply, "description", network.config.describe());
+        set(&reply, "bytes", bytes as f64);
+        set(&reply, "sha256", sha256.map_or(JsValue::NULL, JsValue::from));
+        *self.network.borrow_mut() = Some(Rc::new(network));
+        reply
+    }
+
     fn network(&self) -> Result<Rc<RplNetwork>, WebError> {
         self.network.borrow().clone().ok_or(WebError::NoModel)
     }
@@ -589,6 +603,50 @@ fn scores_summary(mode: ScoreMode, scores: &ImageScores) -> Object {
     let (lo, hi) = finite_range(scores.head(Head::Out1).iter().chain(scores.head(Head::Out2)));
     set(&result, "scoreRange", Array::of2(&JsValue::from(lo), &JsValue::from(hi)));
     result
+}
+
+/// A file's SHA-256, computed a step at a time: the Worker runs the steps between requests,
+/// so that a model is in use before its 672 MB are hashed (about 150 MB/s in WebAssembly).
+#[wasm_bindgen]
+pub struct FileDigest {
+    file: BlobBytes,
+    digest: Option<SourceDigest>,
+}
+
+#[wasm_bindgen]
+impl FileDigest {
+    #[wasm_bindgen(constructor)]
+    pub fn new(file: web_sys::Blob) -> Result<FileDigest, WebError> {
+        let file = BlobBytes::new(file).map_err(|source| WeightsError::Io { path: "the model file".into(), source })?;
+        let digest = Some(SourceDigest::new(&file));
+        Ok(Self { file, digest })
+    }
+
+    /// Hashes about `bytes` more of the file; the SHA-256 (lowercase hex) once it is all hashed,
+    /// else undefined.
+    pub fn step(&mut self, bytes: f64) -> Result<Option<String>, WebError> {
+        let error = |source| WeightsError::Io { path: "the model file".into(), source };
+        let Some(digest) = self.digest.as_mut() else { return Ok(None) };
+        let end = digest.hashed().saturating_add(bytes as u64);
+        digest.advance(&self.file, end).map_err(error)?;
+        if end < self.file.len() {
+            return Ok(None);
+        }
+        let digest = self.digest.take().expect("checked above");
+        Ok(Some(digest.finish(&self.file).map_err(error)?))
+    }
+}
+
+/// `{version, source, module}`: the project's version, the hash of the sources this module was
+/// built from (as `rpl --version` prints it), and which of the two modules this is: `webgpu`
+/// (WebGPU, or the CPU on one thread) or `threads` (the CPU on a pool of Workers).
+#[wasm_bindgen(js_name = buildInfo)]
+pub fn build_info() -> Object {
+    let info = Object::new();
+    set(&info, "version", VERSION);
+    set(&info, "source", SOURCE_HASH);
+    set(&info, "module", if cfg!(feature = "threads") { "threads" } else { "webgpu" });
+    info
 }
 
 /// `[{id, name, colour: [r, g, b]}]` for every Cityscapes train id.

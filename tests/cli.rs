@@ -334,6 +334,39 @@ fn eval_names_a_missing_folder_and_a_dataset_given_without_one() {
 
 /// Without flags the benchmark runs the demo model's width on the CPU at 512x256: it finishes
 /// anywhere, GPU or not.
+/// The source hash as build.rs documents it, recomputed by the shell's sha256sum (not our code).
+fn source_hash_by_sha256sum() -> String {
+    let listing = "find Cargo.toml Cargo.lock build.rs src -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-12";
+    let output = Command::new("sh").args(["-c", listing]).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("sh runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+fn sha256sum(path: &Path) -> String {
+    let output = Command::new("sha256sum").arg(path).output().expect("sha256sum runs");
+    String::from_utf8(output.stdout).unwrap().split_whitespace().next().expect("a hash").to_owned()
+}
+
+#[test]
+fn version_names_the_sources_and_reports_name_the_model_by_its_sha256() {
+    let output = rpl(&["--version"]);
+    let expected = format!("rpl {} (source {})", env!("CARGO_PKG_VERSION"), source_hash_by_sha256sum());
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), expected, "the binary was built from the sources checked out");
+
+    let dir = tempfile::tempdir().unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/rpl-demo.safetensors");
+    let report = dir.path().join("eval.json");
+    let output = rpl(&["eval", "--count", "1", "--model", model.to_str().unwrap(), "--json", report.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let hash = sha256sum(&model);
+    assert!(String::from_utf8_lossy(&output.stdout).contains(&format!("sha256 {hash}")), "{}", String::from_utf8_lossy(&output.stdout));
+    let provenance = &json(&report)["provenance"];
+    assert_eq!(provenance["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(provenance["source"], source_hash_by_sha256sum().as_str());
+    let size = std::fs::metadata(&model).unwrap().len();
+    assert_eq!(provenance["model"], serde_json::json!({"name": "rpl-demo.safetensors", "bytes": size, "sha256": hash}));
+}
+
 #[test]
 fn bench_defaults_to_the_demo_width_on_the_cpu_at_one_small_size() {
     let dir = tempfile::tempdir().unwrap();
@@ -342,6 +375,8 @@ fn bench_defaults_to_the_demo_width_on_the_cpu_at_one_small_size() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report = json(&report);
     assert_eq!((report["backend"].as_str(), report["width_divisor"].as_u64()), (Some("flex"), Some(8)));
+    // Random weights: the report names the build, and no model.
+    assert_eq!((report["provenance"]["version"].as_str(), report["provenance"]["model"].is_null()), (Some(env!("CARGO_PKG_VERSION")), true));
     let sizes = report["sizes"].as_array().unwrap();
     assert_eq!(sizes.len(), 1);
     assert_eq!((sizes[0]["width"].as_u64(), sizes[0]["height"].as_u64()), (Some(512), Some(256)));

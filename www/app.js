@@ -114,6 +114,8 @@ function showBackend(started) {
     if (info.dtype === 'f16') state.backendLine += ', float16';
     if (info.halfPrecisionError) state.backendLine += ` (float32: ${info.halfPrecisionError})`;
     state.legend = session.legend;
+    const { version, source, module } = info.build;
+    $('about').textContent = `rpl-web ${version}, built from sources ${source} (rpl --version prints the same), ${module} module`;
     status(`${state.backendLine}. Ready.`);
     return info;
   }, (e) => {
@@ -149,9 +151,27 @@ async function useModel(name, load, reload = load) {
   const reply = await load();
   state.modelName = name;
   state.reloadModel = reload;
-  $('model-line').textContent = `Model: ${name} (${reply.description})`;
+  showModelLine(name, reply.description);
   status(`${state.backendLine}. ${name} loaded in ${(reply.ms / 1000).toFixed(1)} s.`);
   return reply;
+}
+
+// The model line, with the file's SHA-256 once the Worker has hashed it (after the load).
+function showModelLine(name, description) {
+  const line = $('model-line');
+  const model = session.model;
+  const show = (settled) => {
+    const { sha256, bytes, hashError } = model;
+    const unknown = hashError ? `SHA-256 unknown: ${hashError}` : 'SHA-256 not known';
+    const hash = sha256 ? `SHA-256 ${sha256.slice(0, 16)}…` : settled ? unknown : 'SHA-256 being computed…';
+    line.textContent = `Model: ${name} (${description}), ${hash}`;
+    // The whole hash on hover, to compare with the one published beside a checkpoint.
+    line.title = sha256 ? `SHA-256 ${sha256} (${bytes} bytes)` : '';
+  };
+  show(false);
+  session.provenance().then(() => {
+    if (session.model === model) show(true);
+  }, () => {});
 }
 
 // A model's bytes (an ArrayBuffer or Blob, or a promise of one), read as a file is; `reload`

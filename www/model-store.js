@@ -10,7 +10,8 @@ async function directory() {
   return root.getDirectoryHandle(DIRECTORY, { create: true });
 }
 
-/** [{key, name, description, sourceBytes, bytes, date}] of the models kept, newest last. */
+/** [{key, name, description, sourceBytes, sha256, bytes, date}] of the models kept, newest last
+ * (sha256: the original file's). */
 export async function listKept() {
   try {
     const file = await (await (await directory()).getFileHandle(INDEX)).getFile();
@@ -81,6 +82,15 @@ export async function startKeeping(key) {
     return kept;
   };
   return keeper;
+}
+
+/** Adds `fields` to a kept model's index entry (its hash, known after the load). */
+export async function noteKept(key, fields) {
+  const entries = await listKept();
+  const entry = entries.find((e) => e.key === key);
+  if (!entry) return;
+  Object.assign(entry, fields);
+  await writeIndex(await directory(), entries);
 }
 
 /** {entry, file}: a kept model's index entry and its File. */

@@ -80,7 +80,33 @@ export interface SessionInfo {
   maxStorageBufferBindingSize?: number;
   /** Milliseconds the WebAssembly module took to start. */
   wasmMs: number;
+  build: BuildInfo;
   ms: number;
+}
+
+export interface BuildInfo {
+  /** The project's version. */
+  version: string;
+  /** The first 12 hex digits of the hash of the sources the module was built from (`rpl --version`). */
+  source: string;
+  /** 'webgpu': WebGPU, or the CPU on one thread; 'threads': the CPU on a pool of Workers. */
+  module: 'webgpu' | 'threads';
+}
+
+/** A model file: null sizes and hashes where there was no file (random weights), or where a copy
+ * was kept before hashes were noted. */
+export interface ModelIdentity {
+  name: string;
+  bytes: number | null;
+  /** The file's SHA-256, lowercase hex, as sha256sum prints it (null until known: loads from a
+   * URL, File or Blob hash the file afterwards; provenance() waits for it). */
+  sha256: string | null;
+  /** Why the file could not be hashed (it changed or went away after the load). */
+  hashError?: string;
+}
+
+export interface Provenance extends BuildInfo {
+  model: ModelIdentity | null;
 }
 
 export interface LoadProgress {
@@ -108,12 +134,13 @@ export interface KeptModel {
   name: string;
   description: string;
   sourceBytes: number;
+  /** The original file's SHA-256 (absent for copies kept by earlier versions). */
+  sha256?: string;
   bytes: number;
   date: string;
 }
 
-export interface LoadedModel {
-  name: string;
+export interface LoadedModel extends ModelIdentity {
   /** What the model is (width, classes, weights). */
   description: string;
   kept: KeptModel | null;
@@ -181,7 +208,7 @@ export declare class RplSession {
   constructor(options?: SessionOptions);
   readonly ready: Promise<SessionInfo>;
   readonly info: SessionInfo | null;
-  readonly model: { name: string; description: string } | null;
+  readonly model: (ModelIdentity & { description: string }) | null;
   readonly maxPixels: number;
   readonly legend: LegendEntry[];
   onFatal: ((error: RplError) => void) | null;
@@ -205,6 +232,8 @@ export declare class RplSession {
   npy(head: Head): Promise<Uint8Array<ArrayBuffer>>;
   runThrough(image: ImageData, stage: 'trunk' | 'aspp' | 'residual block' | 'decoder' | 'score'): Promise<{ ms: number }>;
   memory(): Promise<{ wasmBytes: number; deviceBytesReserved?: number; deviceBytesInUse?: number }>;
+  /** The version, the module's source hash and the model's name and SHA-256. */
+  provenance(): Promise<Provenance>;
   /** A Worker operation by name (worker.js), for tests and tools. */
   request(op: string, args?: object, transfer?: Transferable[], onProgress?: ((progress: LoadProgress) => void) | null): Promise<any>;
 

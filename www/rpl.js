@@ -230,8 +230,10 @@ export class RplSession {
     this.onFatal = null;
     /** What the backend is: set once `ready` resolves. */
     this.info = null;
-    /** The loaded model ({name, description}), or null. */
+    /** The loaded model ({name, description, bytes, sha256}: the file's size and SHA-256, null until
+     * it is known: provenance() waits for it), or null. */
     this.model = null;
+    this.modelHash = null; // {token, promise, resolve}: the Worker is hashing the model's file
     /** The most pixels the loaded model can take on this device (segment() shrinks larger images). */
     this.maxPixels = Infinity;
     this.pending = new Map();
@@ -267,6 +269,15 @@ export class RplSession {
       this.onFatal?.(rplError(data.error, 'device-lost', { fatal: true }));
       return;
     }
+    if (data.event === 'model-hash') {
+      if (this.modelHash?.token !== data.token) return;
+      if (this.model) {
+        this.model.sha256 = data.sha256;
+        if (data.error) this.model.hashError = data.error;
+      }
+      this.settleHash();
+      return;
+    }
     if (data.event === 'progress') {
       const { phase, tensors, totalTensors, bytes, totalBytes } = data;
       this.pending.get(data.id)?.onProgress?.({ phase, tensors, totalTensors, bytes, totalBytes });
@@ -277,6 +288,12 @@ export class RplSession {
     this.pending.delete(data.id);
     if (data.ok) request.resolve(data.result);
     else request.reject(rplError(data.error, data.code, { fatal: Boolean(data.fatal) }));
+  }
+
+  // The hash being waited for will not come (another model, or a new Worker).
+  settleHash() {
+    this.modelHash?.resolve();
+    this.modelHash = null;
   }
 
   failAll(error) {
@@ -307,6 +324,7 @@ export class RplSession {
   restart() {
     this.worker.terminate();
     this.failAll(new BackendError('the inference worker was restarted', 'worker-restarted', { fatal: true }));
+    this.settleHash();
     [this.info, this.model, this.maxPixels, this.lastImage] = [null, null, Infinity, null];
     this.ready = this.start();
     return this.ready;
@@ -317,6 +335,7 @@ export class RplSession {
     if (this.disposed) return;
     this.worker.terminate();
     this.failAll(new BackendError('this session was disposed', 'disposed'));
+    this.settleHash();
     this.disposed = true;
   }
 
@@ -351,9 +370,30 @@ export class RplSession {
   async loadWith(load, name) {
     const reply = await load;
     name ??= reply.entry.name;
-    this.model = { name, description: reply.description };
+    const { description, bytes = null, sha256 = null } = reply;
+    this.model = { name, description, bytes, sha256 };
+    this.settleHash();
+    if (reply.hashing) {
+      let resolve;
+      const promise = new Promise((r) => { resolve = r; });
+      this.modelHash = { token: reply.hashing, promise, resolve };
+    }
     this.maxPixels = (await this.request('maxPixels')).pixels;
-    return { name, description: reply.description, kept: reply.kept ?? null, keptFailure: reply.keptFailure ?? null, ms: reply.ms };
+    return { ...this.model, kept: reply.kept ?? null, keptFailure: reply.keptFailure ?? null, ms: reply.ms };
+  }
+
+  /** What results come from: {version (the project's), source (the hash of the sources the
+   * module was built from, as `rpl --version` prints it), module ('webgpu' or 'threads'), model:
+   * {name, bytes, sha256} (the file's SHA-256, as sha256sum prints it; null for random weights,
+   * or with hashError where the file could not be read again) or null}. A model file is hashed
+   * after it loads, between requests (about 5 s for the released 672 MB): this waits for it. */
+  async provenance() {
+    await this.ready;
+    await this.modelHash?.promise;
+    const { version, source, module } = this.info.build;
+    const model = this.model && { name: this.model.name, bytes: this.model.bytes, sha256: this.model.sha256 };
+    if (this.model?.hashError) model.hashError = this.model.hashError;
+    return { version, source, module, model };
   }
 
   /** [{key, name, description, sourceBytes, bytes, date}]: the models kept in this browser. */

@@ -1,7 +1,8 @@
 // The Web Worker that owns the network: all inference runs here, off the page's thread.
 // Messages: {id, op, ...args}; replies: {id, ok: true, result} or {id, ok: false, error, code, fatal};
-// unasked, {event: 'fatal', error} when the GPU device is lost.
-import { fileKey, forgetKept, keptModel, listKept, startKeeping } from './model-store.js';
+// unasked, {event: 'fatal', error} when the GPU device is lost, and {event: 'model-hash', token,
+// sha256, error} once a loaded model file is hashed.
+import { fileKey, forgetKept, keptModel, listKept, noteKept, startKeeping } from './model-store.js';
 
 // Two builds of the module (src/web.rs): ./pkg runs the network on WebGPU or on one CPU thread;
 // ./pkg-threads (CPU only) on every core, its memory shared with a pool of Workers, which
@@ -125,27 +126,33 @@ const ops = {
     return { ...info, fallbackReason: reason, threadsReason: threadsReason ?? null, wasmMs };
   },
   load({ name, bytes }) {
-    return { description: activeSession().loadWeights(name, new Uint8Array(bytes)) };
+    const reply = activeSession().loadWeights(name, new Uint8Array(bytes));
+    stopHashing();
+    return reply;
   },
   // A File or Blob, read in slices (a .pth as torch.save writes it, or safetensors). With keep,
-  // a float32 copy goes to this browser's storage as it loads, for the next visit.
+  // a float32 copy goes to this browser's storage as it loads, for the next visit. Its SHA-256
+  // follows between requests: the reply's `hashing` token names the 'model-hash' event to come.
   async loadFile({ file, name, keep }, id) {
     const keeper = keep ? await startKeeping(await fileKey(file)) : null;
-    let description;
+    let reply;
     try {
       const phase = keep ? 'reading, checking, converting to float32 and keeping' : 'reading and checking';
-      description = await activeSession().loadFile(file, name, progressReporter(id, phase), keeper?.write);
+      reply = await activeSession().loadFile(file, name, progressReporter(id, phase), keeper?.write);
     } catch (e) {
       await keeper?.discard();
       throw e;
     }
-    const kept = await keeper?.commit({ name, description, sourceBytes: file.size });
-    return { description, kept: kept ?? null, keptFailure: keeper?.failure ?? null };
+    const kept = await keeper?.commit({ name, description: reply.description, sourceBytes: file.size });
+    return { ...reply, kept: kept ?? null, keptFailure: keeper?.failure ?? null, hashing: hashInBackground(file, kept?.key) };
   },
+  // The kept copy is a float32 conversion: the model's hash is the original file's, noted when
+  // it was kept (null for copies kept before hashes were).
   async loadKept({ key }, id) {
     const { entry, file } = await keptModel(key);
-    const description = await activeSession().loadFile(file, entry.name, progressReporter(id, 'reading the kept copy'));
-    return { description, entry };
+    const { description } = await activeSession().loadFile(file, entry.name, progressReporter(id, 'reading the kept copy'));
+    stopHashing();
+    return { description, bytes: entry.sourceBytes, sha256: entry.sha256 ?? null, entry };
   },
   async keptModels() {
     return { models: await listKept() };
@@ -155,7 +162,9 @@ const ops = {
     return {};
   },
   loadRandom({ widthDivisor }) {
-    return { description: activeSession().loadRandomWeights(widthDivisor) };
+    const description = activeSession().loadRandomWeights(widthDivisor);
+    stopHashing();
+    return { description };
   },
   segment({ width, height, rgba, mode }) {
     return activeSession().segment(width, height, new Uint8Array(rgba), mode);
@@ -229,6 +238,51 @@ function fatalReason(error) {
 
 // One operation at a time, in arrival order: an await inside one must not let the next start.
 let queue = Promise.resolve();
+
+// The model file being hashed: {digest, token, keptKey}; one step of HASH_STEP_BYTES (about 50 ms)
+// at a time, queued behind whatever the page asked for, so a request waits one step at most.
+const HASH_STEP_BYTES = 8 << 20;
+let hashing = null;
+let hashTokens = 0;
+
+function stopHashing() {
+  hashing?.digest.free();
+  hashing = null;
+}
+
+// Starts hashing `file` (the model just loaded, in place of any earlier one); returns the token
+// of its 'model-hash' event. The kept copy's index entry, if any, gets the hash too.
+function hashInBackground(file, keptKey) {
+  stopHashing();
+  hashTokens += 1;
+  hashing = { digest: new rpl.FileDigest(file), token: hashTokens, keptKey };
+  scheduleHashStep(hashing);
+  return hashTokens;
+}
+
+function scheduleHashStep(job) {
+  // A macrotask between steps, so that the page's messages join the queue in between.
+  setTimeout(() => {
+    queue = queue.then(async () => {
+      if (hashing !== job) return;
+      let sha256;
+      try {
+        sha256 = job.digest.step(HASH_STEP_BYTES);
+      } catch (e) {
+        stopHashing();
+        self.postMessage({ event: 'model-hash', token: job.token, sha256: null, error: e?.message ?? String(e) });
+        return;
+      }
+      if (sha256 === undefined) {
+        scheduleHashStep(job);
+        return;
+      }
+      stopHashing();
+      if (job.keptKey) await noteKept(job.keptKey, { sha256 }).catch(() => {});
+      self.postMessage({ event: 'model-hash', token: job.token, sha256 });
+    });
+  }, 0);
+}
 self.onmessage = ({ data }) => {
   const { id, op, ...args } = data;
   if (op === 'cancel') {

@@ -4,8 +4,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, FIXTURES, FLOAT32_TOLERANCE, startServer, launchBrowser, convertedFixtureModel, readSafetensors, assertClose } from './harness.mjs';
+import {
+  ROOT, FIXTURES, FLOAT32_TOLERANCE, VERSION, startServer, launchBrowser, convertedFixtureModel, readSafetensors, assertClose,
+  sha256OfFile, sourceHash,
+} from './harness.mjs';
 
 let server;
 let modelUrl;
@@ -80,12 +84,19 @@ test('every function of the API, on the fixture model: typed errors, each image 
       const progress = [];
       const loaded = await session.loadModel(modelUrl, { cache: false, onProgress: (p) => progress.push(p) });
       r.loaded = { name: loaded.name, description: loaded.description, model: session.model.name, maxPixels: session.maxPixels };
+      // The file is hashed after the load, between requests; provenance() waits for it.
+      r.loadedIdentity = [loaded.sha256, loaded.bytes];
+      r.provenance = await session.provenance();
+      r.modelIdentity = [session.model.sha256, session.model.bytes];
+      r.threads = session.info.threads;
       r.phases = [...new Set(progress.map((p) => p.phase))];
       const last = progress.at(-1);
       r.lastProgress = [last.tensors === last.totalTensors, last.bytes === last.totalBytes, last.totalTensors];
       const bytes = await (await fetch(modelUrl)).arrayBuffer();
       r.fromBytes = (await session.loadModel(bytes, { name: 'bytes.safetensors' })).description === loaded.description;
       r.fromBlob = (await session.loadModel(new Blob([bytes]), { name: 'blob.safetensors' })).description === loaded.description;
+      r.blobRandom = (await session.loadModel(new Blob([new Uint8Array(bytes).slice().reverse()]), { name: 'reversed.bin' }).catch((e) => e.code));
+      r.blobModel = (await session.provenance()).model;
       r.badModel = await failure(() => session.loadModel(new Uint8Array([1, 2, 3, 4]), { name: 'garbage.safetensors' }));
       r.modelKept = session.model.name;
       r.notAModel = await failure(() => session.loadModel(42));
@@ -182,12 +193,18 @@ test('every function of the API, on the fixture model: typed errors, each image 
       // Models kept in this browser.
       const kept = await session.loadModel(new Blob([bytes]), { name: 'kept.safetensors', keep: true });
       r.kept = [kept.kept?.name, (await session.keptModels()).length];
-      r.fromKept = (await session.loadKept(kept.kept.key)).name;
+      await session.provenance();
+      r.keptEntry = (await session.keptModels())[0].sha256;
+      const fromKept = await session.loadKept(kept.kept.key);
+      r.fromKept = fromKept.name;
+      r.keptIdentity = [fromKept.sha256, fromKept.bytes, (await session.provenance()).model];
       r.notKept = await failure(() => session.loadKept('no-such-key'));
       r.forgot = await session.forgetModels();
       r.keptAfter = (await session.keptModels()).length;
       r.random = (await session.loadRandomWeights(8)).description;
-      r.weights = (await session.loadWeights('weights.safetensors', bytes.slice(0))).name;
+      r.randomModel = (await session.provenance()).model;
+      const weights = await session.loadWeights('weights.safetensors', bytes.slice(0));
+      r.weights = [weights.name, weights.sha256, weights.bytes];
 
       // A restart starts afresh; a disposed session refuses everything.
       const restarted = await session.restart();
@@ -213,6 +230,19 @@ test('every function of the API, on the fixture model: typed errors, each image 
     assert.deepEqual(report.loaded.name, 'rpl_w8.safetensors');
     assert.match(report.loaded.description, /width 1\/8/);
     assert.equal(report.loaded.model, 'rpl_w8.safetensors');
+    const modelFile = join(ROOT, modelUrl.slice(1));
+    const [modelHash, modelBytes] = [sha256OfFile(modelFile), readFileSync(modelFile).length];
+    assert.deepEqual(report.provenance, {
+      version: VERSION,
+      source: sourceHash(),
+      module: report.threads > 1 ? 'threads' : 'webgpu',
+      model: { name: 'rpl_w8.safetensors', bytes: modelBytes, sha256: modelHash },
+    });
+    assert.deepEqual(report.loadedIdentity, [null, modelBytes]);
+    assert.deepEqual(report.modelIdentity, [modelHash, modelBytes]);
+    // A refused load leaves the model in use, and its hash.
+    assert.equal(report.blobRandom, 'bad-model');
+    assert.deepEqual(report.blobModel, { name: 'blob.safetensors', bytes: modelBytes, sha256: modelHash });
     assert.ok(Number.isFinite(report.loaded.maxPixels) && report.loaded.maxPixels > 1e5, `maxPixels ${report.loaded.maxPixels}`);
     assert.equal(report.phases[0], 'downloading', `phases ${report.phases}`);
     assert.ok(report.phases.length >= 2, `phases ${report.phases}`);
@@ -261,11 +291,15 @@ test('every function of the API, on the fixture model: typed errors, each image 
 
     assert.deepEqual(report.kept, ['kept.safetensors', 1]);
     assert.equal(report.fromKept, 'kept.safetensors');
+    // A kept copy is float32 whatever the original was: the hash given is the original's.
+    assert.equal(report.keptEntry, modelHash);
+    assert.deepEqual(report.keptIdentity, [modelHash, modelBytes, { name: 'kept.safetensors', bytes: modelBytes, sha256: modelHash }]);
     like(report.notKept, { name: 'ModelError', code: 'no-model' }, 'an unknown kept key');
     assert.equal(report.forgot.kept, 1);
     assert.equal(report.keptAfter, 0);
     assert.match(report.random, /width 1\/8/);
-    assert.equal(report.weights, 'weights.safetensors');
+    assert.deepEqual(report.randomModel, { name: 'random 1/8', bytes: null, sha256: null });
+    assert.deepEqual(report.weights, ['weights.safetensors', modelHash, modelBytes]);
     assert.equal(report.restart[0], 'cpu');
     assert.equal(report.restart[1], null, 'a restarted session has no model');
     like(report.restart[2], { name: 'ModelError', code: 'no-model' }, 'segmenting after a restart');

@@ -6,7 +6,10 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ROOT, FIXTURES, FLOAT32_TOLERANCE, startPlainServer, launchBrowser, convertedFixtureModel, readSafetensors, assertClose } from './harness.mjs';
+import {
+  ROOT, FIXTURES, FLOAT32_TOLERANCE, VERSION, startPlainServer, launchBrowser, convertedFixtureModel, readSafetensors, assertClose,
+  sha256OfFile, sourceHash,
+} from './harness.mjs';
 
 const OUT = join(ROOT, 'target', 'dist-test');
 let server;
@@ -31,9 +34,13 @@ async function visit(page) {
   await page.goto(`${server.url}/`);
   await page.evaluate(() => window.rpl.firstResult);
   await page.evaluate(() => window.rpl.offlineReady);
+  // The model file's hash comes after the load.
+  await page.waitForFunction(() => /SHA-256 [0-9a-f]{16}/.test(document.getElementById('model-line').textContent), null, { timeout: 60_000 });
   return page.evaluate(async () => ({
     status: document.getElementById('status').textContent,
     model: document.getElementById('model-line').textContent,
+    modelHash: document.getElementById('model-line').title,
+    about: document.getElementById('about').textContent,
     runs: window.rpl.state.runs,
     isolated: self.crossOriginIsolated,
     cores: navigator.hardwareConcurrency,
@@ -62,6 +69,11 @@ test('dist/ on a plain static server: the page, the example, and a redeployed mo
     assert.equal(first.runs, 1, first.status);
     assert.match(first.status, /one thread: the page is not cross-origin isolated/);
     assert.match(first.model, /^Model: rpl-demo\.safetensors \(width 1\/8/);
+    // Provenance: the version, the sources the modules were built from, the model file's hash.
+    const demoHash = sha256OfFile(join(ROOT, 'models', 'rpl-demo.safetensors'));
+    assert.ok(first.model.includes(`SHA-256 ${demoHash.slice(0, 16)}`), first.model);
+    assert.ok(first.modelHash.includes(demoHash), first.modelHash);
+    assert.equal(first.about, `rpl-web ${VERSION}, built from sources ${sourceHash()} (rpl --version prints the same), webgpu module`);
     assert.deepEqual(first.cached, [`/v/${firstVersion}/models/rpl-demo.safetensors`]);
     const demoEnergy = await caseEnergy(page);
     assert.throws(() => assertClose('the demo model against the fixture model', demoEnergy, reference, FLOAT32_TOLERANCE));
@@ -85,6 +97,8 @@ test('dist/ on a plain static server: the page, the example, and a redeployed mo
     assert.equal(second.isolated, true, 'the service worker adds the isolation headers');
     assert.equal(second.info.threads, second.cores, second.status);
     assertClose('the redeployed model', await caseEnergy(page), reference, FLOAT32_TOLERANCE);
+    assert.ok(second.modelHash.includes(sha256OfFile(fixtureModel)), `the redeployed model's hash: ${second.modelHash}`);
+    assert.match(second.about, /, threads module$/);
     // The old bundled model leaves the cache once the new service worker is active.
     const cachedModels = () => page.evaluate(async () => (await (await caches.open('rpl-models')).keys()).map((r) => new URL(r.url).pathname));
     const current = [`/v/${secondVersion}/models/rpl-demo.safetensors`];

@@ -1,6 +1,7 @@
 // Shared by the browser tests and the benchmark: a static server, Debian's Chromium driven
 // by playwright-core, the reference fixtures, and the comparison rule of the native tests.
 import { spawn, execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, mkdirSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -12,6 +13,20 @@ export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const FIXTURES = join(ROOT, 'tests', 'fixtures', 'rpl_w8');
 export const FLOAT32_TOLERANCE = 1e-4;
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+/** The project's version, from Cargo.toml. */
+export const VERSION = readFileSync(join(ROOT, 'Cargo.toml'), 'utf8').match(/^version = "([^"]+)"/m)[1];
+
+/** The source hash as build.rs documents it, recomputed by the shell's sha256sum (not our code). */
+export function sourceHash() {
+  const listing = 'find Cargo.toml Cargo.lock build.rs src -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -c1-12';
+  return execFileSync('sh', ['-c', listing], { cwd: ROOT, encoding: 'utf8' }).trim();
+}
+
+/** A file's SHA-256 (lowercase hex). */
+export function sha256OfFile(path) {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
 
 async function freePort() {
   return new Promise((resolve, reject) => {
