@@ -120,7 +120,7 @@ fn class_and_softmax(logits: &[f32]) -> (u8, Vec<f32>) {
 }
 
 /// A mask must have the image's size and only the benchmarks' three values.
-fn check_mask(mask: &[u8], mask_width: usize, mask_height: usize, width: usize, height: usize) -> Result<(), AnalysisError> {
+pub(crate) fn check_mask(mask: &[u8], mask_width: usize, mask_height: usize, width: usize, height: usize) -> Result<(), AnalysisError> {
     if (mask_width, mask_height) != (width, height) || mask.len() != width * height {
         return Err(AnalysisError::MaskSize { mask_width, mask_height, width, height });
     }

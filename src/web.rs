@@ -13,7 +13,7 @@ use thiserror::Error;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
-use crate::analysis::{AnalysisError, ImageScores, PixelReport};
+use crate::analysis::{AnalysisError, ImageScores, PixelReport, check_mask};
 use crate::backend::{Precision, set_precision};
 use crate::inference::{Head, InferenceError, LiveResult};
 use crate::model::{RplConfig, RplNetwork, Stage};
@@ -21,6 +21,7 @@ use crate::npy;
 use crate::preprocess::{ImageError, RgbImage};
 use crate::provenance::{SOURCE_HASH, SourceDigest, VERSION, sha256_hex};
 use crate::scoring::ScoreMode;
+use crate::synthetic::{OutlierKind, PlacedOutlier, paste_outliers};
 use crate::visualize::{
     CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, colorize_classes, finite_range, mask_overlay, rgb_to_rgba, score_overlay_in_range,
 };
@@ -49,6 +50,10 @@ pub enum WebError {
     UnknownHead(String),
     #[error("unknown stage `{0}`: trunk, aspp, residual block, decoder or score")]
     UnknownStage(String),
+    #[error("unknown outlier kind `{0}`: one of {known}", known = OutlierKind::ALL.map(OutlierKind::name).join(", "))]
+    UnknownOutlier(String),
+    #[error("the objects to paste are not a list of {{kind, x, y, size, seed}} with finite numbers: {0}")]
+    BadPlacements(String),
     #[error("no RPL network has width 1/{0}")]
     UnknownWidth(usize),
     #[error(
@@ -105,6 +110,8 @@ impl WebError {
             | WebError::UnknownMode(_)
             | WebError::UnknownHead(_)
             | WebError::UnknownStage(_)
+            | WebError::UnknownOutlier(_)
+            | WebError::BadPlacements(_)
             | WebError::UnknownWidth(_) => "bad-argument",
             WebError::Npy(_) => "export-failed",
         }
@@ -287,9 +294,10 @@ impl RplSession {
         Ok(Self { device, gpu, max_tensor_bytes, precision, info, network: RefCell::new(None), last: RefCell::new(None) })
     }
 
-    /// `{backend, dtype, build, maxBufferSize, maxStorageBufferBindingSize}` (WebGPU) or `{backend,
-    /// adapter, dtype, build}` (CPU; `build`: [`build_info`]), and `halfPrecisionError` where float16 was asked for and refused
-    /// (the Worker names a WebGPU adapter: the browser describes it better than wgpu sees it).
+    /// `{backend, dtype, build, maxBufferSize, maxStorageBufferBindingSize}` (WebGPU) or
+    /// `{backend, adapter, dtype, build}` (CPU; `build`: [`build_info`]), and `halfPrecisionError`
+    /// where float16 was asked for and refused (the Worker names a WebGPU adapter: the browser
+    /// describes it better than wgpu sees it).
     pub fn info(&self) -> Object {
         Object::assign(&Object::new(), &self.info)
     }
@@ -647,6 +655,57 @@ pub fn build_info() -> Object {
     set(&info, "source", SOURCE_HASH);
     set(&info, "module", if cfg!(feature = "threads") { "threads" } else { "webgpu" });
     info
+}
+
+/// `[{name, heldOut}]`: the generator's outlier kinds (held out: never in the demo model's training).
+#[wasm_bindgen(js_name = outlierKinds)]
+pub fn outlier_kinds() -> Array {
+    OutlierKind::ALL
+        .iter()
+        .map(|kind| {
+            let entry = Object::new();
+            set(&entry, "name", kind.name());
+            set(&entry, "heldOut", kind.is_held_out());
+            JsValue::from(entry)
+        })
+        .collect()
+}
+
+/// One outlier as the page places it: where it stands (bottom centre) and its size, in pixels.
+#[derive(serde::Deserialize)]
+struct Placement {
+    kind: String,
+    x: f32,
+    y: f32,
+    size: f32,
+    seed: u64,
+}
+
+/// `{rgba, mask, pastedPixels}`: the RGBA image `rgba` (`width` x `height`) with the outliers of
+/// `placements` (JSON: `[{kind, x, y, size, seed}]`) drawn in order, its OoD mask (`base_mask`,
+/// the image's own ground truth, or all inlier, with 1 on the objects' pixels) and the number of
+/// pixels the objects cover.
+#[wasm_bindgen(js_name = pasteOutliers)]
+pub fn paste_outliers_rgba(width: usize, height: usize, rgba: Uint8Array, base_mask: Option<Vec<u8>>, placements: String) -> Result<Object, WebError> {
+    let image = RgbImage::from_interleaved(width, height, 4, &rgba.to_vec())?;
+    if let Some(mask) = &base_mask {
+        check_mask(mask, width, height, width, height)?;
+    }
+    let placements: Vec<Placement> = serde_json::from_str(&placements).map_err(|e| WebError::BadPlacements(e.to_string()))?;
+    let mut outliers = Vec::with_capacity(placements.len());
+    for p in placements {
+        let kind = OutlierKind::from_name(&p.kind).ok_or_else(|| WebError::UnknownOutlier(p.kind.clone()))?;
+        if ![p.x, p.y, p.size].iter().all(|v| v.is_finite()) || p.size <= 0.0 {
+            return Err(WebError::BadPlacements(format!("{} at ({}, {}), size {}", p.kind, p.x, p.y, p.size)));
+        }
+        outliers.push(PlacedOutlier { kind, foot: [p.x, p.y], size: p.size, seed: p.seed });
+    }
+    let pasted = paste_outliers(width, height, &image.pixels, base_mask.as_deref(), &outliers);
+    let result = Object::new();
+    set(&result, "rgba", Uint8Array::from(rgb_to_rgba(&pasted.rgb8).as_slice()));
+    set(&result, "mask", Uint8Array::from(pasted.mask.as_slice()));
+    set(&result, "pastedPixels", pasted.object_pixels as u32);
+    Ok(result)
 }
 
 /// `[{id, name, colour: [r, g, b]}]` for every Cityscapes train id.

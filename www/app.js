@@ -43,7 +43,17 @@ const state = {
   reloadModel: null, // () => the model loaded again, after a Worker restart
   get maxPixels() { return session.maxPixels; }, // the most pixels the model can take on this device
   loading: null, // the AbortController of the load under way
+  // The experiment on the image on screen: its base (the image as opened: {image, name,
+  // sourceSize, mask (a sample's ground truth, or null), sample (its name, or null)}), the
+  // objects pasted into it, their mask and pixels, and a promise of the last change's run.
+  experiment: { base: null, outliers: [], mask: null, pastedPixels: 0, applied: Promise.resolve() },
 };
+
+// A shared experiment's score mode and threshold, from the link (see updateLink).
+if ([...$('score-mode').options].some((o) => o.value === params.get('score'))) $('score-mode').value = params.get('score');
+if (params.has('threshold') && Number.isFinite(Number(params.get('threshold')))) {
+  state.threshold = { mode: $('score-mode').value, value: Number(params.get('threshold')) };
+}
 
 function status(text, isError = false) {
   $('status').textContent = text;
@@ -114,6 +124,7 @@ function showBackend(started) {
     if (info.dtype === 'f16') state.backendLine += ', float16';
     if (info.halfPrecisionError) state.backendLine += ` (float32: ${info.halfPrecisionError})`;
     state.legend = session.legend;
+    showOutlierKinds();
     const { version, source, module } = info.build;
     $('about').textContent = `rpl-web ${version}, built from sources ${source} (rpl --version prints the same), ${module} module`;
     status(`${state.backendLine}. Ready.`);
@@ -333,6 +344,7 @@ async function segmentBlob(source, name = imageNameOf(source)) {
   });
   const { image } = decoded;
   const result = await exclusive(() => runNetwork(image, name, [decoded.width, decoded.height]));
+  resetExperiment({ image, name, sourceSize: [decoded.width, decoded.height], mask: null, sample: null });
   state.metrics = null;
   $('metrics').hidden = true;
   $('curves').hidden = true;
@@ -405,6 +417,7 @@ drawColourBar();
 
 onFile('image-file', segmentBlob);
 $('score-mode').addEventListener('change', reportErrors(() => exclusive(async () => {
+  updateLink();
   if (!state.result) return;
   await showScores(await session.rescore($('score-mode').value));
 })));
@@ -412,6 +425,7 @@ $('score-mode').addEventListener('change', reportErrors(() => exclusive(async ()
 $('opacity').addEventListener('input', reportErrors(() => imageWork.then(drawHeat)));
 $('threshold').addEventListener('input', reportErrors(() => {
   if (state.result) state.threshold = { mode: state.result.mode, value: Number($('threshold').value) };
+  linkLater();
   return imageWork.then(drawMask);
 }));
 $('max-side').addEventListener('change', () => status(`${state.backendLine}. The next image runs at the new size.`));
@@ -466,6 +480,161 @@ $('input-view').addEventListener('keydown', reportErrors(async (event) => {
   cursor.y = Math.max(0, Math.min(r.height - 1, cursor.y + moves[event.key][1] * step));
   await imageWork.then(() => showPixel(cursor.x, cursor.y));
 }));
+
+// --- the experiment: paste an outlier ----------------------------------------------------------
+
+// Objects are {kind, x, y, size, seed}: where each stands (its bottom centre) and its size as
+// fractions of the image (a shared link gives the same places at any size), rounded as the link
+// writes them, so that the page and the link compute with the same numbers.
+const fraction = (value) => Math.round(Math.min(1, Math.max(0, value)) * 1e4) / 1e4;
+
+function showOutlierKinds() {
+  const select = $('outlier-kind');
+  if (select.options.length) return;
+  select.append(...[['held out: never in the demo model\'s training', true], ['seen in training', false]].map(([label, heldOut]) => {
+    const group = document.createElement('optgroup');
+    group.label = String(label);
+    for (const kind of session.outlierKinds.filter((k) => k.heldOut === heldOut)) {
+      group.append(new Option(`${kind.name} (${heldOut ? 'held out' : 'training'})`, kind.name));
+    }
+    return group;
+  }));
+}
+
+// A new image on screen: nothing pasted into it yet.
+function resetExperiment(base) {
+  state.experiment = { base, outliers: [], mask: null, pastedPixels: 0, applied: Promise.resolve() };
+  showExperiment();
+  updateLink();
+}
+
+function showExperiment() {
+  const { base, outliers, pastedPixels } = state.experiment;
+  $('undo-outlier').disabled = outliers.length === 0;
+  $('clear-outliers').disabled = outliers.length === 0;
+  const m = state.metrics;
+  const figures = m ? `: AUROC out1 ${m.out1.auroc.toFixed(4)}, out2 ${m.out2.auroc.toFixed(4)}; `
+    + `FPR95 out1 ${m.out1.fpr95.toFixed(4)}, out2 ${m.out2.fpr95.toFixed(4)}` : '';
+  $('experiment-report').textContent = !base ? '' : outliers.length === 0 ? 'Nothing pasted yet.'
+    : `${outliers.map((o) => o.kind).join(', ')} pasted on ${pastedPixels} pixels${figures}`;
+}
+
+// The base image with the objects drawn in, segmented, and evaluated against their mask (with a
+// sample's own ground truth). Through exclusive().
+async function pasteAndRun() {
+  const { base, outliers } = state.experiment;
+  const { width, height } = base.image;
+  const placements = outliers.map(({ kind, x, y, size, seed }) => ({ kind, x: x * width, y: y * height, size: size * height, seed }));
+  const pasted = await session.pasteOutliers(base.image, placements, { baseMask: base.mask });
+  const result = await runNetwork(pasted.image, base.name, base.sourceSize);
+  Object.assign(state.experiment, { mask: pasted.mask, pastedPixels: pasted.pastedPixels });
+  if (outliers.length || base.mask) {
+    await evaluateMask(pasted.mask);
+  } else {
+    state.metrics = null;
+    $('metrics').hidden = true;
+    $('curves').hidden = true;
+  }
+  showExperiment();
+  updateLink();
+  const what = outliers.length ? `${outliers.length} pasted object${outliers.length > 1 ? 's' : ''}` : 'no pasted object';
+  status(`${state.backendLine}. Done in ${result.ms.toFixed(0)} ms with ${what}.`);
+}
+
+// Changes the objects (`change(outliers)`) and runs the scene again.
+function changeExperiment(change) {
+  const experiment = state.experiment;
+  if (!experiment.base) throw new Error('Open an image or a sample first, then paste objects into it.');
+  change(experiment.outliers);
+  const run = exclusive(async () => {
+    if (state.experiment === experiment) await pasteAndRun();
+  });
+  experiment.applied = run.catch(() => {});
+  return run;
+}
+
+// The seed (colours and shape) counts the objects: the same actions give the same scene.
+function newOutlier(x, y) {
+  const seed = state.experiment.outliers.length + 1;
+  return { kind: $('outlier-kind').value, x: fraction(x), y: fraction(y), size: fraction(Number($('outlier-size').value)), seed };
+}
+
+// Whether the point (fractions of the image) falls on `outlier`'s box: as wide as it is tall,
+// standing on its foot.
+function onOutlier(outlier, [x, y]) {
+  const { width, height } = state.experiment.base.image;
+  return Math.abs(x - outlier.x) <= (outlier.size * height) / width / 2 && y <= outlier.y && y >= outlier.y - outlier.size;
+}
+
+// Where a pointer event falls on the input view, as fractions of it.
+function inputFraction(event) {
+  const box = $('input-view').getBoundingClientRect();
+  return [(event.clientX - box.left) / box.width, (event.clientY - box.top) / box.height];
+}
+
+// Press where the object should stand, drag, let go: a new object, or the last one moved when
+// the press was on it.
+let pressedAt = null;
+$('input-view').addEventListener('pointerdown', (event) => {
+  if (!state.experiment.base || event.button !== 0) return;
+  pressedAt = inputFraction(event);
+  $('input-view').setPointerCapture(event.pointerId);
+});
+$('input-view').addEventListener('pointerup', (event) => {
+  if (!pressedAt) return;
+  const [start, [x, y]] = [pressedAt, inputFraction(event)];
+  pressedAt = null;
+  reportErrors(() => changeExperiment((outliers) => {
+    const last = outliers.at(-1);
+    if (last && onOutlier(last, start)) outliers[outliers.length - 1] = { ...last, x: fraction(x), y: fraction(y) };
+    else outliers.push(newOutlier(x, y));
+  }))();
+});
+// Enter pastes at the input's keyboard cursor (the arrow keys move it).
+$('input-view').addEventListener('keydown', (event) => {
+  if (event.key !== 'Enter' || !state.result || !state.experiment.base) return;
+  event.preventDefault();
+  const { width, height } = state.result;
+  const [x, y] = [(cursor.x + 0.5) / width, (cursor.y + 0.5) / height];
+  reportErrors(() => changeExperiment((outliers) => outliers.push(newOutlier(x, y))))();
+});
+$('undo-outlier').addEventListener('click', reportErrors(() => changeExperiment((outliers) => outliers.pop())));
+$('clear-outliers').addEventListener('click', reportErrors(() => changeExperiment((outliers) => outliers.splice(0))));
+
+// The experiment in the address bar, for a sample (a visitor's own image cannot travel in a
+// link): ?sample=NAME&paste=KIND:X:Y:SIZE:SEED,...&score=MODE&threshold=VALUE.
+const LINK_KEYS = ['sample', 'paste', 'score', 'threshold'];
+function updateLink() {
+  const url = new URL(location.href);
+  for (const key of LINK_KEYS) url.searchParams.delete(key);
+  const { base, outliers } = state.experiment;
+  if (base?.sample) {
+    url.searchParams.set('sample', base.sample);
+    if (outliers.length) url.searchParams.set('paste', outliers.map((o) => [o.kind, o.x, o.y, o.size, o.seed].join(':')).join(','));
+    url.searchParams.set('score', $('score-mode').value);
+    if (state.threshold) url.searchParams.set('threshold', String(state.threshold.value));
+  }
+  history.replaceState(history.state, '', url);
+}
+// Browsers limit how often the address may change: a slider's moves update it once they pause.
+let linkTimer = null;
+function linkLater() {
+  clearTimeout(linkTimer);
+  linkTimer = setTimeout(updateLink, 300);
+}
+
+// A link's objects: refused whole, with the reason, if any is not KIND:X:Y:SIZE:SEED.
+function parsePasted(text) {
+  const kinds = new Set(session.outlierKinds.map((k) => k.name));
+  return text.split(',').map((item) => {
+    const [kind, ...parts] = item.split(':');
+    const [x, y, size, seed] = parts.map(Number);
+    if (!kinds.has(kind) || parts.length !== 4 || ![x, y, size, seed].every(Number.isFinite) || size <= 0) {
+      throw new Error(`The link's object "${item}" is not KIND:X:Y:SIZE:SEED with a known kind (${[...kinds].join(', ')})`);
+    }
+    return { kind, x: fraction(x), y: fraction(y), size: fraction(size), seed };
+  });
+}
 
 // --- ground truth ------------------------------------------------------------------------------
 
@@ -618,7 +787,13 @@ async function showSample(sample) {
   }));
   const result = await segmentBlob(image, sample.name);
   const run = state.runs;
-  await exclusive(() => (state.runs === run ? evaluateMask(mask) : null));
+  await exclusive(async () => {
+    if (state.runs !== run) return;
+    await evaluateMask(mask);
+    // Objects pasted into a sample keep its own outliers in the ground truth; it can be shared.
+    Object.assign(state.experiment.base, { mask: await session.maskValues(mask), sample: sample.name });
+    updateLink();
+  });
   return result;
 }
 
@@ -658,9 +833,13 @@ if (params.get('model') !== 'none') {
     status(`Sample scenes: ${e.message}`, true);
     return [];
   });
-  firstResult = Promise.all([initialModel, samples]).then(([, list]) => {
-    if (state.imageChoices === 0 && list.length) return showSample(list[0]);
-    return null;
+  // A shared experiment's sample, and the objects pasted into it.
+  firstResult = Promise.all([initialModel, samples]).then(async ([, list]) => {
+    if (state.imageChoices !== 0 || !list.length) return null;
+    const linked = list.find((s) => s.name === params.get('sample'));
+    const result = await showSample(linked ?? list[0]);
+    if (linked && params.get('paste')) await changeExperiment((outliers) => outliers.push(...parsePasted(params.get('paste'))));
+    return result;
   }).catch((e) => {
     showError(e);
     return null;

@@ -105,6 +105,22 @@ export interface ModelIdentity {
   hashError?: string;
 }
 
+export interface OutlierKind {
+  name: string;
+  /** Never in the demo model's training: how RPL meets a truly unknown object. */
+  heldOut: boolean;
+}
+
+/** An outlier to paste: where it stands (its bottom centre) and its size, in pixels. */
+export interface PlacedOutlier {
+  kind: string;
+  x: number;
+  y: number;
+  size: number;
+  /** Its colours and shape. */
+  seed: number;
+}
+
 export interface Provenance extends BuildInfo {
   model: ModelIdentity | null;
 }
@@ -211,6 +227,7 @@ export declare class RplSession {
   readonly model: (ModelIdentity & { description: string }) | null;
   readonly maxPixels: number;
   readonly legend: LegendEntry[];
+  readonly outlierKinds: OutlierKind[];
   onFatal: ((error: RplError) => void) | null;
 
   loadModel(source: string | URL | Blob | ArrayBuffer | ArrayBufferView, options?: LoadOptions): Promise<LoadedModel>;
@@ -229,6 +246,7 @@ export declare class RplSession {
   maskImage(head: Head, threshold: number): Promise<{ share: number; image: ImageData }>;
   evaluate(mask: ImageSource | Mask): Promise<PerHead<Metrics>>;
   maskValues(source: ImageSource): Promise<Mask>;
+  pasteOutliers(image: ImageData, outliers: PlacedOutlier[], options?: { baseMask?: Mask | null }): Promise<{ image: ImageData; mask: Mask; pastedPixels: number }>;
   npy(head: Head): Promise<Uint8Array<ArrayBuffer>>;
   runThrough(image: ImageData, stage: 'trunk' | 'aspp' | 'residual block' | 'decoder' | 'score'): Promise<{ ms: number }>;
   memory(): Promise<{ wasmBytes: number; deviceBytesReserved?: number; deviceBytesInUse?: number }>;

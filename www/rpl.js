@@ -241,6 +241,8 @@ export class RplSession {
     this.disposed = false;
     /** The classes: {id, name, colour}, once `ready` resolves. */
     this.legend = [];
+    /** The outliers pasteOutliers() draws: {name, heldOut (never in the demo model's training)}. */
+    this.outlierKinds = [];
     this.lastImage = null; // sizes of the last segmentation, for masks
     this.ready = this.start();
   }
@@ -254,8 +256,9 @@ export class RplSession {
     };
     const started = (async () => {
       const info = await this.request('init', this.options);
-      const { classes } = await this.request('legend');
+      const { classes, outlierKinds } = await this.request('legend');
       this.legend = classes;
+      this.outlierKinds = outlierKinds;
       this.info = info;
       return info;
     })();
@@ -521,6 +524,22 @@ export class RplSession {
     const values = new Uint8Array(image.width * image.height);
     for (let i = 0; i < values.length; i += 1) values[i] = image.data[4 * i];
     return { width: image.width, height: image.height, values };
+  }
+
+  /** The experiment RPL is built on: `image` (an ImageData) with outliers drawn in, in order.
+   * `outliers`: [{kind (a name from outlierKinds), x, y (where it stands: its bottom centre, in
+   * pixels), size (pixels), seed (its colours and shape)}]. Resolves to {image (ImageData), mask
+   * ({width, height, values}: `baseMask`, the image's own ground truth, or all inlier, with 1 on
+   * the objects' pixels: what evaluate() takes), pastedPixels (the objects' pixels)}. */
+  async pasteOutliers(image, outliers, { baseMask = null } = {}) {
+    if (!(image instanceof ImageData)) throw new UsageError(`${describe(image)} is not an ImageData`, 'bad-argument');
+    if (!Array.isArray(outliers)) throw new UsageError(`${describe(outliers)} is not a list of outliers`, 'bad-argument');
+    const { width, height } = image;
+    const rgba = transferableCopy(image.data);
+    const mask = baseMask ? transferableCopy(baseMask.values) : null;
+    const transfer = mask ? [rgba, mask] : [rgba];
+    const reply = await this.request('paste', { width, height, rgba, mask, placements: JSON.stringify(outliers) }, transfer);
+    return { image: imageData(reply.rgba, width, height), mask: { width, height, values: reply.mask }, pastedPixels: reply.pastedPixels };
   }
 
   /** The score of `head` as the bytes of a .npy file (float32, H x W). */

@@ -197,7 +197,11 @@ const ops = {
     return { bytes: activeSession().scoreNpy(head) };
   },
   legend() {
-    return { classes: rpl.classLegend() };
+    return { classes: rpl.classLegend(), outlierKinds: rpl.outlierKinds() };
+  },
+  // The experiment: outliers drawn into an image, with their mask (no network pass).
+  paste({ width, height, rgba, mask, placements }) {
+    return rpl.pasteOutliers(width, height, new Uint8Array(rgba), mask ? new Uint8Array(mask) : undefined, placements);
   },
   maxPixels() {
     return { pixels: activeSession().maxInferencePixels() };

@@ -3,10 +3,12 @@
 
 mod canvas;
 mod outliers;
+mod paste;
 mod street;
 
 pub use canvas::SceneRng;
 pub use outliers::{LABEL_OUTLIER, OutlierKind, OutlierSource, outlier_source};
+pub use paste::{Pasted, PlacedOutlier, paste_outliers};
 
 use canvas::Canvas;
 

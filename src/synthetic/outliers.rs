@@ -39,6 +39,10 @@ impl OutlierKind {
         }
     }
 
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
     pub fn is_held_out(self) -> bool {
         Self::HELD_OUT.contains(&self)
     }

@@ -190,6 +190,29 @@ test('every function of the API, on the fixture model: typed errors, each image 
       r.runThrough = typeof (await session.runThrough(decoded, 'trunk')).ms;
       r.badStage = await failure(() => session.runThrough(decoded, 'head'));
 
+      // Outliers pasted into an image: the mask marks their pixels, every other pixel keeps its bytes.
+      r.outlierKinds = session.outlierKinds.map((k) => `${k.name}${k.heldOut ? ' (held out)' : ''}`);
+      const star = { kind: 'checker-star', x: 64, y: 60, size: 40, seed: 3 };
+      const allIgnored = { width: 128, height: 64, values: new Uint8Array(128 * 64).fill(255) };
+      const pasted = await session.pasteOutliers(decoded, [star], { baseMask: allIgnored });
+      const marks = pasted.mask.values;
+      let [ones, others, untouched, changed] = [0, 0, true, 0];
+      for (let i = 0; i < marks.length; i += 1) {
+        const same = [0, 1, 2, 3].every((c) => pasted.image.data[4 * i + c] === decoded.data[4 * i + c]);
+        if (marks[i] === 1) {
+          ones += 1;
+          if (!same) changed += 1;
+        } else {
+          others += marks[i] === 255;
+          untouched &&= same;
+        }
+      }
+      r.pasted = { ones, pastedPixels: pasted.pastedPixels, others: others + ones === marks.length, untouched, changed: changed > ones / 2 };
+      r.pastedAgain = Array.from((await session.pasteOutliers(decoded, [star])).image.data).join() === Array.from(pasted.image.data).join();
+      r.unknownOutlier = await failure(() => session.pasteOutliers(decoded, [{ ...star, kind: 'unicorn' }]));
+      r.badPlacement = await failure(() => session.pasteOutliers(decoded, [{ ...star, size: 'big' }]));
+      r.wrongBaseMask = await failure(() => session.pasteOutliers(decoded, [star], { baseMask: { width: 2, height: 2, values: new Uint8Array(4) } }));
+
       // Models kept in this browser.
       const kept = await session.loadModel(new Blob([bytes]), { name: 'kept.safetensors', keep: true });
       r.kept = [kept.kept?.name, (await session.keptModels()).length];
@@ -288,6 +311,13 @@ test('every function of the API, on the fixture model: typed errors, each image 
     assert.equal(report.memory, true);
     assert.equal(report.runThrough, 'number');
     like(report.badStage, usage, 'an unknown stage');
+    assert.deepEqual(report.outlierKinds, ['animal', 'crate', 'debris', 'ball', 'checker-star (held out)', 'striped-blob (held out)']);
+    assert.ok(report.pasted.ones > 200, `a star 40 pixels tall covers ${report.pasted.ones} pixels`);
+    assert.deepEqual(report.pasted, { ones: report.pasted.ones, pastedPixels: report.pasted.ones, others: true, untouched: true, changed: true });
+    assert.equal(report.pastedAgain, true, 'the same placement draws the same pixels');
+    assert.match(like(report.unknownOutlier, usage, 'an unknown outlier kind'), /unicorn.*checker-star/);
+    like(report.badPlacement, usage, 'a size that is not a number');
+    like(report.wrongBaseMask, { name: 'ImageError', code: 'bad-mask' }, 'a base mask of another size');
 
     assert.deepEqual(report.kept, ['kept.safetensors', 1]);
     assert.equal(report.fromKept, 'kept.safetensors');
