@@ -20,8 +20,33 @@ pub enum AnalysisError {
     OutsideImage { x: usize, y: usize, width: usize, height: usize },
     #[error("the {head} scores have {values} values, the {width}x{height} image has {} pixels", .width * .height)]
     ScoreCount { head: &'static str, values: usize, width: usize, height: usize },
+    #[error("the object's mask has {values} values, the {width}x{height} image has {} pixels", .width * .height)]
+    ObjectSize { values: usize, width: usize, height: usize },
+    #[error("the object covers no pixel of the {width}x{height} image")]
+    EmptyObject { width: usize, height: usize },
+    #[error("the image before is {before_width}x{before_height}, the image after {width}x{height}: they must match")]
+    BeforeSize { before_width: usize, before_height: usize, width: usize, height: usize },
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+}
+
+/// What pasting an object changed, for the page's before and after: each head's mean score over
+/// the object's pixels and over the rest of the image, before and after, and what the
+/// closed-set head (out1) made of the object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObjectChange {
+    /// The object's pixels.
+    pub pixels: usize,
+    /// Per head, in [`Head::BOTH`] order: the mean score over the object's pixels, `[before, after]`.
+    pub inside: [[f64; 2]; 2],
+    /// Per head: the mean score over every other pixel, `[before, after]` (NaN where there is none).
+    pub outside: [[f64; 2]; 2],
+    /// The train id out1 gives most of the object's pixels (the lowest on ties), and their share.
+    pub out1_class: u8,
+    pub out1_class_share: f64,
+    /// out1's softmax probability of its own label, averaged over the object's pixels: how sure
+    /// the closed-set network is of a label that cannot be right.
+    pub out1_confidence: f64,
 }
 
 /// Both heads' anomaly scores of one image, row-major H x W each.
@@ -99,6 +124,59 @@ impl ImageScores {
             Ok(HeadEvaluation { metrics: pool.metrics()?, curves: pool.curves(CURVE_POINTS)? })
         };
         Ok([evaluate(Head::Out1)?, evaluate(Head::Out2)?])
+    }
+}
+
+impl ImageScores {
+    /// What changed where `object` is nonzero, from `before` (the same image without the
+    /// object, scored in the same mode) to these scores; `out1_logits`: out1's logits on this
+    /// image, `[classes, H, W]`.
+    pub fn object_change(&self, before: &ImageScores, object: &[u8], out1_logits: &[f32]) -> Result<ObjectChange, AnalysisError> {
+        let (width, height) = (self.width, self.height);
+        if (before.width, before.height) != (width, height) {
+            return Err(AnalysisError::BeforeSize { before_width: before.width, before_height: before.height, width, height });
+        }
+        let plane = width * height;
+        if object.len() != plane {
+            return Err(AnalysisError::ObjectSize { values: object.len(), width, height });
+        }
+        let classes = out1_logits.len() / plane;
+        if classes == 0 || out1_logits.len() != classes * plane {
+            return Err(AnalysisError::ScoreCount { head: Head::Out1.name(), values: out1_logits.len(), width, height });
+        }
+        let inside: Vec<usize> = (0..plane).filter(|&i| object[i] != 0).collect();
+        if inside.is_empty() {
+            return Err(AnalysisError::EmptyObject { width, height });
+        }
+        let mean = |values: &[f32], on_object: bool| {
+            let (sum, count) = values
+                .iter()
+                .zip(object)
+                .filter(|&(_, &o)| (o != 0) == on_object)
+                .fold((0f64, 0usize), |(sum, count), (&v, _)| (sum + f64::from(v), count + 1));
+            if count == 0 { f64::NAN } else { sum / count as f64 }
+        };
+        let before_after = |on_object: bool| Head::BOTH.map(|head| [mean(before.head(head), on_object), mean(self.head(head), on_object)]);
+        let mut votes = vec![0usize; classes];
+        let mut confidence = 0f64;
+        let mut pixel = vec![0f32; classes];
+        for &i in &inside {
+            for (class, logit) in pixel.iter_mut().enumerate() {
+                *logit = out1_logits[class * plane + i];
+            }
+            let (class, probabilities) = class_and_softmax(&pixel);
+            votes[usize::from(class)] += 1;
+            confidence += f64::from(probabilities[usize::from(class)]);
+        }
+        let out1_class = (0..classes).fold(0, |best, c| if votes[c] > votes[best] { c } else { best });
+        Ok(ObjectChange {
+            pixels: inside.len(),
+            inside: before_after(true),
+            outside: before_after(false),
+            out1_class: out1_class as u8,
+            out1_class_share: votes[out1_class] as f64 / inside.len() as f64,
+            out1_confidence: confidence / inside.len() as f64,
+        })
     }
 }
 

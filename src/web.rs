@@ -2,7 +2,7 @@
 //! device, the loaded network and the last segmented image, and converts between JS values and
 //! the library's types. Heads are named `"out1"` and `"out2"` in both directions.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use burn::tensor::Device;
@@ -13,7 +13,7 @@ use thiserror::Error;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 
-use crate::analysis::{AnalysisError, ImageScores, PixelReport, check_mask};
+use crate::analysis::{AnalysisError, ImageScores, ObjectChange, PixelReport, check_mask};
 use crate::backend::{Precision, set_precision};
 use crate::inference::{Head, InferenceError, LiveResult};
 use crate::model::{RplConfig, RplNetwork, Stage};
@@ -42,6 +42,8 @@ pub enum WebError {
     NoModel,
     #[error("no image has been segmented yet")]
     NoImage,
+    #[error("no image was kept as before: keep one, segment the changed image, then compare")]
+    NoBefore,
     #[error("this session runs on the CPU: it has no GPU device")]
     NoGpuDevice,
     #[error("unknown score mode `{0}`: energy, entropy, max-softmax or max-logit")]
@@ -100,7 +102,7 @@ impl WebError {
             WebError::NoRoom { .. } => "model-too-large",
             WebError::Callback(_) => "load-stopped",
             WebError::Cancelled(_) => "cancelled",
-            WebError::NoImage => "no-image",
+            WebError::NoImage | WebError::NoBefore => "no-image",
             WebError::Image(_) => "bad-image",
             WebError::TooLarge { .. } => "image-too-large",
             WebError::Analysis(AnalysisError::MaskSize { .. } | AnalysisError::MaskValues { .. } | AnalysisError::Metrics(_)) => {
@@ -246,6 +248,14 @@ struct LastImage {
     classes: [Vec<u8>; 2],
     /// Both heads' scores in the mode last asked for.
     scores: RefCell<ImageScores>,
+    mode: Cell<ScoreMode>,
+}
+
+/// An image kept to compare the next one with (the experiment's before and after).
+struct BeforeImage {
+    last: Rc<LastImage>,
+    /// Its scores in the mode of the last comparison.
+    scores: Option<ImageScores>,
 }
 
 /// A network on a device (WebGPU or the CPU) and the last image it segmented.
@@ -263,6 +273,7 @@ pub struct RplSession {
     /// Shared so that a running inference keeps its network while new weights load.
     network: RefCell<Option<Rc<RplNetwork>>>,
     last: RefCell<Option<Rc<LastImage>>>,
+    before: RefCell<Option<BeforeImage>>,
 }
 
 #[wasm_bindgen]
@@ -291,7 +302,7 @@ impl RplSession {
         }
         set(&info, "dtype", precision.name());
         set(&info, "build", build_info());
-        Ok(Self { device, gpu, max_tensor_bytes, precision, info, network: RefCell::new(None), last: RefCell::new(None) })
+        Ok(Self { device, gpu, max_tensor_bytes, precision, info, network: RefCell::new(None), last: RefCell::new(None), before: RefCell::new(None) })
     }
 
     /// `{backend, dtype, build, maxBufferSize, maxStorageBufferBindingSize}` (WebGPU) or
@@ -466,7 +477,7 @@ impl RplSession {
         }
         let present: Vec<u8> = (0..=255u8).filter(|&c| present[usize::from(c)]).collect();
         set(&result, "classesPresent", Uint8Array::from(present.as_slice()));
-        *self.last.borrow_mut() = Some(Rc::new(LastImage { image, live, classes, scores: RefCell::new(scores) }));
+        *self.last.borrow_mut() = Some(Rc::new(LastImage { image, live, classes, scores: RefCell::new(scores), mode: Cell::new(mode) }));
         Ok(result)
     }
 
@@ -489,6 +500,7 @@ impl RplSession {
         let scores = ImageScores::new(last.live.width, last.live.height, last.live.scores(mode).await?)?;
         let result = scores_summary(mode, &scores);
         *last.scores.borrow_mut() = scores;
+        last.mode.set(mode);
         Ok(result)
     }
 
@@ -509,15 +521,50 @@ impl RplSession {
         Ok(info)
     }
 
-    /// RGBA: the last image with the score of `head` ("out1" or "out2") as a heat map over
+    /// RGBA: the last image (with `before`, the one kept by [`Self::keep_before`], scored at the
+    /// last comparison) with the score of `head` ("out1" or "out2") as a heat map over
     /// `[lo, hi]`, blended with weight `opacity`.
     #[wasm_bindgen(js_name = heatImage)]
-    pub fn heat_image(&self, head: String, lo: f32, hi: f32, opacity: f32) -> Result<Uint8Array, WebError> {
+    pub fn heat_image(&self, head: String, lo: f32, hi: f32, opacity: f32, before: bool) -> Result<Uint8Array, WebError> {
         let head = parse_head(&head)?;
+        let overlay = |image: &RgbImage, scores: &ImageScores| {
+            let rgb = score_overlay_in_range(&image.pixels, scores.head(head), (lo, hi), opacity.clamp(0.0, 1.0));
+            Uint8Array::from(rgb_to_rgba(&rgb).as_slice())
+        };
+        if before {
+            let kept = self.before.borrow();
+            let (last, Some(scores)) = kept.as_ref().map(|b| (&b.last, &b.scores)).ok_or(WebError::NoBefore)? else {
+                return Err(WebError::NoBefore);
+            };
+            return Ok(overlay(&last.image, scores));
+        }
         let last = self.last_image()?;
-        let scores = last.scores.borrow();
-        let rgb = score_overlay_in_range(&last.image.pixels, scores.head(head), (lo, hi), opacity.clamp(0.0, 1.0));
-        Ok(Uint8Array::from(rgb_to_rgba(&rgb).as_slice()))
+        Ok(overlay(&last.image, &last.scores.borrow()))
+    }
+
+    /// Keeps the last image as the experiment's "before", to compare the next one with.
+    #[wasm_bindgen(js_name = keepBefore)]
+    pub fn keep_before(&self) -> Result<(), WebError> {
+        *self.before.borrow_mut() = Some(BeforeImage { last: self.last_image()?, scores: None });
+        Ok(())
+    }
+
+    /// What changed on `object` (nonzero on its pixels; the last image's size) from the image
+    /// kept by [`Self::keep_before`] to the last one, both scored in the last image's mode:
+    /// `{pixels, inside: {out1, out2}, outside: {out1, out2}, out1Class: {id, name, share,
+    /// confidence}}`, each head's `{before, after, change}` mean scores.
+    #[wasm_bindgen(js_name = objectChange)]
+    pub async fn object_change(&self, object: Vec<u8>) -> Result<Object, WebError> {
+        let last = self.last_image()?;
+        let kept = self.before.borrow().as_ref().map(|b| b.last.clone()).ok_or(WebError::NoBefore)?;
+        let mode = last.mode.get();
+        let before = ImageScores::new(kept.live.width, kept.live.height, kept.live.scores(mode).await?)?;
+        let logits = last.live.logits(Head::Out1).await?;
+        let change = last.scores.borrow().object_change(&before, &object, &logits)?;
+        if let Some(kept) = self.before.borrow_mut().as_mut() {
+            kept.scores = Some(before);
+        }
+        Ok(object_change_report(&change))
     }
 
     /// `{share, rgba}`: the pixels whose score of `head` is above `threshold`, over the dimmed image.
@@ -601,6 +648,30 @@ fn call_keep(keep: &Function, offset: u64, bytes: &[u8]) -> Result<(), WebError>
     keep.call2(&JsValue::NULL, &JsValue::from(offset as f64), &Uint8Array::from(bytes))
         .map(|_| ())
         .map_err(|e| WebError::Callback(js_message(&e)))
+}
+
+/// [`RplSession::object_change`]'s reply.
+fn object_change_report(change: &ObjectChange) -> Object {
+    let means = |pairs: &[[f64; 2]; 2]| {
+        per_head(pairs.map(|[before, after]| {
+            let mean = Object::new();
+            set(&mean, "before", before);
+            set(&mean, "after", after);
+            set(&mean, "change", after - before);
+            mean.into()
+        }))
+    };
+    let report = Object::new();
+    set(&report, "pixels", change.pixels as u32);
+    set(&report, "inside", means(&change.inside));
+    set(&report, "outside", means(&change.outside));
+    let class = Object::new();
+    set(&class, "id", change.out1_class);
+    set(&class, "name", CITYSCAPES_CLASSES.get(usize::from(change.out1_class)).copied().unwrap_or("?"));
+    set(&class, "share", change.out1_class_share);
+    set(&class, "confidence", change.out1_confidence);
+    set(&report, "out1Class", class);
+    report
 }
 
 /// `{mode, baseline, scoreRange: [lo, hi]}`: the range covers both heads (one colour scale).
@@ -705,6 +776,7 @@ pub fn paste_outliers_rgba(width: usize, height: usize, rgba: Uint8Array, base_m
     set(&result, "rgba", Uint8Array::from(rgb_to_rgba(&pasted.rgb8).as_slice()));
     set(&result, "mask", Uint8Array::from(pasted.mask.as_slice()));
     set(&result, "pastedPixels", pasted.object_pixels as u32);
+    set(&result, "lastObject", Uint8Array::from(pasted.last_object.as_slice()));
     Ok(result)
 }
 

@@ -2,7 +2,7 @@
 //! and metrics against a ground-truth mask (with its errors). The two heads score differently
 //! everywhere, so an answer about the wrong head fails.
 
-use rpl_web::analysis::{AnalysisError, ImageScores, PixelReport};
+use rpl_web::analysis::{AnalysisError, ImageScores, ObjectChange, PixelReport};
 use rpl_web::inference::Head;
 use rpl_web::metrics::{OodMetrics, OodScorePool};
 
@@ -77,4 +77,41 @@ fn bad_masks_and_score_arrays_are_named() {
     let short = ImageScores::new(3, 2, [vec![0.0; 6], vec![0.0; 5]]);
     assert_eq!(short, Err(AnalysisError::ScoreCount { head: "out2", values: 5, width: 3, height: 2 }));
     assert_eq!(short.unwrap_err().to_string(), "the out2 scores have 5 values, the 3x2 image has 6 pixels");
+}
+
+/// Before and after an object pasted on pixels 4 and 5: each head's means on it and elsewhere,
+/// and what out1 labelled it (two classes: logits `[classes, H, W]`).
+#[test]
+fn an_objects_change_is_each_heads_means_on_it_and_elsewhere_and_out1s_label() {
+    let before = ImageScores::new(3, 2, [vec![0.0; 6], vec![0.0, 0.0, 0.0, 0.0, 1.0, 3.0]]).unwrap();
+    let after = scores();
+    let object = [0, 0, 0, 0, 1, 1];
+    // Pixel 4: class 1 (logit 3 against 0); pixel 5: class 1 (2 against 1); elsewhere class 0.
+    let logits = [[5.0, 5.0, 5.0, 5.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0, 3.0, 2.0]].concat();
+    let change = after.object_change(&before, &object, &logits).unwrap();
+    let softmax_top = |a: f64, b: f64| a.exp().max(b.exp()) / (a.exp() + b.exp());
+    let expected = ObjectChange {
+        pixels: 2,
+        inside: [[0.0, (0.5f32 as f64 + 0.6f32 as f64) / 2.0], [2.0, (0.9f32 as f64 + 1.0) / 2.0]],
+        outside: [[0.0, [0.1f32, 0.2, 0.3, 0.7].iter().map(|&v| f64::from(v)).sum::<f64>() / 4.0], [0.0, [0.0f32, 0.1, 0.2, 0.3].iter().map(|&v| f64::from(v)).sum::<f64>() / 4.0]],
+        out1_class: 1,
+        out1_class_share: 1.0,
+        out1_confidence: (softmax_top(3.0, 0.0) + softmax_top(2.0, 1.0)) / 2.0,
+    };
+    assert_eq!((change.pixels, change.inside, change.outside, change.out1_class, change.out1_class_share), (expected.pixels, expected.inside, expected.outside, 1, 1.0));
+    assert!((change.out1_confidence - expected.out1_confidence).abs() < 1e-6, "{change:?}");
+
+    // A tie between two classes goes to the lower train id; an object on every pixel has no elsewhere.
+    let tie = after.object_change(&before, &[1, 0, 0, 0, 1, 0], &logits).unwrap();
+    assert_eq!((tie.out1_class, tie.out1_class_share), (0, 0.5));
+    assert!(after.object_change(&before, &[1; 6], &logits).unwrap().outside[0][1].is_nan());
+
+    assert_eq!(after.object_change(&before, &[0; 6], &logits), Err(AnalysisError::EmptyObject { width: 3, height: 2 }));
+    assert_eq!(after.object_change(&before, &[1; 5], &logits), Err(AnalysisError::ObjectSize { values: 5, width: 3, height: 2 }));
+    let other = ImageScores::new(2, 3, [vec![0.0; 6], vec![0.0; 6]]).unwrap();
+    assert_eq!(
+        after.object_change(&other, &object, &logits),
+        Err(AnalysisError::BeforeSize { before_width: 2, before_height: 3, width: 3, height: 2 })
+    );
+    assert!(matches!(after.object_change(&before, &object, &logits[..7]), Err(AnalysisError::ScoreCount { .. })));
 }

@@ -46,7 +46,7 @@ const state = {
   // The experiment on the image on screen: its base (the image as opened: {image, name,
   // sourceSize, mask (a sample's ground truth, or null), sample (its name, or null)}), the
   // objects pasted into it, their mask and pixels, and a promise of the last change's run.
-  experiment: { base: null, outliers: [], mask: null, pastedPixels: 0, applied: Promise.resolve() },
+  experiment: { base: null, outliers: [], mask: null, lastObject: null, pastedPixels: 0, change: null, applied: Promise.resolve() },
 };
 
 // A shared experiment's score mode and threshold, from the link (see updateLink).
@@ -503,7 +503,8 @@ function showOutlierKinds() {
 
 // A new image on screen: nothing pasted into it yet.
 function resetExperiment(base) {
-  state.experiment = { base, outliers: [], mask: null, pastedPixels: 0, applied: Promise.resolve() };
+  state.experiment = { base, outliers: [], mask: null, lastObject: null, pastedPixels: 0, change: null, applied: Promise.resolve() };
+  $('before-after').hidden = true;
   showExperiment();
   updateLink();
 }
@@ -520,14 +521,17 @@ function showExperiment() {
 }
 
 // The base image with the objects drawn in, segmented, and evaluated against their mask (with a
-// sample's own ground truth). Through exclusive().
-async function pasteAndRun() {
+// sample's own ground truth); with `compare`, the last object's before and after. Through
+// exclusive().
+async function pasteAndRun(compare) {
   const { base, outliers } = state.experiment;
+  compare &&= outliers.length > 0 && state.result !== null;
+  if (compare) await session.keepBefore();
   const { width, height } = base.image;
   const placements = outliers.map(({ kind, x, y, size, seed }) => ({ kind, x: x * width, y: y * height, size: size * height, seed }));
   const pasted = await session.pasteOutliers(base.image, placements, { baseMask: base.mask });
   const result = await runNetwork(pasted.image, base.name, base.sourceSize);
-  Object.assign(state.experiment, { mask: pasted.mask, pastedPixels: pasted.pastedPixels });
+  Object.assign(state.experiment, { mask: pasted.mask, lastObject: pasted.lastObject, pastedPixels: pasted.pastedPixels, change: null });
   if (outliers.length || base.mask) {
     await evaluateMask(pasted.mask);
   } else {
@@ -535,19 +539,50 @@ async function pasteAndRun() {
     $('metrics').hidden = true;
     $('curves').hidden = true;
   }
+  if (compare) await showBeforeAfter(pasted.lastObject);
+  $('before-after').hidden = !compare;
   showExperiment();
   updateLink();
   const what = outliers.length ? `${outliers.length} pasted object${outliers.length > 1 ? 's' : ''}` : 'no pasted object';
   status(`${state.backendLine}. Done in ${result.ms.toFixed(0)} ms with ${what}.`);
 }
 
-// Changes the objects (`change(outliers)`) and runs the scene again.
-function changeExperiment(change) {
+// The last object's effect: both heads' score maps before and after on one colour scale, their
+// mean scores on it and elsewhere, and the label the closed-set head gave it.
+async function showBeforeAfter(object) {
+  const change = await session.objectChange(object);
+  const options = { range: state.result.scoreRange, opacity: Number($('opacity').value) };
+  const views = await Promise.all(HEADS.flatMap(({ name }) => [true, false].map((before) => session.heatImage(name, { ...options, before }))));
+  ['before-1', 'after-1', 'before-2', 'after-2'].forEach((id, i) => drawImageData($(id), views[i]));
+  const figure = (value) => (Number.isFinite(value) ? value.toFixed(3) : '–');
+  $('change-table').querySelector('tbody').replaceChildren(...HEADS.map(({ name, label }) => {
+    const row = document.createElement('tr');
+    const head = document.createElement('th');
+    head.scope = 'row';
+    head.textContent = `${label}, ${state.result.mode}`;
+    const cells = ['inside', 'outside'].flatMap((where) => ['before', 'after', 'change'].map((key) => {
+      const cell = document.createElement('td');
+      cell.textContent = figure(change[where][name][key]);
+      return cell;
+    }));
+    row.append(head, ...cells);
+    return row;
+  }));
+  const { name, share, confidence } = change.out1Class;
+  $('closed-set-label').textContent = `out1 labels ${(100 * share).toFixed(0)} % of the object's ${change.pixels} pixels `
+    + `"${name}", with a mean softmax confidence of ${(100 * confidence).toFixed(1)} %: a closed-set network has no class for `
+    + 'something it never saw, so it picks one, often confidently.';
+  state.experiment.change = change;
+}
+
+// Changes the objects (`change(outliers)`) and runs the scene again; with `compare` (a placed or
+// moved object), before and after are shown.
+function changeExperiment(change, compare = false) {
   const experiment = state.experiment;
   if (!experiment.base) throw new Error('Open an image or a sample first, then paste objects into it.');
   change(experiment.outliers);
   const run = exclusive(async () => {
-    if (state.experiment === experiment) await pasteAndRun();
+    if (state.experiment === experiment) await pasteAndRun(compare);
   });
   experiment.applied = run.catch(() => {});
   return run;
@@ -588,7 +623,7 @@ $('input-view').addEventListener('pointerup', (event) => {
     const last = outliers.at(-1);
     if (last && onOutlier(last, start)) outliers[outliers.length - 1] = { ...last, x: fraction(x), y: fraction(y) };
     else outliers.push(newOutlier(x, y));
-  }))();
+  }, true))();
 });
 // Enter pastes at the input's keyboard cursor (the arrow keys move it).
 $('input-view').addEventListener('keydown', (event) => {
@@ -596,7 +631,7 @@ $('input-view').addEventListener('keydown', (event) => {
   event.preventDefault();
   const { width, height } = state.result;
   const [x, y] = [(cursor.x + 0.5) / width, (cursor.y + 0.5) / height];
-  reportErrors(() => changeExperiment((outliers) => outliers.push(newOutlier(x, y))))();
+  reportErrors(() => changeExperiment((outliers) => outliers.push(newOutlier(x, y)), true))();
 });
 $('undo-outlier').addEventListener('click', reportErrors(() => changeExperiment((outliers) => outliers.pop())));
 $('clear-outliers').addEventListener('click', reportErrors(() => changeExperiment((outliers) => outliers.splice(0))));

@@ -121,6 +121,23 @@ export interface PlacedOutlier {
   seed: number;
 }
 
+export interface MeanChange {
+  before: number;
+  after: number;
+  change: number;
+}
+
+export interface ObjectChange {
+  pixels: number;
+  /** Mean scores over the object's pixels. */
+  inside: PerHead<MeanChange>;
+  /** Mean scores over every other pixel (NaN where there is none). */
+  outside: PerHead<MeanChange>;
+  /** The class out1 gives most of the object's pixels, their share, and out1's mean softmax
+   * probability of its label there. */
+  out1Class: { id: number; name: string; share: number; confidence: number };
+}
+
 export interface Provenance extends BuildInfo {
   model: ModelIdentity | null;
 }
@@ -242,11 +259,13 @@ export declare class RplSession {
   rescore(score: ScoreMode): Promise<Scores>;
   scores(): Promise<{ classes: PerHead<Uint8Array>; scores: PerHead<Float32Array> }>;
   pixel(x: number, y: number): Promise<PixelInfo>;
-  heatImage(head: Head, options?: { range?: [number, number]; opacity?: number }): Promise<ImageData>;
+  heatImage(head: Head, options?: { range?: [number, number]; opacity?: number; before?: boolean }): Promise<ImageData>;
+  keepBefore(): Promise<void>;
+  objectChange(object: Mask): Promise<ObjectChange>;
   maskImage(head: Head, threshold: number): Promise<{ share: number; image: ImageData }>;
   evaluate(mask: ImageSource | Mask): Promise<PerHead<Metrics>>;
   maskValues(source: ImageSource): Promise<Mask>;
-  pasteOutliers(image: ImageData, outliers: PlacedOutlier[], options?: { baseMask?: Mask | null }): Promise<{ image: ImageData; mask: Mask; pastedPixels: number }>;
+  pasteOutliers(image: ImageData, outliers: PlacedOutlier[], options?: { baseMask?: Mask | null }): Promise<{ image: ImageData; mask: Mask; lastObject: Mask; pastedPixels: number }>;
   npy(head: Head): Promise<Uint8Array<ArrayBuffer>>;
   runThrough(image: ImageData, stage: 'trunk' | 'aspp' | 'residual block' | 'decoder' | 'score'): Promise<{ ms: number }>;
   memory(): Promise<{ wasmBytes: number; deviceBytesReserved?: number; deviceBytesInUse?: number }>;

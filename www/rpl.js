@@ -491,11 +491,33 @@ export class RplSession {
   }
 
   /** The heat map of `head`'s score over the image as an ImageData, its colours spanning
-   * range [lo, hi] (the last scoreRange by default), blended with the image by opacity. */
-  async heatImage(head, { range, opacity = 0.6 } = {}) {
+   * range [lo, hi] (the last scoreRange by default), blended with the image by opacity. With
+   * before, the image kept by keepBefore(), scored as the last objectChange() scored it. */
+  async heatImage(head, { range, opacity = 0.6, before = false } = {}) {
     const [lo, hi] = range ?? this.lastImage?.scoreRange ?? [0, 1];
-    const { rgba } = await this.request('heat', { head, lo, hi, opacity });
-    return imageData(rgba, this.lastImage.width, this.lastImage.height);
+    const { rgba } = await this.request('heat', { head, lo, hi, opacity, before });
+    const { width, height } = before ? this.beforeImage : this.lastImage;
+    return imageData(rgba, width, height);
+  }
+
+  /** Keeps the last segmented image as "before": segment the changed image, then objectChange(). */
+  async keepBefore() {
+    await this.request('keepBefore');
+    this.beforeImage = { width: this.lastImage.width, height: this.lastImage.height };
+  }
+
+  /** What changed on `object` ({width, height, values}: nonzero on its pixels, such as
+   * pasteOutliers()'s lastObject) from the image keepBefore() kept to the last one, both scored
+   * in the last score mode: {pixels, inside: {out1, out2}, outside: {out1, out2}, each
+   * {before, after, change} (mean scores), out1Class: {id, name, share (of the object's pixels
+   * out1 gives that class), confidence (out1's mean softmax probability of its label there)}}. */
+  async objectChange(object) {
+    if (!(object?.values instanceof Uint8Array)) {
+      throw new UsageError(`${describe(object)} is not an object mask: pass {width, height, values: Uint8Array}`, 'bad-argument');
+    }
+    const bytes = transferableCopy(object.values);
+    const { ms, ...change } = await this.request('objectChange', { object: bytes }, [bytes]);
+    return change;
   }
 
   /** The pixels of `head` scoring above `threshold`, drawn over the image: {share (of pixels),
@@ -530,7 +552,8 @@ export class RplSession {
    * `outliers`: [{kind (a name from outlierKinds), x, y (where it stands: its bottom centre, in
    * pixels), size (pixels), seed (its colours and shape)}]. Resolves to {image (ImageData), mask
    * ({width, height, values}: `baseMask`, the image's own ground truth, or all inlier, with 1 on
-   * the objects' pixels: what evaluate() takes), pastedPixels (the objects' pixels)}. */
+   * the objects' pixels: what evaluate() takes), lastObject ({width, height, values}: 1 on the
+   * last object's pixels, for objectChange()), pastedPixels (the objects' pixels)}. */
   async pasteOutliers(image, outliers, { baseMask = null } = {}) {
     if (!(image instanceof ImageData)) throw new UsageError(`${describe(image)} is not an ImageData`, 'bad-argument');
     if (!Array.isArray(outliers)) throw new UsageError(`${describe(outliers)} is not a list of outliers`, 'bad-argument');
@@ -539,7 +562,12 @@ export class RplSession {
     const mask = baseMask ? transferableCopy(baseMask.values) : null;
     const transfer = mask ? [rgba, mask] : [rgba];
     const reply = await this.request('paste', { width, height, rgba, mask, placements: JSON.stringify(outliers) }, transfer);
-    return { image: imageData(reply.rgba, width, height), mask: { width, height, values: reply.mask }, pastedPixels: reply.pastedPixels };
+    return {
+      image: imageData(reply.rgba, width, height),
+      mask: { width, height, values: reply.mask },
+      lastObject: { width, height, values: reply.lastObject },
+      pastedPixels: reply.pastedPixels,
+    };
   }
 
   /** The score of `head` as the bytes of a .npy file (float32, H x W). */

@@ -184,8 +184,15 @@ const ops = {
   pixel({ x, y }) {
     return activeSession().pixelInfo(x, y);
   },
-  heat({ head, lo, hi, opacity }) {
-    return { rgba: activeSession().heatImage(head, lo, hi, opacity) };
+  heat({ head, lo, hi, opacity, before = false }) {
+    return { rgba: activeSession().heatImage(head, lo, hi, opacity, before) };
+  },
+  keepBefore() {
+    activeSession().keepBefore();
+    return {};
+  },
+  objectChange({ object }) {
+    return activeSession().objectChange(new Uint8Array(object));
   },
   mask({ head, threshold }) {
     return activeSession().maskImage(head, threshold);

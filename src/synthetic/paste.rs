@@ -23,6 +23,9 @@ pub struct Pasted {
     pub mask: Vec<u8>,
     /// Pixels the objects cover.
     pub object_pixels: usize,
+    /// 1 on the pixels of the last object (as far as it shows), 0 elsewhere: what the page
+    /// compares before and after a placement.
+    pub last_object: Vec<u8>,
 }
 
 /// `rgb8` (interleaved RGB, `width` x `height`) with `outliers` drawn over it in order, and the
@@ -34,11 +37,26 @@ pub fn paste_outliers(width: usize, height: usize, rgb8: &[u8], base_mask: Optio
     for (pixel, rgb) in canvas.rgb.iter_mut().zip(rgb8.chunks_exact(3)) {
         *pixel = [rgb[0], rgb[1], rgb[2]].map(|c| f32::from(c) / 255.0);
     }
-    for outlier in outliers {
+    // The earlier objects, then the last on its own labels (it may cover parts of them).
+    let (last, earlier) = match outliers.split_last() {
+        Some((last, earlier)) => (Some(last), earlier),
+        None => (None, outliers),
+    };
+    for outlier in earlier {
         draw_outlier(&mut canvas, outlier.kind, outlier.foot, outlier.size, &mut SceneRng::new(outlier.seed));
     }
-    let mut pasted = Pasted { rgb8: rgb8.to_vec(), mask: base_mask.map_or_else(|| vec![0; width * height], <[u8]>::to_vec), object_pixels: 0 };
-    for (i, _) in canvas.labels.iter().enumerate().filter(|(_, label)| **label == LABEL_OUTLIER) {
+    let earlier_labels = std::mem::replace(&mut canvas.labels, vec![0; width * height]);
+    if let Some(outlier) = last {
+        draw_outlier(&mut canvas, outlier.kind, outlier.foot, outlier.size, &mut SceneRng::new(outlier.seed));
+    }
+    let last_object: Vec<u8> = canvas.labels.iter().map(|&label| u8::from(label == LABEL_OUTLIER)).collect();
+    let mut pasted = Pasted {
+        rgb8: rgb8.to_vec(),
+        mask: base_mask.map_or_else(|| vec![0; width * height], <[u8]>::to_vec),
+        object_pixels: 0,
+        last_object,
+    };
+    for i in (0..width * height).filter(|&i| earlier_labels[i] == LABEL_OUTLIER || pasted.last_object[i] == 1) {
         pasted.mask[i] = 1;
         pasted.object_pixels += 1;
         for (byte, value) in pasted.rgb8[3 * i..3 * i + 3].iter_mut().zip(canvas.rgb[i]) {
@@ -65,7 +83,7 @@ mod tests {
         base[0] = 255;
         base[1] = 1;
         let star = PlacedOutlier { kind: OutlierKind::CheckerStar, foot: [48.0, 60.0], size: 30.0, seed: 7 };
-        let Pasted { rgb8: pasted, mask, object_pixels: object } = paste_outliers(w, h, &image, Some(&base), &[star]);
+        let Pasted { rgb8: pasted, mask, object_pixels: object, .. } = paste_outliers(w, h, &image, Some(&base), &[star]);
         assert_eq!(mask.iter().filter(|&&m| m == 1).count(), object + 1, "the object's pixels and the base's one OoD pixel");
         assert!(object > 100 && object < 30 * 30, "a star about 30 pixels across: {object} pixels");
         assert_eq!((mask[0], mask[1]), (255, 1), "the base mask stays outside the object");
@@ -92,5 +110,8 @@ mod tests {
             assert_eq!(both.rgb8[3 * i..3 * i + 3], crate_only.rgb8[3 * i..3 * i + 3], "the crate, drawn last, is on top at {i}");
         }
         assert!(both.object_pixels > crate_only.object_pixels, "the ball shows around the crate");
+        assert_eq!(both.last_object, crate_only.mask, "the last object's own pixels: the crate's");
+        assert_eq!(crate_only.last_object, crate_only.mask);
+        assert!(paste_outliers(w, h, &image, None, &[]).last_object.iter().all(|&m| m == 0));
     }
 }

@@ -213,6 +213,20 @@ test('every function of the API, on the fixture model: typed errors, each image 
       r.badPlacement = await failure(() => session.pasteOutliers(decoded, [{ ...star, size: 'big' }]));
       r.wrongBaseMask = await failure(() => session.pasteOutliers(decoded, [star], { baseMask: { width: 2, height: 2, values: new Uint8Array(4) } }));
 
+      // Before and after: the case image kept, the star pasted in, what changed on it.
+      await session.segment(decoded);
+      await session.keepBefore();
+      const withStar = await session.pasteOutliers(decoded, [star]);
+      await session.segment(withStar.image);
+      const change = await session.objectChange(withStar.lastObject);
+      const { out1Class } = change;
+      r.change = [change.pixels === withStar.pastedPixels, typeof change.inside.out2.change, typeof change.outside.out1.before,
+        out1Class.share > 0 && out1Class.share <= 1, out1Class.confidence > 0 && out1Class.confidence <= 1, typeof out1Class.name];
+      const beforeHeat = await session.heatImage('out2', { before: true });
+      r.beforeHeat = [beforeHeat.width, beforeHeat.height];
+      r.noObject = await failure(() => session.objectChange({ width: 128, height: 64, values: new Uint8Array(128 * 64) }));
+      r.notAnObject = await failure(() => session.objectChange(null));
+
       // Models kept in this browser.
       const kept = await session.loadModel(new Blob([bytes]), { name: 'kept.safetensors', keep: true });
       r.kept = [kept.kept?.name, (await session.keptModels()).length];
@@ -318,6 +332,10 @@ test('every function of the API, on the fixture model: typed errors, each image 
     assert.match(like(report.unknownOutlier, usage, 'an unknown outlier kind'), /unicorn.*checker-star/);
     like(report.badPlacement, usage, 'a size that is not a number');
     like(report.wrongBaseMask, { name: 'ImageError', code: 'bad-mask' }, 'a base mask of another size');
+    assert.deepEqual(report.change, [true, 'number', 'number', true, true, 'string']);
+    assert.deepEqual(report.beforeHeat, [128, 64]);
+    assert.match(like(report.noObject, usage, 'an empty object'), /covers no pixel/);
+    like(report.notAnObject, usage, 'no object mask');
 
     assert.deepEqual(report.kept, ['kept.safetensors', 1]);
     assert.equal(report.fromKept, 'kept.safetensors');

@@ -66,21 +66,28 @@ test('paste an outlier: out2 rises on it more than out1, the automatic mask is t
     await dragOnInput(page, [0.3, 0.9], [0.5, 0.92]);
     assert.equal(await settled(page), 1);
     const after = await scores();
-    // The object's pixels: OoD in the mask, not in the sample's own ground truth.
-    const [mask, own] = await page.evaluate(() => [window.rpl.state.experiment.mask, window.rpl.state.experiment.base.mask]
-      .map((m) => Array.from(m.values)));
-    const inside = mask.map((m, i) => (m === 1 && own[i] !== 1 ? i : -1)).filter((i) => i >= 0);
     const pasted = await page.evaluate(() => window.rpl.state.experiment.pastedPixels);
-    assert.ok(pasted > 500 && inside.length <= pasted, `the object covers ${pasted} pixels, ${inside.length} outside the sample's own outliers`);
-    const rise = (head) => {
-      const mean = (values) => inside.reduce((sum, i) => sum + values[i], 0) / inside.length;
-      return mean(after[head]) - mean(before[head]);
-    };
-    assert.ok(rise('out2') > rise('out1'), `out2's mean score inside rises by ${rise('out2')}, out1's by ${rise('out1')}`);
+    assert.ok(pasted > 500, `the object covers ${pasted} pixels`);
+    // Before and after, as the page shows them, checked against the scores read here.
+    const { change, lastObject } = await page.evaluate(() => ({
+      change: window.rpl.state.experiment.change, lastObject: Array.from(window.rpl.state.experiment.lastObject.values),
+    }));
+    const onObject = lastObject.flatMap((m, i) => (m ? [i] : []));
+    assert.equal(change.pixels, onObject.length);
+    const mean = (values) => onObject.reduce((sum, i) => sum + values[i], 0) / onObject.length;
+    for (const head of ['out1', 'out2']) {
+      assert.ok(Math.abs(change.inside[head].before - mean(before[head])) < 1e-9, `${head} before: ${change.inside[head].before}`);
+      assert.ok(Math.abs(change.inside[head].after - mean(after[head])) < 1e-9, `${head} after: ${change.inside[head].after}`);
+    }
+    assert.ok(change.inside.out2.change > change.inside.out1.change,
+      `out2's mean score on the object rises by ${change.inside.out2.change}, out1's by ${change.inside.out1.change}`);
+    assert.ok(await page.locator('#before-after').isVisible(), 'before and after are shown');
+    assert.match(await page.textContent('#closed-set-label'), /^out1 labels \d+ % of the object's \d+ pixels "[a-z ]+"/);
     const one = await shownMetrics(page);
     assert.ok(one.out2.nOod >= pasted, `the pasted pixels are OoD in the metrics: ${one.out2.nOod}`);
     assert.match(await page.textContent('#experiment-report'), /out2/);
     await page.screenshot({ path: join(SHOTS, '9-pasted-outlier.png'), fullPage: true });
+    await page.locator('#experiment').screenshot({ path: join(SHOTS, '9-experiment.png') });
 
     // The same mask dropped by hand (a PNG of its values) gives the same figures.
     const png = await page.evaluate(async () => {
@@ -109,6 +116,7 @@ test('paste an outlier: out2 rises on it more than out1, the automatic mask is t
     await page.click('#undo-outlier');
     assert.equal(await settled(page), 1);
     assert.deepEqual(await shownMetrics(page), one, 'undo');
+    assert.equal(await page.locator('#before-after').isVisible(), false, 'no before and after for an undo');
     await page.click('#clear-outliers');
     assert.equal(await settled(page), 0);
     assert.deepEqual(await shownMetrics(page), sample, 'clear all');
