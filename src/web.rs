@@ -381,7 +381,7 @@ impl RplSession {
             let used = wasm_bindgen::memory().unchecked_into::<js_sys::WebAssembly::Memory>().buffer().unchecked_into::<js_sys::ArrayBuffer>().byte_length() as u64;
             let room = WASM_ADDRESS_SPACE.saturating_sub(used + CPU_ACTIVATION_ROOM);
             if weights > room {
-                return Err(WebError::NoRoom { name: name.clone(), weights_mb: weights >> 20, room_mb: room >> 20 });
+                return Err(WebError::NoRoom { name, weights_mb: weights >> 20, room_mb: room >> 20 });
             }
         }
         let layout = match &keep {
@@ -409,7 +409,7 @@ impl RplSession {
             let reply = on_progress.call1(&JsValue::NULL, &load_progress(&load)).map_err(|e| WebError::Callback(js_message(&e)))?;
             let go_on = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::resolve(&reply)).await.map_err(|e| WebError::Callback(js_message(&e)))?;
             if go_on.is_falsy() {
-                return Err(WebError::Cancelled(name.clone()));
+                return Err(WebError::Cancelled(name));
             }
             if done {
                 break;
@@ -533,9 +533,7 @@ impl RplSession {
         };
         if before {
             let kept = self.before.borrow();
-            let (last, Some(scores)) = kept.as_ref().map(|b| (&b.last, &b.scores)).ok_or(WebError::NoBefore)? else {
-                return Err(WebError::NoBefore);
-            };
+            let Some(BeforeImage { last, scores: Some(scores) }) = kept.as_ref() else { return Err(WebError::NoBefore) };
             return Ok(overlay(&last.image, scores));
         }
         let last = self.last_image()?;
