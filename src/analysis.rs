@@ -47,6 +47,10 @@ pub struct ObjectChange {
     /// out1's softmax probability of its own label, averaged over the object's pixels: how sure
     /// the closed-set network is of a label that cannot be right.
     pub out1_confidence: f64,
+    /// The share of the known pixels (inliers of the ground truth, or without one every pixel
+    /// off the object) where out2 gives out1's class, NaN where there are none: the residual
+    /// block leaves the segmentation of what the network knows as it was.
+    pub same_class_on_inliers: f64,
 }
 
 /// Both heads' anomaly scores of one image, row-major H x W each.
@@ -130,8 +134,16 @@ impl ImageScores {
 impl ImageScores {
     /// What changed where `object` is nonzero, from `before` (the same image without the
     /// object, scored in the same mode) to these scores; `out1_logits`: out1's logits on this
-    /// image, `[classes, H, W]`.
-    pub fn object_change(&self, before: &ImageScores, object: &[u8], out1_logits: &[f32]) -> Result<ObjectChange, AnalysisError> {
+    /// image, `[classes, H, W]`; `classes`: both heads' class maps of this image; `truth`: its
+    /// ground truth (0 inlier, 1 OoD, 255 ignored) where it has one.
+    pub fn object_change(
+        &self,
+        before: &ImageScores,
+        object: &[u8],
+        out1_logits: &[f32],
+        classes: [&[u8]; 2],
+        truth: Option<&[u8]>,
+    ) -> Result<ObjectChange, AnalysisError> {
         let (width, height) = (self.width, self.height);
         if (before.width, before.height) != (width, height) {
             return Err(AnalysisError::BeforeSize { before_width: before.width, before_height: before.height, width, height });
@@ -140,9 +152,14 @@ impl ImageScores {
         if object.len() != plane {
             return Err(AnalysisError::ObjectSize { values: object.len(), width, height });
         }
-        let classes = out1_logits.len() / plane;
-        if classes == 0 || out1_logits.len() != classes * plane {
+        let class_count = out1_logits.len() / plane;
+        if class_count == 0 || out1_logits.len() != class_count * plane {
             return Err(AnalysisError::ScoreCount { head: Head::Out1.name(), values: out1_logits.len(), width, height });
+        }
+        for (head, map) in Head::BOTH.into_iter().zip(classes) {
+            if map.len() != plane {
+                return Err(AnalysisError::ScoreCount { head: head.name(), values: map.len(), width, height });
+            }
         }
         let inside: Vec<usize> = (0..plane).filter(|&i| object[i] != 0).collect();
         if inside.is_empty() {
@@ -157,9 +174,9 @@ impl ImageScores {
             if count == 0 { f64::NAN } else { sum / count as f64 }
         };
         let before_after = |on_object: bool| Head::BOTH.map(|head| [mean(before.head(head), on_object), mean(self.head(head), on_object)]);
-        let mut votes = vec![0usize; classes];
+        let mut votes = vec![0usize; class_count];
         let mut confidence = 0f64;
-        let mut pixel = vec![0f32; classes];
+        let mut pixel = vec![0f32; class_count];
         for &i in &inside {
             for (class, logit) in pixel.iter_mut().enumerate() {
                 *logit = out1_logits[class * plane + i];
@@ -168,7 +185,12 @@ impl ImageScores {
             votes[usize::from(class)] += 1;
             confidence += f64::from(probabilities[usize::from(class)]);
         }
-        let out1_class = (0..classes).fold(0, |best, c| if votes[c] > votes[best] { c } else { best });
+        let out1_class = (0..class_count).fold(0, |best, c| if votes[c] > votes[best] { c } else { best });
+        if let Some(truth) = truth {
+            check_mask(truth, width, height, width, height)?;
+        }
+        let known: Vec<usize> = (0..plane).filter(|&i| object[i] == 0 && truth.is_none_or(|t| t[i] == 0)).collect();
+        let same = known.iter().filter(|&&i| classes[0][i] == classes[1][i]).count();
         Ok(ObjectChange {
             pixels: inside.len(),
             inside: before_after(true),
@@ -176,6 +198,7 @@ impl ImageScores {
             out1_class: out1_class as u8,
             out1_class_share: votes[out1_class] as f64 / inside.len() as f64,
             out1_confidence: confidence / inside.len() as f64,
+            same_class_on_inliers: if known.is_empty() { f64::NAN } else { same as f64 / known.len() as f64 },
         })
     }
 }

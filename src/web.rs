@@ -21,7 +21,7 @@ use crate::npy;
 use crate::preprocess::{ImageError, RgbImage};
 use crate::provenance::{SOURCE_HASH, SourceDigest, VERSION, sha256_hex};
 use crate::scoring::ScoreMode;
-use crate::synthetic::{OutlierKind, PlacedOutlier, paste_outliers};
+use crate::synthetic::{Cutout, CutoutError, OutlierKind, PastedObject, PlacedOutlier, paste_outliers};
 use crate::visualize::{
     CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, colorize_classes, finite_range, mask_overlay, rgb_to_rgba, score_overlay_in_range,
 };
@@ -54,8 +54,10 @@ pub enum WebError {
     UnknownStage(String),
     #[error("unknown outlier kind `{0}`: one of {known}", known = OutlierKind::ALL.map(OutlierKind::name).join(", "))]
     UnknownOutlier(String),
-    #[error("the objects to paste are not a list of {{kind, x, y, size, seed}} with finite numbers: {0}")]
+    #[error("the objects to paste are not a list of {{kind, x, y, size, seed}} or {{cutout, x, y, size}} with finite numbers: {0}")]
     BadPlacements(String),
+    #[error(transparent)]
+    Cutout(#[from] CutoutError),
     #[error("no RPL network has width 1/{0}")]
     UnknownWidth(usize),
     #[error(
@@ -114,6 +116,7 @@ impl WebError {
             | WebError::UnknownStage(_)
             | WebError::UnknownOutlier(_)
             | WebError::BadPlacements(_)
+            | WebError::Cutout(_)
             | WebError::UnknownWidth(_) => "bad-argument",
             WebError::Npy(_) => "export-failed",
         }
@@ -550,15 +553,20 @@ impl RplSession {
     /// What changed on `object` (nonzero on its pixels; the last image's size) from the image
     /// kept by [`Self::keep_before`] to the last one, both scored in the last image's mode:
     /// `{pixels, inside: {out1, out2}, outside: {out1, out2}, out1Class: {id, name, share,
-    /// confidence}}`, each head's `{before, after, change}` mean scores.
+    /// confidence}, sameClassOnInliers}`, each head's `{before, after, change}` mean scores;
+    /// `truth`, the image's ground truth, where it has one (`truth_width` x `truth_height`).
     #[wasm_bindgen(js_name = objectChange)]
-    pub async fn object_change(&self, object: Vec<u8>) -> Result<Object, WebError> {
+    pub async fn object_change(&self, object: Vec<u8>, truth: Option<Vec<u8>>, truth_width: usize, truth_height: usize) -> Result<Object, WebError> {
         let last = self.last_image()?;
         let kept = self.before.borrow().as_ref().map(|b| b.last.clone()).ok_or(WebError::NoBefore)?;
         let mode = last.mode.get();
         let before = ImageScores::new(kept.live.width, kept.live.height, kept.live.scores(mode).await?)?;
         let logits = last.live.logits(Head::Out1).await?;
-        let change = last.scores.borrow().object_change(&before, &object, &logits)?;
+        let classes = last.classes.each_ref().map(Vec::as_slice);
+        if let Some(truth) = &truth {
+            check_mask(truth, truth_width, truth_height, last.live.width, last.live.height)?;
+        }
+        let change = last.scores.borrow().object_change(&before, &object, &logits, classes, truth.as_deref())?;
         if let Some(kept) = self.before.borrow_mut().as_mut() {
             kept.scores = Some(before);
         }
@@ -669,6 +677,7 @@ fn object_change_report(change: &ObjectChange) -> Object {
     set(&class, "share", change.out1_class_share);
     set(&class, "confidence", change.out1_confidence);
     set(&report, "out1Class", class);
+    set(&report, "sameClassOnInliers", change.same_class_on_inliers);
     report
 }
 
@@ -740,41 +749,85 @@ pub fn outlier_kinds() -> Array {
         .collect()
 }
 
-/// One outlier as the page places it: where it stands (bottom centre) and its size, in pixels.
+/// One object as the page places it: a generator kind (with its seed) or the index of a cut-out,
+/// where it stands (bottom centre) and its size, in pixels.
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Placement {
-    kind: String,
+    kind: Option<String>,
+    cutout: Option<usize>,
     x: f32,
     y: f32,
     size: f32,
+    #[serde(default)]
     seed: u64,
 }
 
-/// `{rgba, mask, pastedPixels}`: the RGBA image `rgba` (`width` x `height`) with the outliers of
-/// `placements` (JSON: `[{kind, x, y, size, seed}]`) drawn in order, its OoD mask (`base_mask`,
-/// the image's own ground truth, or all inlier, with 1 on the objects' pixels) and the number of
-/// pixels the objects cover.
+impl Placement {
+    fn placed(&self) -> Result<PlacedOutlier, WebError> {
+        let object = match (&self.kind, self.cutout) {
+            (Some(kind), None) => PastedObject::Generated(OutlierKind::from_name(kind).ok_or_else(|| WebError::UnknownOutlier(kind.clone()))?),
+            (None, Some(index)) => PastedObject::Cutout(index),
+            _ => return Err(WebError::BadPlacements("each object has either a kind or a cutout".into())),
+        };
+        if ![self.x, self.y, self.size].iter().all(|v| v.is_finite()) || self.size <= 0.0 {
+            let name = self.kind.clone().unwrap_or_else(|| format!("cut-out {}", self.cutout.unwrap_or_default()));
+            return Err(WebError::BadPlacements(format!("{name} at ({}, {}), size {}", self.x, self.y, self.size)));
+        }
+        Ok(PlacedOutlier { object, foot: [self.x, self.y], size: self.size, seed: self.seed })
+    }
+}
+
+/// `{rgba, mask, pastedPixels, lastObject}`: the RGBA image `rgba` (`width` x `height`) with the
+/// objects of `placements` (JSON: `[{kind, x, y, size, seed} | {cutout, x, y, size}]`) drawn in
+/// order, its OoD mask (`base_mask`, the image's own ground truth, or all inlier, with 1 on the
+/// objects' pixels), the number of pixels the objects cover and the last object's own pixels.
+/// Cut-out `i` is `cutout_pixels[i]`, RGBA of `cutout_sizes[2i]` x `cutout_sizes[2i + 1]`.
 #[wasm_bindgen(js_name = pasteOutliers)]
-pub fn paste_outliers_rgba(width: usize, height: usize, rgba: Uint8Array, base_mask: Option<Vec<u8>>, placements: String) -> Result<Object, WebError> {
+pub fn paste_outliers_rgba(
+    width: usize,
+    height: usize,
+    rgba: Uint8Array,
+    base_mask: Option<Vec<u8>>,
+    placements: String,
+    cutout_sizes: Vec<u32>,
+    cutout_pixels: Vec<Uint8Array>,
+) -> Result<Object, WebError> {
     let image = RgbImage::from_interleaved(width, height, 4, &rgba.to_vec())?;
     if let Some(mask) = &base_mask {
         check_mask(mask, width, height, width, height)?;
     }
     let placements: Vec<Placement> = serde_json::from_str(&placements).map_err(|e| WebError::BadPlacements(e.to_string()))?;
-    let mut outliers = Vec::with_capacity(placements.len());
-    for p in placements {
-        let kind = OutlierKind::from_name(&p.kind).ok_or_else(|| WebError::UnknownOutlier(p.kind.clone()))?;
-        if ![p.x, p.y, p.size].iter().all(|v| v.is_finite()) || p.size <= 0.0 {
-            return Err(WebError::BadPlacements(format!("{} at ({}, {}), size {}", p.kind, p.x, p.y, p.size)));
-        }
-        outliers.push(PlacedOutlier { kind, foot: [p.x, p.y], size: p.size, seed: p.seed });
+    let outliers = placements.iter().map(Placement::placed).collect::<Result<Vec<_>, _>>()?;
+    if cutout_sizes.len() != 2 * cutout_pixels.len() {
+        return Err(WebError::BadPlacements(format!("{} cut-outs with {} sizes", cutout_pixels.len(), cutout_sizes.len())));
     }
-    let pasted = paste_outliers(width, height, &image.pixels, base_mask.as_deref(), &outliers);
+    let cutouts = cutout_sizes
+        .chunks_exact(2)
+        .zip(cutout_pixels)
+        .map(|(size, pixels)| Cutout::from_rgba(size[0] as usize, size[1] as usize, pixels.to_vec()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let pasted = paste_outliers(width, height, &image.pixels, base_mask.as_deref(), &outliers, &cutouts)?;
     let result = Object::new();
     set(&result, "rgba", Uint8Array::from(rgb_to_rgba(&pasted.rgb8).as_slice()));
     set(&result, "mask", Uint8Array::from(pasted.mask.as_slice()));
     set(&result, "pastedPixels", pasted.object_pixels as u32);
     set(&result, "lastObject", Uint8Array::from(pasted.last_object.as_slice()));
+    Ok(result)
+}
+
+/// `{rgba, width, height, pixels}`: the region of the RGBA image `rgba` (`width` x `height`)
+/// inside `outline` (flat `[x0, y0, x1, y1, ...]` in pixels: a rectangle's four corners or a
+/// lasso's path), cropped to its box, opaque on its `pixels` pixels and transparent elsewhere.
+#[wasm_bindgen(js_name = cutOut)]
+pub fn cut_out(width: usize, height: usize, rgba: Uint8Array, outline: Vec<f32>) -> Result<Object, WebError> {
+    let points: Vec<[f32; 2]> = outline.chunks_exact(2).map(|p| [p[0], p[1]]).collect();
+    let cutout = Cutout::cut(width, height, &rgba.to_vec(), &points)?;
+    let result = Object::new();
+    set(&result, "pixels", cutout.pixels() as u32);
+    set(&result, "width", cutout.width as u32);
+    set(&result, "height", cutout.height as u32);
+    set(&result, "rgba", Uint8Array::from(cutout.rgba8.as_slice()));
     Ok(result)
 }
 

@@ -88,7 +88,10 @@ fn an_objects_change_is_each_heads_means_on_it_and_elsewhere_and_out1s_label() {
     let object = [0, 0, 0, 0, 1, 1];
     // Pixel 4: class 1 (logit 3 against 0); pixel 5: class 1 (2 against 1); elsewhere class 0.
     let logits = [[5.0, 5.0, 5.0, 5.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0, 3.0, 2.0]].concat();
-    let change = after.object_change(&before, &object, &logits).unwrap();
+    // out2 keeps out1's class on three of the four other pixels.
+    let (out1_classes, out2_classes) = ([0u8, 0, 0, 0, 1, 1], [0u8, 0, 2, 0, 3, 1]);
+    let classes = [&out1_classes[..], &out2_classes[..]];
+    let change = after.object_change(&before, &object, &logits, classes, None).unwrap();
     let softmax_top = |a: f64, b: f64| a.exp().max(b.exp()) / (a.exp() + b.exp());
     let expected = ObjectChange {
         pixels: 2,
@@ -97,21 +100,34 @@ fn an_objects_change_is_each_heads_means_on_it_and_elsewhere_and_out1s_label() {
         out1_class: 1,
         out1_class_share: 1.0,
         out1_confidence: (softmax_top(3.0, 0.0) + softmax_top(2.0, 1.0)) / 2.0,
+        same_class_on_inliers: 0.75,
     };
-    assert_eq!((change.pixels, change.inside, change.outside, change.out1_class, change.out1_class_share), (expected.pixels, expected.inside, expected.outside, 1, 1.0));
+    assert_eq!(
+        (change.pixels, change.inside, change.outside, change.out1_class, change.out1_class_share, change.same_class_on_inliers),
+        (expected.pixels, expected.inside, expected.outside, 1, 1.0, 0.75)
+    );
     assert!((change.out1_confidence - expected.out1_confidence).abs() < 1e-6, "{change:?}");
 
     // A tie between two classes goes to the lower train id; an object on every pixel has no elsewhere.
-    let tie = after.object_change(&before, &[1, 0, 0, 0, 1, 0], &logits).unwrap();
+    let tie = after.object_change(&before, &[1, 0, 0, 0, 1, 0], &logits, classes, None).unwrap();
     assert_eq!((tie.out1_class, tie.out1_class_share), (0, 0.5));
-    assert!(after.object_change(&before, &[1; 6], &logits).unwrap().outside[0][1].is_nan());
+    let everywhere = after.object_change(&before, &[1; 6], &logits, classes, None).unwrap();
+    assert!(everywhere.outside[0][1].is_nan() && everywhere.same_class_on_inliers.is_nan());
+    // With a ground truth only its inliers count: pixel 2 (out2's class 2) is OoD, pixel 3 ignored.
+    let truth = [0u8, 0, 1, 255, 1, 1];
+    let known = after.object_change(&before, &object, &logits, classes, Some(&truth)).unwrap();
+    assert_eq!(known.same_class_on_inliers, 1.0);
+    let wrong = after.object_change(&before, &object, &logits, classes, Some(&truth[..5]));
+    assert_eq!(wrong, Err(AnalysisError::MaskSize { mask_width: 3, mask_height: 2, width: 3, height: 2 }));
 
-    assert_eq!(after.object_change(&before, &[0; 6], &logits), Err(AnalysisError::EmptyObject { width: 3, height: 2 }));
-    assert_eq!(after.object_change(&before, &[1; 5], &logits), Err(AnalysisError::ObjectSize { values: 5, width: 3, height: 2 }));
+    assert_eq!(after.object_change(&before, &[0; 6], &logits, classes, None), Err(AnalysisError::EmptyObject { width: 3, height: 2 }));
+    assert_eq!(after.object_change(&before, &[1; 5], &logits, classes, None), Err(AnalysisError::ObjectSize { values: 5, width: 3, height: 2 }));
     let other = ImageScores::new(2, 3, [vec![0.0; 6], vec![0.0; 6]]).unwrap();
     assert_eq!(
-        after.object_change(&other, &object, &logits),
+        after.object_change(&other, &object, &logits, classes, None),
         Err(AnalysisError::BeforeSize { before_width: 2, before_height: 3, width: 3, height: 2 })
     );
-    assert!(matches!(after.object_change(&before, &object, &logits[..7]), Err(AnalysisError::ScoreCount { .. })));
+    assert!(matches!(after.object_change(&before, &object, &logits[..7], classes, None), Err(AnalysisError::ScoreCount { .. })));
+    let short = [&out1_classes[..], &out2_classes[..5]];
+    assert_eq!(after.object_change(&before, &object, &logits, short, None), Err(AnalysisError::ScoreCount { head: "out2", values: 5, width: 3, height: 2 }));
 }

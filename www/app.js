@@ -47,6 +47,11 @@ const state = {
   // sourceSize, mask (a sample's ground truth, or null), sample (its name, or null)}), the
   // objects pasted into it, their mask and pixels, and a promise of the last change's run.
   experiment: { base: null, outliers: [], mask: null, lastObject: null, pastedPixels: 0, change: null, applied: Promise.resolve() },
+  // Regions cut from images, to paste as objects: [{image (ImageData, opaque on the object), name}],
+  // kept for the visit whatever image is on screen.
+  cutouts: [],
+  truth: null, // the ground truth last evaluated (evaluated again in a new score mode)
+  samples: [], // the sample scenes' index
 };
 
 // A shared experiment's score mode and threshold, from the link (see updateLink).
@@ -346,6 +351,7 @@ async function segmentBlob(source, name = imageNameOf(source)) {
   const result = await exclusive(() => runNetwork(image, name, [decoded.width, decoded.height]));
   resetExperiment({ image, name, sourceSize: [decoded.width, decoded.height], mask: null, sample: null });
   state.metrics = null;
+  state.truth = null;
   $('metrics').hidden = true;
   $('curves').hidden = true;
   const resized = why ? ` (shrunk from ${decoded.width}x${decoded.height}: ${why})` : '';
@@ -416,16 +422,27 @@ function drawColourBar() {
 drawColourBar();
 
 onFile('image-file', segmentBlob);
-$('score-mode').addEventListener('change', reportErrors(() => exclusive(async () => {
-  updateLink();
-  if (!state.result) return;
-  await showScores(await session.rescore($('score-mode').value));
-})));
+// A new score mode: the heat maps, the metrics and the before and after, all in its units.
+function changeScoreMode() {
+  return exclusive(async () => {
+    updateLink();
+    if (!state.result) return;
+    await showScores(await session.rescore($('score-mode').value));
+    if (state.truth) await evaluateMask(state.truth);
+    if (!$('before-after').hidden && state.experiment.lastObject) await showBeforeAfter(state.experiment.lastObject);
+  });
+}
+$('score-mode').addEventListener('change', reportErrors(changeScoreMode));
 // Slider moves during image work wait for it (its views first), then only the latest one runs.
 $('opacity').addEventListener('input', reportErrors(() => imageWork.then(drawHeat)));
-$('threshold').addEventListener('input', reportErrors(() => {
+// The visitor's threshold, in the units of the score mode on screen.
+function setThreshold(value) {
+  if (value !== undefined) $('threshold').value = String(value);
   if (state.result) state.threshold = { mode: state.result.mode, value: Number($('threshold').value) };
   linkLater();
+}
+$('threshold').addEventListener('input', reportErrors(() => {
+  setThreshold();
   return imageWork.then(drawMask);
 }));
 $('max-side').addEventListener('change', () => status(`${state.backendLine}. The next image runs at the new size.`));
@@ -516,8 +533,9 @@ function showExperiment() {
   const m = state.metrics;
   const figures = m ? `: AUROC out1 ${m.out1.auroc.toFixed(4)}, out2 ${m.out2.auroc.toFixed(4)}; `
     + `FPR95 out1 ${m.out1.fpr95.toFixed(4)}, out2 ${m.out2.fpr95.toFixed(4)}` : '';
+  const unlinked = base?.sample && outliers.some((o) => !o.kind) ? ' (the link leaves the cut-outs out: images stay on this machine)' : '';
   $('experiment-report').textContent = !base ? '' : outliers.length === 0 ? 'Nothing pasted yet.'
-    : `${outliers.map((o) => o.kind).join(', ')} pasted on ${pastedPixels} pixels${figures}`;
+    : `${outliers.map(objectName).join(', ')} pasted on ${pastedPixels} pixels${figures}${unlinked}`;
 }
 
 // The base image with the objects drawn in, segmented, and evaluated against their mask (with a
@@ -528,14 +546,16 @@ async function pasteAndRun(compare) {
   compare &&= outliers.length > 0 && state.result !== null;
   if (compare) await session.keepBefore();
   const { width, height } = base.image;
-  const placements = outliers.map(({ kind, x, y, size, seed }) => ({ kind, x: x * width, y: y * height, size: size * height, seed }));
-  const pasted = await session.pasteOutliers(base.image, placements, { baseMask: base.mask });
+  const placements = outliers.map(({ x, y, size, ...object }) => ({ ...object, x: x * width, y: y * height, size: size * height }));
+  const cutouts = state.cutouts.map((c) => c.image);
+  const pasted = await session.pasteOutliers(base.image, placements, { baseMask: base.mask, cutouts });
   const result = await runNetwork(pasted.image, base.name, base.sourceSize);
   Object.assign(state.experiment, { mask: pasted.mask, lastObject: pasted.lastObject, pastedPixels: pasted.pastedPixels, change: null });
   if (outliers.length || base.mask) {
     await evaluateMask(pasted.mask);
   } else {
     state.metrics = null;
+    state.truth = null;
     $('metrics').hidden = true;
     $('curves').hidden = true;
   }
@@ -550,7 +570,7 @@ async function pasteAndRun(compare) {
 // The last object's effect: both heads' score maps before and after on one colour scale, their
 // mean scores on it and elsewhere, and the label the closed-set head gave it.
 async function showBeforeAfter(object) {
-  const change = await session.objectChange(object);
+  const change = await session.objectChange(object, { truth: state.experiment.mask });
   const options = { range: state.result.scoreRange, opacity: Number($('opacity').value) };
   const views = await Promise.all(HEADS.flatMap(({ name }) => [true, false].map((before) => session.heatImage(name, { ...options, before }))));
   ['before-1', 'after-1', 'before-2', 'after-2'].forEach((id, i) => drawImageData($(id), views[i]));
@@ -573,6 +593,35 @@ async function showBeforeAfter(object) {
     + `"${name}", with a mean softmax confidence of ${(100 * confidence).toFixed(1)} %: a closed-set network has no class for `
     + 'something it never saw, so it picks one, often confidently.';
   state.experiment.change = change;
+  showSwipe();
+}
+
+// Before and after in one view per head: the image before left of the line, after right of it.
+function showSwipe() {
+  const swipe = /** @type {HTMLInputElement} */ (document.querySelector('input[name="before-after-view"]:checked')).value === 'swipe';
+  $('swipe-views').hidden = !swipe;
+  $('swipe-control').hidden = !swipe;
+  $('side-views').hidden = swipe;
+  if (!swipe) return;
+  for (const [view, before, after] of [['swipe-1', 'before-1', 'after-1'], ['swipe-2', 'before-2', 'after-2']].map((ids) => ids.map($))) {
+    Object.assign(view, { width: after.width, height: after.height });
+    const context = view.getContext('2d');
+    context.drawImage(after, 0, 0);
+    const split = Math.round(Number($('swipe-position').value) * after.width);
+    if (split > 0) context.drawImage(before, 0, 0, split, before.height, 0, 0, split, before.height);
+    context.fillStyle = '#fff';
+    context.fillRect(split - 1, 0, 2, after.height);
+  }
+}
+for (const radio of document.querySelectorAll('input[name="before-after-view"]')) radio.addEventListener('change', showSwipe);
+$('swipe-position').addEventListener('input', showSwipe);
+// Dragging across either swipe view moves the line.
+for (const id of ['swipe-1', 'swipe-2']) {
+  $(id).addEventListener('pointermove', (event) => {
+    if (!event.buttons) return;
+    $('swipe-position').value = String(inputFraction(event, $(id))[0]);
+    showSwipe();
+  });
 }
 
 // Changes the objects (`change(outliers)`) and runs the scene again; with `compare` (a placed or
@@ -588,22 +637,29 @@ function changeExperiment(change, compare = false) {
   return run;
 }
 
-// The seed (colours and shape) counts the objects: the same actions give the same scene.
+// The chosen object at (x, y): a generator kind, whose seed (colours and shape) counts the objects
+// so that the same actions give the same scene, or a cut-out (the list's value `cutout:INDEX`).
 function newOutlier(x, y) {
-  const seed = state.experiment.outliers.length + 1;
-  return { kind: $('outlier-kind').value, x: fraction(x), y: fraction(y), size: fraction(Number($('outlier-size').value)), seed };
+  const where = { x: fraction(x), y: fraction(y), size: fraction(Number($('outlier-size').value)) };
+  const choice = $('outlier-kind').value;
+  if (choice.startsWith('cutout:')) return { cutout: Number(choice.slice('cutout:'.length)), ...where };
+  return { kind: choice, ...where, seed: state.experiment.outliers.length + 1 };
 }
 
-// Whether the point (fractions of the image) falls on `outlier`'s box: as wide as it is tall,
-// standing on its foot.
+const objectName = (outlier) => outlier.kind ?? state.cutouts[outlier.cutout].name;
+
+// Whether the point (fractions of the image) falls on `outlier`'s box, standing on its foot: a
+// generated object about as wide as it is tall, a cut-out as its own shape.
 function onOutlier(outlier, [x, y]) {
   const { width, height } = state.experiment.base.image;
-  return Math.abs(x - outlier.x) <= (outlier.size * height) / width / 2 && y <= outlier.y && y >= outlier.y - outlier.size;
+  const cut = outlier.kind ? null : state.cutouts[outlier.cutout].image;
+  const aspect = cut ? cut.width / cut.height : 1;
+  return Math.abs(x - outlier.x) <= (aspect * outlier.size * height) / width / 2 && y <= outlier.y && y >= outlier.y - outlier.size;
 }
 
-// Where a pointer event falls on the input view, as fractions of it.
-function inputFraction(event) {
-  const box = $('input-view').getBoundingClientRect();
+// Where a pointer event falls on a canvas (the input view by default), as fractions of it.
+function inputFraction(event, canvas = $('input-view')) {
+  const box = canvas.getBoundingClientRect();
   return [(event.clientX - box.left) / box.width, (event.clientY - box.top) / box.height];
 }
 
@@ -636,6 +692,89 @@ $('input-view').addEventListener('keydown', (event) => {
 $('undo-outlier').addEventListener('click', reportErrors(() => changeExperiment((outliers) => outliers.pop())));
 $('clear-outliers').addEventListener('click', reportErrors(() => changeExperiment((outliers) => outliers.splice(0))));
 
+// --- the experiment: objects cut from any image --------------------------------------------------
+
+// The image to cut from ({image, name}), the outline being drawn (image pixels) and where the
+// drag began.
+const cutting = { source: null, outline: null, start: null };
+// The image to cut from keeps at most this many pixels a side.
+const CUT_SIDE = 1024;
+
+async function openCutSource(source, name) {
+  const { image } = await toImageData(source, (w, h) => {
+    const [width, height] = session.inferenceSize(w, h, CUT_SIDE);
+    return /** @type {[number, number]} */ ([width, height]);
+  });
+  Object.assign(cutting, { source: { image, name }, outline: null, start: null });
+  $('cutout-views').hidden = false;
+  $('cut-whole').disabled = false;
+  drawCutSource();
+}
+
+// The image to cut from, with the outline drawn so far.
+function drawCutSource() {
+  const canvas = $('cutout-source');
+  drawImageData(canvas, cutting.source.image);
+  if (!cutting.outline) return;
+  const context = canvas.getContext('2d');
+  context.lineWidth = Math.max(1, canvas.width / 300);
+  context.strokeStyle = '#ffeb3b';
+  context.beginPath();
+  cutting.outline.forEach(([x, y], i) => (i ? context.lineTo(x, y) : context.moveTo(x, y)));
+  context.closePath();
+  context.stroke();
+}
+
+// A region of the image to cut from becomes an object the list offers (and chooses).
+async function addCutout(outline) {
+  const { image, pixels } = await session.cutOut(cutting.source.image, outline);
+  const name = `cut-out ${state.cutouts.length + 1}`;
+  state.cutouts.push({ image, name });
+  const group = $('outlier-kind').querySelector('optgroup[data-cutouts]') ?? Object.assign(document.createElement('optgroup'), { label: 'your cut-outs' });
+  group.dataset.cutouts = '';
+  group.append(new Option(`${name} (${image.width}x${image.height}, from ${cutting.source.name})`, `cutout:${state.cutouts.length - 1}`));
+  $('outlier-kind').append(group);
+  $('outlier-kind').value = `cutout:${state.cutouts.length - 1}`;
+  drawImageData($('cutout-preview'), image);
+  $('cutout-caption').textContent = `${name}: ${pixels} pixels, chosen in the Object list; press on the input to paste it`;
+}
+
+onFile('cutout-file', (file) => openCutSource(file, imageNameOf(file)));
+$('cutout-from-input').addEventListener('click', reportErrors(() => {
+  const base = state.experiment.base;
+  if (!base) throw new Error('Open an image or a sample first, then cut from it.');
+  return openCutSource(base.image, base.name);
+}));
+$('cut-whole').addEventListener('click', reportErrors(() => {
+  const { width, height } = cutting.source.image;
+  return addCutout([[0, 0], [width, 0], [width, height], [0, height]]);
+}));
+$('cutout-source').addEventListener('pointerdown', (event) => {
+  if (!cutting.source || event.button !== 0) return;
+  const { width, height } = cutting.source.image;
+  const [fx, fy] = inputFraction(event, $('cutout-source'));
+  cutting.start = [fx * width, fy * height];
+  cutting.outline = [cutting.start];
+  $('cutout-source').setPointerCapture(event.pointerId);
+});
+$('cutout-source').addEventListener('pointermove', (event) => {
+  if (!cutting.start) return;
+  const { width, height } = cutting.source.image;
+  const [fx, fy] = inputFraction(event, $('cutout-source'));
+  const [x, y] = [fx * width, fy * height];
+  const [x0, y0] = cutting.start;
+  const lasso = /** @type {HTMLInputElement} */ (document.querySelector('input[name="cut-shape"]:checked')).value === 'lasso';
+  cutting.outline = lasso ? [...cutting.outline, [x, y]] : [[x0, y0], [x, y0], [x, y], [x0, y]];
+  drawCutSource();
+});
+$('cutout-source').addEventListener('pointerup', () => {
+  if (!cutting.start) return;
+  const outline = cutting.outline;
+  cutting.start = null;
+  // A press without a drag outlines nothing: no cut.
+  if (outline.length > 2) reportErrors(() => addCutout(outline))();
+});
+
 // The experiment in the address bar, for a sample (a visitor's own image cannot travel in a
 // link): ?sample=NAME&paste=KIND:X:Y:SIZE:SEED,...&score=MODE&threshold=VALUE.
 const LINK_KEYS = ['sample', 'paste', 'score', 'threshold'];
@@ -645,7 +784,8 @@ function updateLink() {
   const { base, outliers } = state.experiment;
   if (base?.sample) {
     url.searchParams.set('sample', base.sample);
-    if (outliers.length) url.searchParams.set('paste', outliers.map((o) => [o.kind, o.x, o.y, o.size, o.seed].join(':')).join(','));
+    const linked = outliers.filter((o) => o.kind);
+    if (linked.length) url.searchParams.set('paste', linked.map((o) => [o.kind, o.x, o.y, o.size, o.seed].join(':')).join(','));
     url.searchParams.set('score', $('score-mode').value);
     if (state.threshold) url.searchParams.set('threshold', String(state.threshold.value));
   }
@@ -671,6 +811,154 @@ function parsePasted(text) {
   });
 }
 
+// --- the guided path ---------------------------------------------------------------------------
+
+// Five steps a class can walk through on the live page: each one action, and an observation
+// read off the page's own figures once it is done. All steps use one scene and one held-out
+// object, set up by whichever step runs first.
+const PAPER = 'https://arxiv.org/abs/2211.14512';
+const GUIDE_SCENE = { sample: 'scene_0000', object: { kind: 'checker-star', x: 0.5, y: 0.92, size: 0.3, seed: 1 } };
+const percent = (value, digits = 1) => `${(100 * value).toFixed(digits)} %`;
+const GUIDE = [
+  {
+    title: 'The closed-set network labels everything',
+    text: 'A segmentation network learns a fixed list of classes: the 19 of Cityscapes (road, car, '
+      + 'person, vegetation…). It has no answer for "none of these", so every pixel gets one of them, even '
+      + 'an object it has never seen. Paste such an object into a street and look at what out1 calls it.',
+    action: 'Paste a held-out object',
+    paper: '§1 Introduction',
+    run: async () => {},
+    observe: ({ change }) => `out1 labels ${percent(change.out1Class.share, 0)} of the object's ${change.pixels} pixels `
+      + `"${change.out1Class.name}", with a mean softmax confidence of ${percent(change.out1Class.confidence)}: a confident mistake.`,
+  },
+  {
+    title: 'Energy: how well any known class fits',
+    text: 'The anomaly score is the energy, −log Σ exp(logit) over the classes. Where one class fits '
+      + 'well (a large logit, as on the road the network knows), the energy is low; where no class fits, '
+      + 'all logits stay small and the energy is high. Show the energy and compare the object with the rest.',
+    action: 'Score with energy',
+    paper: '§3 Method (the energy-based score)',
+    run: () => setScoreMode('energy'),
+    observe: ({ change }) => `out1's mean energy is ${change.inside.out1.after.toFixed(2)} on the object and `
+      + `${change.outside.out1.after.toFixed(2)} elsewhere: the closed-set network finds the object only a little `
+      + 'odd, because its logits were never trained to be small on anything.',
+  },
+  {
+    title: 'The residual block raises the score on the unknown',
+    text: 'RPL adds a residual block beside the frozen network (out2). Trained with outliers pasted into '
+      + 'street scenes, it pushes the logits down on anything unknown and leaves the known pixels alone. '
+      + 'Swipe between before and after the object was pasted, for both heads.',
+    action: 'Compare before and after',
+    paper: '§3 Method (residual pattern learning)',
+    run: async () => {
+      await setScoreMode('energy');
+      $('before-after').querySelector('input[value="swipe"]').checked = true;
+      showSwipe();
+      $('before-after').scrollIntoView({ block: 'nearest' });
+    },
+    observe: ({ change }) => `Pasting the object raised out2's mean energy on it by ${change.inside.out2.change.toFixed(2)}, `
+      + `out1's by ${change.inside.out1.change.toFixed(2)}; out2 gives out1's class to `
+      + `${percent(change.sameClassOnInliers, 2)} of the known (inlier) pixels: the segmentation of what the network knows barely changes.`,
+  },
+  {
+    title: 'A threshold makes a mask; FPR95 measures it',
+    text: 'The pixels whose score is above a threshold form the OoD mask. A low threshold catches all of '
+      + 'the object but flags known pixels too; a high one misses parts of it. FPR95 is the share of '
+      + 'known pixels flagged at the threshold that catches 95 % of the unknown ones: lower is better.',
+    action: 'Threshold at the object\'s mean out2 score',
+    paper: '§4 Experiments (evaluation metrics)',
+    run: async () => {
+      await setScoreMode('energy');
+      setThreshold(state.experiment.change.inside.out2.after);
+      await imageWork.then(drawMask);
+    },
+    observe: ({ metrics }) => `The mask (out2 above ${$('threshold-value').textContent}) covers ${$('mask-share').textContent}. `
+      + `FPR95: out2 ${percent(metrics.out2.fpr95, 2)}, out1 ${percent(metrics.out1.fpr95, 2)}; `
+      + `AUROC: out2 ${metrics.out2.auroc.toFixed(4)}, out1 ${metrics.out1.auroc.toFixed(4)}.`,
+  },
+  {
+    title: 'A baseline score on the same object',
+    text: 'Max-softmax, the largest class probability (negated: higher means more anomalous), is the '
+      + 'classic baseline of Hendrycks and Gimpel: it only asks how sure the network is. Score the same '
+      + 'scene with it and compare with the energy of step 4.',
+    action: 'Score with max-softmax',
+    paper: '§4 Experiments (comparison with other methods)',
+    run: () => setScoreMode('max-softmax'),
+    observe: ({ metrics }) => `With max-softmax: FPR95 out2 ${percent(metrics.out2.fpr95, 2)}, out1 ${percent(metrics.out1.fpr95, 2)}; `
+      + `AUROC out2 ${metrics.out2.auroc.toFixed(4)}, out1 ${metrics.out1.auroc.toFixed(4)}`
+      + (guide.energy ? ` (energy: FPR95 out2 ${percent(guide.energy.out2.fpr95, 2)}, AUROC out2 ${guide.energy.out2.auroc.toFixed(4)}).` : '.'),
+  },
+];
+const guide = { step: 0, energy: null };
+
+function setScoreMode(mode) {
+  if ($('score-mode').value === mode) return Promise.resolve();
+  $('score-mode').value = mode;
+  return changeScoreMode();
+}
+
+// The guide's scene and object, unless they are on screen already.
+async function guideScene() {
+  const { base, outliers } = state.experiment;
+  const { kind, x, y } = GUIDE_SCENE.object;
+  if (base?.sample === GUIDE_SCENE.sample && outliers.length === 1 && outliers[0].kind === kind && outliers[0].x === x && outliers[0].y === y) return;
+  const sample = state.samples.find((s) => s.name === GUIDE_SCENE.sample);
+  if (!sample) throw new Error(`The guided path needs the sample scene ${GUIDE_SCENE.sample}, which is missing here.`);
+  await showSample(sample);
+  await changeExperiment((list) => list.push({ ...GUIDE_SCENE.object }), true);
+}
+
+function showGuideStep() {
+  const step = GUIDE[guide.step];
+  $('guide-steps').querySelectorAll('button').forEach((button, i) => {
+    if (i === guide.step) button.setAttribute('aria-current', 'step');
+    else button.removeAttribute('aria-current');
+  });
+  $('guide-heading').textContent = `Step ${guide.step + 1} of ${GUIDE.length}: ${step.title}`;
+  $('guide-text').textContent = step.text;
+  $('guide-action').textContent = step.action;
+  $('guide-observation').textContent = '';
+  $('guide-paper').textContent = `Liu et al., ICCV 2023 (arXiv 2211.14512), ${step.paper}`;
+  $('guide-paper').href = PAPER;
+  $('guide-back').disabled = guide.step === 0;
+  $('guide-next').disabled = guide.step === GUIDE.length - 1;
+}
+
+$('guide-steps').replaceChildren(...GUIDE.map((step, i) => {
+  const item = document.createElement('li');
+  const button = Object.assign(document.createElement('button'), { type: 'button', textContent: `${i + 1}. ${step.title}` });
+  button.addEventListener('click', () => {
+    guide.step = i;
+    showGuideStep();
+    $('guide-action').focus();
+  });
+  item.append(button);
+  return item;
+}));
+$('guide-back').addEventListener('click', () => {
+  guide.step = Math.max(0, guide.step - 1);
+  showGuideStep();
+});
+$('guide-next').addEventListener('click', () => {
+  guide.step = Math.min(GUIDE.length - 1, guide.step + 1);
+  showGuideStep();
+});
+$('guide-action').addEventListener('click', reportErrors(async () => {
+  const step = GUIDE[guide.step];
+  $('guide-action').disabled = true;
+  try {
+    await guideScene();
+    await step.run();
+    await state.experiment.applied;
+    await imageWork;
+    if ($('score-mode').value === 'energy') guide.energy = state.metrics;
+    $('guide-observation').textContent = step.observe({ change: state.experiment.change, metrics: state.metrics });
+  } finally {
+    $('guide-action').disabled = false;
+  }
+}));
+showGuideStep();
+
 // --- ground truth ------------------------------------------------------------------------------
 
 // A ground-truth mask image (its first channel; one of the image's size before it was shrunk is
@@ -683,6 +971,7 @@ function evaluateMaskFile(blob) {
 async function evaluateMask(mask) {
   if (!state.result) throw new Error('Segment an image first, then drop its ground-truth mask.');
   const metrics = await session.evaluate(mask);
+  state.truth = mask;
   const rows = HEADS.map(({ name, label }) => {
     const m = metrics[name];
     const row = document.createElement('tr');
@@ -837,6 +1126,7 @@ async function showSamples() {
   const response = await fetch(`${SAMPLES}index.json`);
   if (!response.ok) return [];
   const samples = await response.json();
+  state.samples = samples;
   const gallery = $('samples');
   for (const sample of samples) {
     const button = document.createElement('button');

@@ -111,15 +111,20 @@ export interface OutlierKind {
   heldOut: boolean;
 }
 
-/** An outlier to paste: where it stands (its bottom centre) and its size, in pixels. */
-export interface PlacedOutlier {
-  kind: string;
+/** An outlier to paste: where it stands (its bottom centre) and its height, in pixels. */
+export type PlacedOutlier = {
   x: number;
   y: number;
   size: number;
+} & ({
+  /** One of outlierKinds. */
+  kind: string;
   /** Its colours and shape. */
   seed: number;
-}
+} | {
+  /** The index of its cut-out in pasteOutliers' `cutouts`. */
+  cutout: number;
+});
 
 export interface MeanChange {
   before: number;
@@ -136,6 +141,9 @@ export interface ObjectChange {
   /** The class out1 gives most of the object's pixels, their share, and out1's mean softmax
    * probability of its label there. */
   out1Class: { id: number; name: string; share: number; confidence: number };
+  /** The share of the known pixels (the truth's inliers, or every pixel off the object) where out2
+   * gives out1's class (NaN where there are none). */
+  sameClassOnInliers: number;
 }
 
 export interface Provenance extends BuildInfo {
@@ -261,11 +269,13 @@ export declare class RplSession {
   pixel(x: number, y: number): Promise<PixelInfo>;
   heatImage(head: Head, options?: { range?: [number, number]; opacity?: number; before?: boolean }): Promise<ImageData>;
   keepBefore(): Promise<void>;
-  objectChange(object: Mask): Promise<ObjectChange>;
+  objectChange(object: Mask, options?: { truth?: Mask | null }): Promise<ObjectChange>;
   maskImage(head: Head, threshold: number): Promise<{ share: number; image: ImageData }>;
   evaluate(mask: ImageSource | Mask): Promise<PerHead<Metrics>>;
   maskValues(source: ImageSource): Promise<Mask>;
-  pasteOutliers(image: ImageData, outliers: PlacedOutlier[], options?: { baseMask?: Mask | null }): Promise<{ image: ImageData; mask: Mask; lastObject: Mask; pastedPixels: number }>;
+  pasteOutliers(image: ImageData, outliers: PlacedOutlier[], options?: { baseMask?: Mask | null; cutouts?: ImageData[] }): Promise<{ image: ImageData; mask: Mask; lastObject: Mask; pastedPixels: number }>;
+  /** A region of `image` inside `outline` ([x, y] points in pixels) as a cut-out for pasteOutliers. */
+  cutOut(image: ImageData, outline: [number, number][]): Promise<{ image: ImageData; pixels: number }>;
   npy(head: Head): Promise<Uint8Array<ArrayBuffer>>;
   runThrough(image: ImageData, stage: 'trunk' | 'aspp' | 'residual block' | 'decoder' | 'score'): Promise<{ ms: number }>;
   memory(): Promise<{ wasmBytes: number; deviceBytesReserved?: number; deviceBytesInUse?: number }>;

@@ -510,13 +510,19 @@ export class RplSession {
    * pasteOutliers()'s lastObject) from the image keepBefore() kept to the last one, both scored
    * in the last score mode: {pixels, inside: {out1, out2}, outside: {out1, out2}, each
    * {before, after, change} (mean scores), out1Class: {id, name, share (of the object's pixels
-   * out1 gives that class), confidence (out1's mean softmax probability of its label there)}}. */
-  async objectChange(object) {
-    if (!(object?.values instanceof Uint8Array)) {
-      throw new UsageError(`${describe(object)} is not an object mask: pass {width, height, values: Uint8Array}`, 'bad-argument');
+   * out1 gives that class), confidence (out1's mean softmax probability of its label there)},
+   * sameClassOnInliers (the share of known pixels where out2 gives out1's class: the inliers of
+   * `truth`, the image's ground truth as evaluate() takes it, or without it every pixel off the
+   * object)}. */
+  async objectChange(object, { truth = null } = {}) {
+    for (const mask of [object, ...(truth ? [truth] : [])]) {
+      if (!(mask?.values instanceof Uint8Array)) {
+        throw new UsageError(`${describe(mask)} is not a mask: pass {width, height, values: Uint8Array}`, 'bad-argument');
+      }
     }
     const bytes = transferableCopy(object.values);
-    const { ms, ...change } = await this.request('objectChange', { object: bytes }, [bytes]);
+    const known = truth ? { truth: transferableCopy(truth.values), width: truth.width, height: truth.height } : { truth: null };
+    const { ms, ...change } = await this.request('objectChange', { object: bytes, ...known }, [bytes, ...(truth ? [known.truth] : [])]);
     return change;
   }
 
@@ -548,26 +554,47 @@ export class RplSession {
     return { width: image.width, height: image.height, values };
   }
 
-  /** The experiment RPL is built on: `image` (an ImageData) with outliers drawn in, in order.
+  /** The experiment RPL is built on: `image` (an ImageData) with objects drawn in, in order.
    * `outliers`: [{kind (a name from outlierKinds), x, y (where it stands: its bottom centre, in
-   * pixels), size (pixels), seed (its colours and shape)}]. Resolves to {image (ImageData), mask
-   * ({width, height, values}: `baseMask`, the image's own ground truth, or all inlier, with 1 on
-   * the objects' pixels: what evaluate() takes), lastObject ({width, height, values}: 1 on the
-   * last object's pixels, for objectChange()), pastedPixels (the objects' pixels)}. */
-  async pasteOutliers(image, outliers, { baseMask = null } = {}) {
+   * pixels), size (its height in pixels), seed (its colours and shape)}], or {cutout (an index
+   * into `cutouts`), x, y, size} for a region cut from an image: `cutouts` are ImageData whose
+   * opaque pixels (alpha 128 or more, as cutOut() gives them) are the object. Resolves to {image
+   * (ImageData), mask ({width, height, values}: `baseMask`, the image's own ground truth, or all
+   * inlier, with 1 on the objects' pixels: what evaluate() takes), lastObject ({width, height,
+   * values}: 1 on the last object's pixels, for objectChange()), pastedPixels (the objects'
+   * pixels)}. */
+  async pasteOutliers(image, outliers, { baseMask = null, cutouts = [] } = {}) {
     if (!(image instanceof ImageData)) throw new UsageError(`${describe(image)} is not an ImageData`, 'bad-argument');
     if (!Array.isArray(outliers)) throw new UsageError(`${describe(outliers)} is not a list of outliers`, 'bad-argument');
+    if (!Array.isArray(cutouts) || !cutouts.every((c) => c instanceof ImageData)) {
+      throw new UsageError('cutouts is not a list of ImageData', 'bad-argument');
+    }
     const { width, height } = image;
     const rgba = transferableCopy(image.data);
     const mask = baseMask ? transferableCopy(baseMask.values) : null;
-    const transfer = mask ? [rgba, mask] : [rgba];
-    const reply = await this.request('paste', { width, height, rgba, mask, placements: JSON.stringify(outliers) }, transfer);
+    const pieces = cutouts.map((c) => ({ width: c.width, height: c.height, rgba: transferableCopy(c.data) }));
+    const transfer = [rgba, ...(mask ? [mask] : []), ...pieces.map((c) => c.rgba)];
+    const reply = await this.request('paste', { width, height, rgba, mask, placements: JSON.stringify(outliers), cutouts: pieces }, transfer);
     return {
       image: imageData(reply.rgba, width, height),
       mask: { width, height, values: reply.mask },
       lastObject: { width, height, values: reply.lastObject },
       pastedPixels: reply.pastedPixels,
     };
+  }
+
+  /** A region of `image` (an ImageData) to paste as an object: the pixels whose centres lie
+   * inside `outline` ([[x, y], ...] in pixels: a rectangle's corners or a lasso's path, at least
+   * three points) and are opaque, cropped to their box. Resolves to {image (ImageData, transparent
+   * outside the region), pixels (the region's)}. */
+  async cutOut(image, outline) {
+    if (!(image instanceof ImageData)) throw new UsageError(`${describe(image)} is not an ImageData`, 'bad-argument');
+    if (!Array.isArray(outline) || !outline.every((p) => Array.isArray(p) && p.length === 2)) {
+      throw new UsageError('the outline is not a list of [x, y] points', 'bad-argument');
+    }
+    const rgba = transferableCopy(image.data);
+    const reply = await this.request('cutOut', { width: image.width, height: image.height, rgba, outline: outline.flat() }, [rgba]);
+    return { image: imageData(reply.rgba, reply.width, reply.height), pixels: reply.pixels };
   }
 
   /** The score of `head` as the bytes of a .npy file (float32, H x W). */

@@ -191,8 +191,8 @@ const ops = {
     activeSession().keepBefore();
     return {};
   },
-  objectChange({ object }) {
-    return activeSession().objectChange(new Uint8Array(object));
+  objectChange({ object, truth, width, height }) {
+    return activeSession().objectChange(new Uint8Array(object), truth ? new Uint8Array(truth) : undefined, width ?? 0, height ?? 0);
   },
   mask({ head, threshold }) {
     return activeSession().maskImage(head, threshold);
@@ -207,8 +207,13 @@ const ops = {
     return { classes: rpl.classLegend(), outlierKinds: rpl.outlierKinds() };
   },
   // The experiment: outliers drawn into an image, with their mask (no network pass).
-  paste({ width, height, rgba, mask, placements }) {
-    return rpl.pasteOutliers(width, height, new Uint8Array(rgba), mask ? new Uint8Array(mask) : undefined, placements);
+  paste({ width, height, rgba, mask, placements, cutouts }) {
+    const sizes = new Uint32Array(cutouts.flatMap((c) => [c.width, c.height]));
+    const pieces = cutouts.map((c) => new Uint8Array(c.rgba));
+    return rpl.pasteOutliers(width, height, new Uint8Array(rgba), mask ? new Uint8Array(mask) : undefined, placements, sizes, pieces);
+  },
+  cutOut({ width, height, rgba, outline }) {
+    return rpl.cutOut(width, height, new Uint8Array(rgba), new Float32Array(outline));
   },
   maxPixels() {
     return { pixels: activeSession().maxInferencePixels() };

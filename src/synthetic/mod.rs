@@ -8,7 +8,7 @@ mod street;
 
 pub use canvas::SceneRng;
 pub use outliers::{LABEL_OUTLIER, OutlierKind, OutlierSource, outlier_source};
-pub use paste::{Pasted, PlacedOutlier, paste_outliers};
+pub use paste::{Cutout, CutoutError, PastedObject, Pasted, PlacedOutlier, paste_outliers};
 
 use canvas::Canvas;
 

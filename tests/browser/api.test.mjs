@@ -212,6 +212,14 @@ test('every function of the API, on the fixture model: typed errors, each image 
       r.unknownOutlier = await failure(() => session.pasteOutliers(decoded, [{ ...star, kind: 'unicorn' }]));
       r.badPlacement = await failure(() => session.pasteOutliers(decoded, [{ ...star, size: 'big' }]));
       r.wrongBaseMask = await failure(() => session.pasteOutliers(decoded, [star], { baseMask: { width: 2, height: 2, values: new Uint8Array(4) } }));
+      // A rectangle of 20x10 pixels cut out, pasted 20 pixels tall: 40x20 pixels.
+      const cut = await session.cutOut(decoded, [[10, 10], [30, 10], [30, 20], [10, 20]]);
+      r.cut = [cut.image.width, cut.image.height, cut.pixels, cut.image.data[3], Array.from(cut.image.data.slice(0, 3)).join() === Array.from(decoded.data.slice(4 * (10 * 128 + 10), 4 * (10 * 128 + 10) + 3)).join()];
+      r.cutPasted = (await session.pasteOutliers(decoded, [{ cutout: 0, x: 64, y: 60, size: 20 }], { cutouts: [cut.image] })).pastedPixels;
+      r.shortOutline = await failure(() => session.cutOut(decoded, [[0, 0], [5, 5]]));
+      r.emptyOutline = await failure(() => session.cutOut(decoded, [[200, 0], [210, 0], [210, 5]]));
+      r.missingCutout = await failure(() => session.pasteOutliers(decoded, [{ cutout: 1, x: 64, y: 60, size: 20 }], { cutouts: [cut.image] }));
+      r.kindAndCutout = await failure(() => session.pasteOutliers(decoded, [{ ...star, cutout: 0 }], { cutouts: [cut.image] }));
 
       // Before and after: the case image kept, the star pasted in, what changed on it.
       await session.segment(decoded);
@@ -221,7 +229,11 @@ test('every function of the API, on the fixture model: typed errors, each image 
       const change = await session.objectChange(withStar.lastObject);
       const { out1Class } = change;
       r.change = [change.pixels === withStar.pastedPixels, typeof change.inside.out2.change, typeof change.outside.out1.before,
-        out1Class.share > 0 && out1Class.share <= 1, out1Class.confidence > 0 && out1Class.confidence <= 1, typeof out1Class.name];
+        out1Class.share > 0 && out1Class.share <= 1, out1Class.confidence > 0 && out1Class.confidence <= 1, typeof out1Class.name,
+        change.sameClassOnInliers >= 0 && change.sameClassOnInliers <= 1];
+      const allIgnoredTruth = { truth: { width: 128, height: 64, values: new Uint8Array(128 * 64).fill(255) } };
+      r.noKnownPixels = Number.isNaN((await session.objectChange(withStar.lastObject, allIgnoredTruth)).sameClassOnInliers);
+      r.wrongTruth = await failure(() => session.objectChange(withStar.lastObject, { truth: { width: 2, height: 2, values: new Uint8Array(4) } }));
       const beforeHeat = await session.heatImage('out2', { before: true });
       r.beforeHeat = [beforeHeat.width, beforeHeat.height];
       r.noObject = await failure(() => session.objectChange({ width: 128, height: 64, values: new Uint8Array(128 * 64) }));
@@ -332,7 +344,15 @@ test('every function of the API, on the fixture model: typed errors, each image 
     assert.match(like(report.unknownOutlier, usage, 'an unknown outlier kind'), /unicorn.*checker-star/);
     like(report.badPlacement, usage, 'a size that is not a number');
     like(report.wrongBaseMask, { name: 'ImageError', code: 'bad-mask' }, 'a base mask of another size');
-    assert.deepEqual(report.change, [true, 'number', 'number', true, true, 'string']);
+    assert.deepEqual(report.change, [true, 'number', 'number', true, true, 'string', true]);
+    assert.deepEqual(report.cut, [20, 10, 200, 255, true], 'a 20x10 rectangle cut from (10, 10)');
+    assert.equal(report.cutPasted, 40 * 20, 'the cut-out pasted at twice its height');
+    assert.match(like(report.shortOutline, usage, 'an outline of two points'), /at least 3 points/);
+    assert.match(like(report.emptyOutline, usage, 'an outline off the image'), /encloses no opaque pixel/);
+    assert.match(like(report.missingCutout, usage, 'a cut-out not given'), /asks for cut-out 1; the list of cut-outs given holds 1/);
+    assert.match(like(report.kindAndCutout, usage, 'a kind and a cut-out'), /either a kind or a cutout/);
+    assert.equal(report.noKnownPixels, true, 'a ground truth with no inlier leaves no known pixel');
+    like(report.wrongTruth, { name: 'ImageError', code: 'bad-mask' }, 'a ground truth of another size');
     assert.deepEqual(report.beforeHeat, [128, 64]);
     assert.match(like(report.noObject, usage, 'an empty object'), /covers no pixel/);
     like(report.notAnObject, usage, 'no object mask');
