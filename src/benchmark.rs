@@ -7,6 +7,7 @@ use burn::tensor::Device;
 use serde::{Serialize, Serializer, ser::SerializeMap};
 use thiserror::Error;
 
+use crate::model::convolution::layer_timing::{self, LayerKind};
 use crate::model::{RplConfig, RplNetwork, Stage};
 use crate::preprocess::RgbImage;
 use crate::inference::{Head, LiveResult};
@@ -101,6 +102,9 @@ pub struct SizeReport {
     pub memory_bytes: Option<u64>,
     /// ONNX Runtime on the same size, when `--peer` gave its ONNX file.
     pub peer: Option<PeerReport>,
+    /// The convolutions by kind, per frame, from runs that wait for the device around each one
+    /// (`--layers`).
+    pub layers: Option<Vec<LayerKind>>,
 }
 
 /// Stage times as a JSON object, in the order the stages run.
@@ -179,9 +183,29 @@ pub fn peak_resident_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The convolutions of `repetitions` end-to-end runs timed one by one, per kind and per frame.
+fn layer_kinds(network: &RplNetwork, image: &RgbImage, repetitions: usize, device: &Device) -> Result<Vec<LayerKind>, BenchmarkError> {
+    layer_timing::start();
+    let runs = (0..repetitions).try_for_each(|_| end_to_end(network, image, device).map(drop));
+    let mut kinds = layer_timing::stop();
+    runs?;
+    for kind in &mut kinds {
+        kind.calls /= repetitions;
+        kind.ms /= repetitions as f64;
+        kind.flop /= repetitions as f64;
+    }
+    Ok(kinds)
+}
+
 /// Times `network` at `size` (`[height, width]`): one first run, then `repetitions` end-to-end
-/// runs and as many staged ones.
-pub fn benchmark_size(network: &RplNetwork, size: [usize; 2], repetitions: usize, device: &Device) -> Result<SizeReport, BenchmarkError> {
+/// runs and as many staged ones, and as many with each convolution timed where `layers`.
+pub fn benchmark_size(
+    network: &RplNetwork,
+    size: [usize; 2],
+    repetitions: usize,
+    layers: bool,
+    device: &Device,
+) -> Result<SizeReport, BenchmarkError> {
     if repetitions == 0 {
         return Err(BenchmarkError::NoRepetitions(repetitions));
     }
@@ -201,5 +225,6 @@ pub fn benchmark_size(network: &RplNetwork, size: [usize; 2], repetitions: usize
         tflop / (median_ms / 1e3)
     });
     let memory_bytes = device.memory_pool_usage().map(|u| u.bytes_reserved).or_else(peak_resident_bytes);
-    Ok(SizeReport { height: size[0], width: size[1], first_ms, median_ms, min_ms, stages, tflop_per_s, memory_bytes, peer: None })
+    let layers = if layers { Some(layer_kinds(network, &image, repetitions, device)?) } else { None };
+    Ok(SizeReport { height: size[0], width: size[1], first_ms, median_ms, min_ms, stages, tflop_per_s, memory_bytes, peer: None, layers })
 }

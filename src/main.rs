@@ -177,6 +177,10 @@ enum Command {
         /// ratio (needs `pip install onnxruntime numpy`; RPL_PEER_PYTHON names the Python).
         #[arg(long)]
         peer: Option<PathBuf>,
+        /// Also time each convolution (waiting for the device around each) and print them by
+        /// kind: calls, milliseconds and GFLOP/s per frame, and their share of the frame.
+        #[arg(long)]
+        layers: bool,
     },
     /// Write generated scenes: NAME.png, NAME_labels.png (train ids, 254 outliers) and
     /// NAME_ood.png (0 inlier, 1 OoD, 255 void) per scene, from the held-out seed range.
@@ -301,12 +305,12 @@ fn main() -> ExitCode {
                 _ => Err("--scores and --save-scores need a folder of images: write the scenes with `rpl scenes --out DIR`, then run `rpl eval --dataset synthetic DIR`".into()),
             },
         },
-        Command::Bench { width_divisor, sizes, backend, dtype, reps, gpu_convolution, json, peer } => {
+        Command::Bench { width_divisor, sizes, backend, dtype, reps, gpu_convolution, json, peer, layers } => {
             if gpu_convolution != GpuConvolution::Direct && backend != BackendKind::Wgpu {
                 Err(format!("--gpu-convolution {} applies to --backend wgpu only", gpu_convolution.name()))
             } else {
                 set_gpu_convolution(gpu_convolution);
-                bench(width_divisor, &sizes, backend, dtype, reps, json.as_deref(), peer.as_deref())
+                bench(width_divisor, &sizes, backend, dtype, (reps, layers), json.as_deref(), peer.as_deref())
             }
         }
         Command::Scenes { out, count, first, outliers, size } => scenes(&out, count, first, outliers, size),
@@ -660,7 +664,7 @@ fn bench(
     sizes: &[[usize; 2]],
     backend: BackendKind,
     dtype: Precision,
-    reps: usize,
+    (reps, layers): (usize, bool),
     json: Option<&Path>,
     peer: Option<&Path>,
 ) -> Result<(), String> {
@@ -697,7 +701,7 @@ fn bench(
     );
     println!("{:>10} {:>10} {:>10} {:>9}  stages (median ms)", "size", "first ms", "median ms", "TFLOP/s");
     for &size in sizes {
-        let mut measured = rpl_web::benchmark::benchmark_size(&network, size, report.repetitions, &device)
+        let mut measured = rpl_web::benchmark::benchmark_size(&network, size, report.repetitions, layers, &device)
             .map_err(|e| format!("{}x{}: {e}", size[1], size[0]))?;
         let stages: Vec<String> = measured.stages.iter().map(|(name, ms)| format!("{name} {ms:.1}")).collect();
         let memory = measured.memory_bytes.map_or(String::new(), |b| format!(", memory {:.2} GB", b as f64 / 1e9));
@@ -725,11 +729,26 @@ fn bench(
             );
             measured.peer = Some(figures);
         }
+        if let Some(kinds) = &measured.layers {
+            print_layer_kinds(kinds, measured.median_ms);
+        }
         report.sizes.push(measured);
     }
     match json {
         Some(path) => write_report(path, &report, None),
         None => Ok(()),
+    }
+}
+
+/// The convolutions by kind, slowest first, with their share of a frame timed without waits.
+fn print_layer_kinds(kinds: &[rpl_web::model::convolution::layer_timing::LayerKind], frame_ms: f64) {
+    let mut kinds = kinds.to_vec();
+    kinds.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    println!("{:>10} convolutions per frame, each waited for: {:.1} ms in all", "", kinds.iter().map(|k| k.ms).sum::<f64>());
+    println!("{:>10} {:<18} {:>6} {:>10} {:>9} {:>8}", "", "kind", "calls", "ms", "GFLOP/s", "frame");
+    for k in &kinds {
+        let rate = k.flop / (k.ms / 1e3) / 1e9;
+        println!("{:>10} {:<18} {:>6} {:>10.1} {:>9.1} {:>7.0}%", "", k.kind, k.calls, k.ms, rate, 100.0 * k.ms / frame_ms);
     }
 }
 

@@ -412,6 +412,32 @@ fn bench_prints_and_writes_each_sizes_stages_and_refuses_a_width_that_does_not_d
     assert!(String::from_utf8_lossy(&output.stderr).contains("--backend wgpu only"), "{}", String::from_utf8_lossy(&output.stderr));
 }
 
+/// `--layers` times every convolution by kind: the released width's cost is theirs (the
+/// reference's 3.76 TFLOP per 512x1024 frame, scaled to the pixels), and each ASPP dilation
+/// runs twice (the network's ASPP and the residual block's).
+#[test]
+fn bench_layers_accounts_for_the_released_networks_cost_by_convolution_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.json");
+    let output = rpl(&["bench", "--width-divisor", "1", "--sizes", "64x32", "--reps", "1", "--layers", "--json", path.to_str().unwrap()]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("convolutions per frame") && stdout.contains("GFLOP/s"), "{stdout}");
+    let report = json(&path);
+    let kinds = report["sizes"][0]["layers"].as_array().unwrap();
+    let kind = |name: &str| kinds.iter().find(|k| k["kind"] == name).unwrap_or_else(|| panic!("no {name} in {kinds:?}"));
+    for rate in [12, 24, 36] {
+        assert_eq!(kind(&format!("3x3 dilation {rate}"))["calls"].as_u64(), Some(2), "ASPP rate {rate}");
+    }
+    assert!(kinds.iter().all(|k| k["ms"].as_f64().is_some_and(|ms| ms > 0.0)), "{kinds:?}");
+    let flop: f64 = kinds.iter().map(|k| k["flop"].as_f64().unwrap()).sum();
+    let expected = rpl_web::benchmark::RELEASED_TFLOP_AT_512X1024 * 1e12 * (64.0 * 32.0) / (512.0 * 1024.0);
+    assert!((flop / expected - 1.0).abs() < 0.02, "{flop:e} FLOP against {expected:e}");
+    let plain = rpl(&["bench", "--sizes", "64x32", "--reps", "1", "--json", path.to_str().unwrap()]);
+    assert!(plain.status.success());
+    assert!(json(&path)["sizes"][0]["layers"].is_null(), "no convolution is timed without --layers");
+}
+
 #[test]
 fn bench_with_a_peer_prints_onnx_runtimes_figures_and_the_ratio_or_says_what_is_missing() {
     use std::os::unix::fs::PermissionsExt;

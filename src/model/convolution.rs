@@ -68,6 +68,13 @@ pub fn convolve(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 /// our kernel does the three on each band of rows while it is in cache; elsewhere they are
 /// burn's ops after the convolution.
 pub fn convolve_then(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>>, relu: bool) -> Tensor<4> {
+    if layer_timing::on() {
+        return layer_timing::timed(conv, x, |x| convolve_then_untimed(conv, x, residual, relu));
+    }
+    convolve_then_untimed(conv, x, residual, relu)
+}
+
+fn convolve_then_untimed(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>>, relu: bool) -> Tensor<4> {
     if let Some(y) = convolve_on_flex(conv, &x, residual.as_ref(), relu) {
         return y;
     }
@@ -191,4 +198,80 @@ fn shifted_window(x: &Tensor<4>, top: usize, rows: usize, dy: isize, dx: isize) 
         return Some(window);
     }
     Some(window.pad([(0, 0), (pad_top, pad_bottom), (pad_left, pad_right), (0, 0)], PadMode::Constant(0.0)))
+}
+
+/// The convolutions' time by kind, for `rpl bench --layers`: while it is on, each convolution
+/// waits for the device before and after it (frames get slower; each layer's time is its own).
+/// Native only: `Instant` has no clock in the browser's WebAssembly.
+pub mod layer_timing {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    use burn::nn::conv::Conv2d;
+    use burn::tensor::Tensor;
+
+    /// One kind of convolution (kernel, stride, dilation) over the frames timed.
+    #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+    pub struct LayerKind {
+        /// "3x3", "3x3 dilation 12", "3x3 stride 2", "1x1"...
+        pub kind: String,
+        pub calls: usize,
+        pub ms: f64,
+        /// Multiply-adds counted twice.
+        pub flop: f64,
+    }
+
+    static ON: AtomicBool = AtomicBool::new(false);
+    static KINDS: Mutex<Vec<LayerKind>> = Mutex::new(Vec::new());
+
+    pub(super) fn on() -> bool {
+        ON.load(Ordering::Relaxed)
+    }
+
+    /// Starts timing from zero.
+    pub fn start() {
+        KINDS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        ON.store(true, Ordering::Relaxed);
+    }
+
+    /// Stops timing; the kinds in the order first met.
+    pub fn stop() -> Vec<LayerKind> {
+        ON.store(false, Ordering::Relaxed);
+        std::mem::take(&mut *KINDS.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub(super) fn timed(conv: &Conv2d, x: Tensor<4>, run: impl FnOnce(Tensor<4>) -> Tensor<4>) -> Tensor<4> {
+        let device = x.device();
+        let waited = device.sync().is_ok();
+        let started = Instant::now();
+        let y = run(x);
+        if !(waited && device.sync().is_ok()) {
+            return y;
+        }
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        let [k, k_w] = conv.kernel_size;
+        let [stride, _] = conv.stride;
+        let [dilation, _] = conv.dilation;
+        let mut kind = format!("{k}x{k_w}");
+        if stride > 1 {
+            kind += &format!(" stride {stride}");
+        }
+        if dilation > 1 {
+            kind += &format!(" dilation {dilation}");
+        }
+        let [cout, cin_per_group, _, _] = conv.weight.dims();
+        let [batch, _, height, width] = y.dims();
+        let flop = 2.0 * (batch * cout * height * width * cin_per_group * k * k_w) as f64;
+        let mut kinds = KINDS.lock().unwrap_or_else(|e| e.into_inner());
+        match kinds.iter_mut().find(|entry| entry.kind == kind) {
+            Some(entry) => {
+                entry.calls += 1;
+                entry.ms += ms;
+                entry.flop += flop;
+            }
+            None => kinds.push(LayerKind { kind, calls: 1, ms, flop }),
+        }
+        y
+    }
 }
