@@ -6,7 +6,8 @@
 #                           they are, and with burn's autotune), stripped and xz-compressed into
 #                           target/gpu-bench/bin/ (25 MB: the device tool carries at most 64 MiB)
 #   bench/gpu.sh run        there: the released width at 512x256, 1024x512 and 2048x1024, float32
-#                           and float16, each convolution choice, then autotune; one table, with
+#                           and float16, each convolution choice (direct, products, implicit),
+#                           then autotune; one table, with
 #                           the ratio to the paper's PyTorch code on an H200 (issue 27's figures),
 #                           and the convolutions by kind (`rpl bench --layers`) at 1024x512
 #   bench/gpu.sh dry-run    here, on lavapipe: the same table at small sizes (width 1/8)
@@ -115,7 +116,7 @@ table() {
   for binary in "$RUN/rpl" "$RUN/rpl-autotune"; do
     [ -x "$binary" ] || { say "no $binary: skipped"; continue; }
     for dtype in f32 f16; do
-      for conv in direct products; do
+      for conv in direct products implicit; do
         for size in ${sizes//,/ }; do
           left=$((budget - (SECONDS - start)))
           if [ "$left" -le 10 ]; then

@@ -3,7 +3,8 @@
 //!
 //! Layers, from the bottom: [`model`] (burn modules, backend-generic), [`weights`] (checkpoint
 //! formats and key mapping), [`scoring`], [`preprocess`] and [`visualize`] (images in and out),
-//! [`cpu`] (kernels of our own for the CPU backend), [`inference`] (one image through it all), [`backend`] (where it runs); [`metrics`] (the
+//! [`cpu`] (kernels of our own for the CPU backend), `gpu` (natively on wgpu: burn's implicit-product
+//! convolution on register tiles), [`inference`] (one image through it all), [`backend`] (where it runs); [`metrics`] (the
 //! paper's AUROC / AP / FPR95 and mIoU), [`analysis`] (what the page reads from a result),
 //! [`provenance`] (the version, the source hash and a model file's SHA-256);
 //! [`synthetic`] (generated street scenes), `training` (the demo model's two stages) and
@@ -18,6 +19,8 @@ pub mod benchmark;
 pub mod datasets;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod evaluation;
+#[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
+pub mod gpu;
 pub mod inference;
 pub mod metrics;
 pub mod model;

@@ -166,7 +166,8 @@ enum Command {
         /// run once whole and once stage by stage.
         #[arg(long, default_value_t = 5)]
         reps: usize,
-        /// On wgpu: `direct` (burn's convolution kernel) or `products` (im2col matrix products).
+        /// On wgpu: `direct` (burn's convolution kernel), `products` (im2col matrix products) or
+        /// `implicit` (burn's implicit-product routine on register tiles).
         #[arg(long, default_value = "direct", value_parser = parse_gpu_convolution)]
         gpu_convolution: GpuConvolution,
         /// Also write the figures as JSON.
@@ -229,8 +230,7 @@ fn parse_precision(name: &str) -> Result<Precision, String> {
 }
 
 fn parse_gpu_convolution(name: &str) -> Result<GpuConvolution, String> {
-    let choices = [GpuConvolution::Direct, GpuConvolution::MatrixProducts];
-    choices.into_iter().find(|c| c.name() == name).ok_or_else(|| format!("unknown GPU convolution `{name}` (direct or products)"))
+    GpuConvolution::ALL.into_iter().find(|c| c.name() == name).ok_or_else(|| format!("unknown GPU convolution `{name}` (direct, products or implicit)"))
 }
 
 fn parse_score(name: &str) -> Result<ScoreMode, String> {

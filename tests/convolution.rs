@@ -11,6 +11,7 @@ use burn::module::{Param, RunningState};
 use burn::tensor::{Device, Distribution, Tensor};
 use common::{CASES, FLOAT32_TOLERANCE, ReferenceCase, assert_close, fixture};
 use rpl_web::backend::BackendKind;
+use rpl_web::gpu::implicit_gemm::convolve_implicit;
 use rpl_web::model::convolution::{GpuConvolution, convolve_by_matmul, set_gpu_convolution};
 use rpl_web::model::layers::{batch_norm, conv_with_bias, fold_batch_norm};
 use rpl_web::preprocess::RgbImage;
@@ -69,6 +70,44 @@ fn matmul_convolution_equals_burns_on_wgpu() {
     check_device(&wgpu(), "wgpu");
 }
 
+/// (batch, in, out, kernel, stride, dilation, height, width, bias): each kind of convolution in
+/// the network, at channel counts that are not multiples of the vector widths where the network
+/// has such (the stem's 3 inputs, the decoder's 304 = 48 + 256, the 19 classes).
+const IMPLICIT_LAYERS: [(usize, usize, usize, usize, usize, usize, usize, usize, bool); 9] = [
+    // The stem: 3 input channels.
+    (1, 3, 16, 3, 1, 1, 12, 10, true),
+    // A trunk 3x3 with a batch of two.
+    (2, 32, 32, 3, 1, 1, 9, 7, true),
+    // mod6 / mod7's dilations.
+    (1, 16, 24, 3, 1, 2, 8, 9, false),
+    (1, 24, 16, 3, 1, 4, 9, 8, true),
+    // The ASPP's rates on a small map: most taps read only padding.
+    (1, 32, 16, 3, 1, 12, 6, 5, true),
+    // 1x1s: a block's projection, the decoder's 304 inputs, the 19 classes.
+    (1, 64, 32, 1, 1, 1, 5, 6, true),
+    (1, 38, 32, 1, 1, 1, 7, 5, true),
+    (1, 32, 19, 1, 1, 1, 6, 6, true),
+    // The strided pair.
+    (1, 16, 32, 3, 2, 1, 11, 9, true),
+];
+
+/// burn's implicit-product convolution on register tiles (`--gpu-convolution implicit`) against
+/// burn's own convolution on wgpu, on every kind of layer of the network.
+#[test]
+fn implicit_convolution_equals_burns_on_wgpu() {
+    let device = wgpu();
+    for (n, cin, cout, kernel, stride, dilation, h, w, bias) in IMPLICIT_LAYERS {
+        let conv = conv_with_bias(cin, cout, kernel, stride, dilation, bias, &device);
+        let x = Tensor::<4>::random([n, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let expected = conv.forward(x.clone());
+        let what = format!("{cin}->{cout} {kernel}x{kernel} stride {stride} rate {dilation} on {n}x{h}x{w}, bias {bias}");
+        let ours = convolve_implicit(&conv, &x).unwrap_or_else(|| panic!("{what}: the implicit routine refused it"));
+        assert_eq!(ours.dims(), expected.dims(), "{what}: output shape");
+        let error = assert_close(&format!("implicit, {what}"), &values(ours), &values(expected), FLOAT32_TOLERANCE);
+        println!("implicit, {what}: relative max error {error:.2e}");
+    }
+}
+
 #[test]
 fn strided_convolutions_are_left_to_burn() {
     let device = BackendKind::Flex.device().unwrap();
@@ -77,23 +116,26 @@ fn strided_convolutions_are_left_to_burn() {
     assert!(convolve_by_matmul(&conv, x, 1 << 20).is_none(), "a stride-2 convolution has no same-size product form");
 }
 
-/// The whole width-1/8 network on wgpu with its convolutions as products reproduces the
-/// reference logits (this test binary's other tests call the products directly, so switching
-/// the process-wide choice here changes nothing for them).
+/// The whole width-1/8 network on wgpu with its convolutions as products, then as implicit
+/// products, reproduces the reference logits (one test, as the choice is process-wide; this test
+/// binary's other tests call the kernels directly, so switching it changes nothing for them).
 #[test]
-fn network_with_matrix_product_convolutions_matches_reference_outputs_on_wgpu() {
-    set_gpu_convolution(GpuConvolution::MatrixProducts);
+fn network_with_product_or_implicit_convolutions_matches_reference_outputs_on_wgpu() {
     let device = wgpu();
     let source = PthCheckpoint::open(&fixture("rpl_w8/rpl_w8.pth")).unwrap();
     // As inference runs it: the BatchNorms folded into the convolutions (biases everywhere).
     let network = load_network(&source, &device).unwrap().fold_batch_norms();
-    for name in CASES {
-        let case = ReferenceCase::load(name);
-        let image = RgbImage::decode(name, &std::fs::read(case.png()).unwrap()).unwrap();
-        let logits = network.forward(image.to_input(&device));
-        for (head, ours) in [("out1", logits.out1), ("out2", logits.out2)] {
-            let error = assert_close(&format!("wgpu, products: {name} {head}"), &values(ours), &case.f32(head), FLOAT32_TOLERANCE);
-            println!("wgpu, products: {name} {head}: relative max error {error:.2e}");
+    for choice in [GpuConvolution::MatrixProducts, GpuConvolution::Implicit] {
+        set_gpu_convolution(choice);
+        for name in CASES {
+            let case = ReferenceCase::load(name);
+            let image = RgbImage::decode(name, &std::fs::read(case.png()).unwrap()).unwrap();
+            let logits = network.forward(image.to_input(&device));
+            for (head, ours) in [("out1", logits.out1), ("out2", logits.out2)] {
+                let what = format!("wgpu, {}: {name} {head}", choice.name());
+                let error = assert_close(&what, &values(ours), &case.f32(head), FLOAT32_TOLERANCE);
+                println!("{what}: relative max error {error:.2e}");
+            }
         }
     }
 }

@@ -7,7 +7,7 @@
 //! 1/8, over 3x at the released width); real GPUs are not measured yet, so burn's kernel stays
 //! the default (`rpl bench --gpu-convolution` compares both).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -37,6 +37,9 @@ pub enum GpuConvolution {
     Direct,
     /// im2col matrix products, for the layers wide enough to gain from them.
     MatrixProducts,
+    /// Natively: burn's implicit-product routine (no im2col matrix in memory) on register tiles
+    /// (`crate::gpu::implicit_gemm`); in the browser, burn's kernel.
+    Implicit,
 }
 
 impl GpuConvolution {
@@ -44,19 +47,24 @@ impl GpuConvolution {
         match self {
             Self::Direct => "direct",
             Self::MatrixProducts => "products",
+            Self::Implicit => "implicit",
         }
     }
+
+    pub const ALL: [Self; 3] = [Self::Direct, Self::MatrixProducts, Self::Implicit];
 }
 
-/// Process-wide, like the device: set once before running (`rpl bench --gpu-convolution`).
-static MATRIX_PRODUCTS: AtomicBool = AtomicBool::new(false);
+/// Process-wide, like the device: set once before running (`rpl bench --gpu-convolution`); the
+/// index of the choice in `GpuConvolution::ALL`.
+static GPU_CONVOLUTION: AtomicU8 = AtomicU8::new(0);
 
 pub fn set_gpu_convolution(choice: GpuConvolution) {
-    MATRIX_PRODUCTS.store(choice == GpuConvolution::MatrixProducts, Ordering::Relaxed);
+    let index = GpuConvolution::ALL.iter().position(|&c| c == choice).unwrap_or(0);
+    GPU_CONVOLUTION.store(index as u8, Ordering::Relaxed);
 }
 
 pub fn gpu_convolution() -> GpuConvolution {
-    if MATRIX_PRODUCTS.load(Ordering::Relaxed) { GpuConvolution::MatrixProducts } else { GpuConvolution::Direct }
+    GpuConvolution::ALL[usize::from(GPU_CONVOLUTION.load(Ordering::Relaxed)).min(2)]
 }
 
 /// `conv` applied to `x` (`[N, C, H, W]`), as [`gpu_convolution`] says on GPU backends.
@@ -78,12 +86,24 @@ fn convolve_then_untimed(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>
     if let Some(y) = convolve_on_flex(conv, &x, residual.as_ref(), relu) {
         return y;
     }
+    #[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
+    if gpu_convolution() == GpuConvolution::Implicit
+        && on_gpu_outside_training(&x.device())
+        && let Some(y) = crate::gpu::implicit_gemm::convolve_implicit(conv, &x)
+    {
+        return finish(y, residual, relu);
+    }
     let products = gpu_convolution() == GpuConvolution::MatrixProducts && large_enough(conv) && on_gpu_outside_training(&x.device());
     let by_products = if products { convolve_by_matmul(conv, x.clone(), MAX_COLUMNS_BYTES) } else { None };
-    let mut y = by_products.unwrap_or_else(|| conv.forward(x));
-    if let Some(residual) = residual {
-        y = y + residual;
-    }
+    finish(by_products.unwrap_or_else(|| conv.forward(x)), residual, relu)
+}
+
+/// What follows a convolution off flex: the residual added, then ReLU.
+fn finish(y: Tensor<4>, residual: Option<Tensor<4>>, relu: bool) -> Tensor<4> {
+    let y = match residual {
+        Some(residual) => y + residual,
+        None => y,
+    };
     if relu { relu_in_one_pass(y) } else { y }
 }
 

@@ -1,0 +1,4 @@
+//! Kernels of our own for the wgpu backend, natively: where burn's choice of kernel leaves a
+//! faster one of its own kernel crates unused.
+
+pub mod implicit_gemm;
