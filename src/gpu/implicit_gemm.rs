@@ -62,8 +62,9 @@ pub fn convolve_implicit(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
     let (input, weight) = (into_contiguous(permute_nchw_to_nhwc(input)), into_contiguous(permute_nchw_to_nhwc(weight)));
     let [batch, height, width, channels] = dims4(&input);
     let [out_channels, kh, kw, _] = dims4(&weight);
+    // The routine pads both sides of an axis alike (the network's convolutions all do).
     let padding = match conv.padding {
-        burn::nn::PaddingConfig2d::Explicit(top, left, _, _) => [top, left],
+        burn::nn::PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => [top, left],
         burn::nn::PaddingConfig2d::Valid => [0, 0],
         _ => return None,
     };
