@@ -725,6 +725,13 @@ function drawCutSource() {
   context.stroke();
 }
 
+// Where a pointer event falls on the image to cut from, in its pixels.
+function cutPoint(event) {
+  const { width, height } = cutting.source.image;
+  const [fx, fy] = inputFraction(event, $('cutout-source'));
+  return [fx * width, fy * height];
+}
+
 // A region of the image to cut from becomes an object the list offers (and chooses).
 async function addCutout(outline) {
   const { image, pixels } = await session.cutOut(cutting.source.image, outline);
@@ -751,17 +758,13 @@ $('cut-whole').addEventListener('click', reportErrors(() => {
 }));
 $('cutout-source').addEventListener('pointerdown', (event) => {
   if (!cutting.source || event.button !== 0) return;
-  const { width, height } = cutting.source.image;
-  const [fx, fy] = inputFraction(event, $('cutout-source'));
-  cutting.start = [fx * width, fy * height];
+  cutting.start = cutPoint(event);
   cutting.outline = [cutting.start];
   $('cutout-source').setPointerCapture(event.pointerId);
 });
 $('cutout-source').addEventListener('pointermove', (event) => {
   if (!cutting.start) return;
-  const { width, height } = cutting.source.image;
-  const [fx, fy] = inputFraction(event, $('cutout-source'));
-  const [x, y] = [fx * width, fy * height];
+  const [x, y] = cutPoint(event);
   const [x0, y0] = cutting.start;
   const lasso = /** @type {HTMLInputElement} */ (document.querySelector('input[name="cut-shape"]:checked')).value === 'lasso';
   cutting.outline = lasso ? [...cutting.outline, [x, y]] : [[x0, y0], [x, y0], [x, y], [x0, y]];
@@ -816,7 +819,6 @@ function parsePasted(text) {
 // Five steps a class can walk through on the live page: each one action, and an observation
 // read off the page's own figures once it is done. All steps use one scene and one held-out
 // object, set up by whichever step runs first.
-const PAPER = 'https://arxiv.org/abs/2211.14512';
 const GUIDE_SCENE = { sample: 'scene_0000', object: { kind: 'checker-star', x: 0.5, y: 0.92, size: 0.3, seed: 1 } };
 const percent = (value, digits = 1) => `${(100 * value).toFixed(digits)} %`;
 const GUIDE = [
@@ -919,7 +921,6 @@ function showGuideStep() {
   $('guide-action').textContent = step.action;
   $('guide-observation').textContent = '';
   $('guide-paper').textContent = `Liu et al., ICCV 2023 (arXiv 2211.14512), ${step.paper}`;
-  $('guide-paper').href = PAPER;
   $('guide-back').disabled = guide.step === 0;
   $('guide-next').disabled = guide.step === GUIDE.length - 1;
 }
@@ -935,14 +936,12 @@ $('guide-steps').replaceChildren(...GUIDE.map((step, i) => {
   item.append(button);
   return item;
 }));
-$('guide-back').addEventListener('click', () => {
-  guide.step = Math.max(0, guide.step - 1);
-  showGuideStep();
-});
-$('guide-next').addEventListener('click', () => {
-  guide.step = Math.min(GUIDE.length - 1, guide.step + 1);
-  showGuideStep();
-});
+for (const [id, move] of /** @type {[string, number][]} */ ([['guide-back', -1], ['guide-next', 1]])) {
+  $(id).addEventListener('click', () => {
+    guide.step = Math.min(GUIDE.length - 1, Math.max(0, guide.step + move));
+    showGuideStep();
+  });
+}
 $('guide-action').addEventListener('click', reportErrors(async () => {
   const step = GUIDE[guide.step];
   $('guide-action').disabled = true;

@@ -64,7 +64,8 @@ pub fn set_gpu_convolution(choice: GpuConvolution) {
 }
 
 pub fn gpu_convolution() -> GpuConvolution {
-    GpuConvolution::ALL[usize::from(GPU_CONVOLUTION.load(Ordering::Relaxed)).min(2)]
+    let index = usize::from(GPU_CONVOLUTION.load(Ordering::Relaxed));
+    GpuConvolution::ALL[index.min(GpuConvolution::ALL.len() - 1)]
 }
 
 /// `conv` applied to `x` (`[N, C, H, W]`), as [`gpu_convolution`] says on GPU backends.
@@ -222,7 +223,7 @@ fn shifted_window(x: &Tensor<4>, top: usize, rows: usize, dy: isize, dx: isize) 
 
 /// The convolutions' time by kind, for `rpl bench --layers`: while it is on, each convolution
 /// waits for the device before and after it (frames get slower; each layer's time is its own).
-/// Native only: `Instant` has no clock in the browser's WebAssembly.
+/// Only the native benchmark turns it on: `Instant` has no clock in the browser's WebAssembly.
 pub mod layer_timing {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, Ordering};

@@ -157,10 +157,7 @@ impl Canvas {
 
     /// A filled polygon (even-odd rule), any number of vertices.
     pub fn polygon(&mut self, points: &[[f32; 2]], label: u8, colour: impl Fn(f32, f32) -> [f32; 3]) {
-        let bbox = points.iter().fold([f32::MAX, f32::MAX, f32::MIN, f32::MIN], |b, p| {
-            [b[0].min(p[0]), b[1].min(p[1]), b[2].max(p[0]), b[3].max(p[1])]
-        });
-        self.paint(bbox, Some(label), |x, y| in_polygon(points, x, y), |x, y, _| colour(x, y));
+        self.paint(polygon_box(points), Some(label), |x, y| in_polygon(points, x, y), |x, y, _| colour(x, y));
     }
 
     /// A thick line segment with round ends.
@@ -189,6 +186,11 @@ impl Canvas {
         }
         out
     }
+}
+
+/// The box `[x0, y0, x1, y1]` around `points`.
+pub fn polygon_box(points: &[[f32; 2]]) -> [f32; 4] {
+    points.iter().fold([f32::MAX, f32::MAX, f32::MIN, f32::MIN], |b, p| [b[0].min(p[0]), b[1].min(p[1]), b[2].max(p[0]), b[3].max(p[1])])
 }
 
 pub fn in_polygon(points: &[[f32; 2]], x: f32, y: f32) -> bool {

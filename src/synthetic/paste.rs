@@ -2,7 +2,7 @@
 //! known scene), with the objects' pixels as the ground-truth OoD mask. The objects are the
 //! generator's outlier kinds or regions cut from any image.
 
-use super::canvas::{Canvas, SceneRng, in_polygon};
+use super::canvas::{Canvas, SceneRng, in_polygon, polygon_box};
 use super::outliers::{LABEL_OUTLIER, OutlierKind, draw_outlier};
 
 /// What a placement draws.
@@ -57,11 +57,9 @@ impl Cutout {
         }
         let belongs = |x: usize, y: usize| rgba8[4 * (y * width + x) + 3] >= 128 && in_polygon(outline, x as f32 + 0.5, y as f32 + 0.5);
         // Only the outline's box can hold such pixels; their own box is the cut-out's.
-        let (lo, hi) = outline.iter().fold(([f32::MAX; 2], [f32::MIN; 2]), |(lo, hi), p| {
-            ([lo[0].min(p[0]), lo[1].min(p[1])], [hi[0].max(p[0]), hi[1].max(p[1])])
-        });
+        let [left, top, right, bottom] = polygon_box(outline);
         let span = |lo: f32, hi: f32, len: usize| (lo.floor().max(0.0) as usize)..(hi.ceil().clamp(0.0, len as f32) as usize);
-        let (xs, ys) = (span(lo[0], hi[0], width), span(lo[1], hi[1], height));
+        let (xs, ys) = (span(left, right, width), span(top, bottom, height));
         let mut inside = vec![false; xs.len() * ys.len()];
         let mut bounds: Option<[usize; 4]> = None;
         for (row, y) in ys.clone().enumerate() {
