@@ -105,6 +105,35 @@ pub struct SizeReport {
     /// The convolutions by kind, per frame, from runs that wait for the device around each one
     /// (`--layers`).
     pub layers: Option<Vec<LayerKind>>,
+    /// The kernels one frame launched on a GPU backend (image upload to score read back).
+    pub launches: Option<LaunchCount>,
+}
+
+/// Kernel launches in one frame: each a compute pass the GPU schedules and runs in turn.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LaunchCount {
+    pub total: usize,
+    /// Each kernel (its type's name without module path or parameters) and its launches, most
+    /// launched first.
+    pub by_kernel: Vec<(String, usize)>,
+}
+
+impl LaunchCount {
+    /// `None` where nothing was launched (a CPU backend).
+    fn from_counts<'a>(counts: impl IntoIterator<Item = (&'a str, usize)>) -> Option<Self> {
+        let mut by_kernel: Vec<(String, usize)> = Vec::new();
+        for (name, n) in counts {
+            let base = name.split('<').next().unwrap_or(name);
+            let short = base.rsplit("::").next().unwrap_or(base);
+            match by_kernel.iter_mut().find(|(known, _)| known == short) {
+                Some((_, total)) => *total += n,
+                None => by_kernel.push((short.to_string(), n)),
+            }
+        }
+        by_kernel.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let total = by_kernel.iter().map(|(_, n)| n).sum();
+        (total > 0).then_some(Self { total, by_kernel })
+    }
 }
 
 /// Stage times as a JSON object, in the order the stages run.
@@ -145,6 +174,17 @@ fn read_score(live: LiveResult) -> Result<(), BenchmarkError> {
     let values = futures_lite::future::block_on(live.score(Head::Out2, ScoreMode::Energy)).map_err(|e| BenchmarkError::Execution(e.to_string()))?;
     std::hint::black_box(values);
     Ok(())
+}
+
+/// [`end_to_end`], counting the kernels it launches where the backend is a GPU one.
+fn end_to_end_counted(network: &RplNetwork, image: &RgbImage, device: &Device) -> Result<(f64, Option<LaunchCount>), BenchmarkError> {
+    #[cfg(feature = "wgpu")]
+    {
+        let (ms, counts) = crate::gpu::launches::count_launches(|| end_to_end(network, image, device));
+        Ok((ms?, LaunchCount::from_counts(counts)))
+    }
+    #[cfg(not(feature = "wgpu"))]
+    Ok((end_to_end(network, image, device)?, None))
 }
 
 /// One run waiting for the device after each stage: milliseconds per stage, then the score.
@@ -211,7 +251,10 @@ pub fn benchmark_size(
     }
     let image = random_image(size[1], size[0], 7);
     let first_ms = end_to_end(network, &image, device)?;
-    let mut totals = (0..repetitions).map(|_| end_to_end(network, &image, device)).collect::<Result<Vec<_>, _>>()?;
+    // The first timed run also counts its launches (an atomic and a lock per launch).
+    let (counted_ms, launches) = end_to_end_counted(network, &image, device)?;
+    let rest = (1..repetitions).map(|_| end_to_end(network, &image, device));
+    let mut totals = std::iter::once(Ok(counted_ms)).chain(rest).collect::<Result<Vec<_>, _>>()?;
     let runs = (0..repetitions).map(|_| staged(network, &image, device)).collect::<Result<Vec<_>, _>>()?;
     let names = Stage::ALL.iter().map(|s| s.name()).chain(["score"]);
     let stages = names
@@ -226,5 +269,5 @@ pub fn benchmark_size(
     });
     let memory_bytes = device.memory_pool_usage().map(|u| u.bytes_reserved).or_else(peak_resident_bytes);
     let layers = if layers { Some(layer_kinds(network, &image, repetitions, device)?) } else { None };
-    Ok(SizeReport { height: size[0], width: size[1], first_ms, median_ms, min_ms, stages, tflop_per_s, memory_bytes, peer: None, layers })
+    Ok(SizeReport { height: size[0], width: size[1], first_ms, median_ms, min_ms, stages, tflop_per_s, memory_bytes, peer: None, layers, launches })
 }

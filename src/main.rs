@@ -7,7 +7,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use rpl_web::backend::{BackendKind, Precision};
 use rpl_web::model::RplConfig;
-use rpl_web::model::convolution::{GpuConvolution, gpu_convolution, set_gpu_convolution};
+use rpl_web::model::convolution::{GpuConvolution, arrange_weights, gpu_convolution, set_gpu_convolution};
 use rpl_web::inference::PredictOptions;
 use rpl_web::preprocess::RgbImage;
 use rpl_web::provenance::{ModelIdentity, Provenance, identify_file};
@@ -685,7 +685,7 @@ fn bench(
         sizes: Vec::new(),
     };
     let device = backend.device_with(dtype).map_err(|e| e.to_string())?;
-    let network = rpl_web::RplNetwork::new(config, &device).fold_batch_norms();
+    let network = arrange_weights(rpl_web::RplNetwork::new(config, &device).fold_batch_norms());
     let convolutions = if backend == BackendKind::Wgpu {
         let tuned = if report.autotune { ", burn autotune on" } else { "" };
         format!(", convolutions: {}{tuned}", gpu_convolution().name())
@@ -728,6 +728,10 @@ fn bench(
                 measured.median_ms / figures.median_ms
             );
             measured.peer = Some(figures);
+        }
+        if let Some(launches) = &measured.launches {
+            let most: Vec<String> = launches.by_kernel.iter().take(6).map(|(name, n)| format!("{name} {n}")).collect();
+            println!("{:>10} kernel launches per frame: {} ({})", "", launches.total, most.join(", "));
         }
         if let Some(kinds) = &measured.layers {
             print_layer_kinds(kinds, measured.median_ms);

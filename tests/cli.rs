@@ -438,6 +438,38 @@ fn bench_layers_accounts_for_the_released_networks_cost_by_convolution_kind() {
     assert!(json(&path)["sizes"][0]["layers"].is_null(), "no convolution is timed without --layers");
 }
 
+/// On wgpu the benchmark counts one frame's kernel launches: with implicit products every one of
+/// the network's 63 convolutions is one matrix-product launch (none falls back to burn's
+/// convolution kernel, which then runs only what the score needs), and a CPU frame launches none.
+#[test]
+fn bench_counts_a_frames_kernel_launches_on_wgpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.json");
+    let launches = |backend: &str, convolution: &str| {
+        let mut args = vec!["bench", "--backend", backend, "--sizes", "32x32", "--reps", "1", "--json", path.to_str().unwrap()];
+        if backend == "wgpu" {
+            args.extend(["--gpu-convolution", convolution]);
+        }
+        let output = rpl(&args);
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        (String::from_utf8_lossy(&output.stdout).into_owned(), json(&path)["sizes"][0]["launches"].clone())
+    };
+    let kernel = |launches: &serde_json::Value, name: &str| {
+        let by_kernel = launches["by_kernel"].as_array().unwrap();
+        by_kernel.iter().find(|k| k[0] == name).map_or(0, |k| k[1].as_u64().unwrap())
+    };
+    let (stdout, direct) = launches("wgpu", "direct");
+    let total = direct["total"].as_u64().unwrap();
+    assert!(stdout.contains(&format!("kernel launches per frame: {total} (")), "{stdout}");
+    let sum: u64 = direct["by_kernel"].as_array().unwrap().iter().map(|k| k[1].as_u64().unwrap()).sum();
+    assert_eq!(sum, total, "{direct}");
+    let (_, implicit) = launches("wgpu", "implicit");
+    assert_eq!(kernel(&implicit, "MatmulEntry"), 63, "{implicit}");
+    assert_eq!(kernel(&direct, "DirectConv2dKernel") - kernel(&implicit, "DirectConv2dKernel"), 63, "{direct}\n{implicit}");
+    let (stdout, flex) = launches("flex", "");
+    assert!(flex.is_null() && !stdout.contains("kernel launches"), "{flex}");
+}
+
 #[test]
 fn bench_with_a_peer_prints_onnx_runtimes_figures_and_the_ratio_or_says_what_is_missing() {
     use std::os::unix::fs::PermissionsExt;

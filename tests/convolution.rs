@@ -11,7 +11,7 @@ use burn::module::{Param, RunningState};
 use burn::tensor::{Device, Distribution, Tensor};
 use common::{CASES, FLOAT32_TOLERANCE, ReferenceCase, assert_close, fixture};
 use rpl_web::backend::BackendKind;
-use rpl_web::gpu::implicit_gemm::convolve_implicit;
+use rpl_web::gpu::implicit_gemm::{channels_last_weights, convolve_implicit};
 use rpl_web::model::convolution::{GpuConvolution, convolve_by_matmul, set_gpu_convolution};
 use rpl_web::model::layers::{batch_norm, conv_with_bias, fold_batch_norm};
 use rpl_web::preprocess::RgbImage;
@@ -73,7 +73,7 @@ fn matmul_convolution_equals_burns_on_wgpu() {
 /// (batch, in, out, kernel, stride, dilation, height, width, bias): each kind of convolution in
 /// the network, at channel counts that are not multiples of the vector widths where the network
 /// has such (the stem's 3 inputs, the decoder's 304 = 48 + 256, the 19 classes).
-const IMPLICIT_LAYERS: [(usize, usize, usize, usize, usize, usize, usize, usize, bool); 9] = [
+const IMPLICIT_LAYERS: [(usize, usize, usize, usize, usize, usize, usize, usize, bool); 10] = [
     // The stem: 3 input channels.
     (1, 3, 16, 3, 1, 1, 12, 10, true),
     // A trunk 3x3 with a batch of two.
@@ -83,6 +83,8 @@ const IMPLICIT_LAYERS: [(usize, usize, usize, usize, usize, usize, usize, usize,
     (1, 24, 16, 3, 1, 4, 9, 8, true),
     // The ASPP's rates on a small map: most taps read only padding.
     (1, 32, 16, 3, 1, 12, 6, 5, true),
+    // Rate 4 on a map 3 rows high: the upper and lower taps read only padding, the side ones not.
+    (1, 24, 16, 3, 1, 4, 3, 9, true),
     // 1x1s: a block's projection, the decoder's 304 inputs, the 19 classes.
     (1, 64, 32, 1, 1, 1, 5, 6, true),
     (1, 38, 32, 1, 1, 1, 7, 5, true),
@@ -92,19 +94,22 @@ const IMPLICIT_LAYERS: [(usize, usize, usize, usize, usize, usize, usize, usize,
 ];
 
 /// burn's implicit-product convolution on register tiles (`--gpu-convolution implicit`) against
-/// burn's own convolution on wgpu, on every kind of layer of the network.
+/// burn's own convolution on wgpu, on every kind of layer of the network, with the weights as
+/// loaded and stored channels-last (as `rpl bench --gpu-convolution implicit` arranges them).
 #[test]
 fn implicit_convolution_equals_burns_on_wgpu() {
     let device = wgpu();
     for (n, cin, cout, kernel, stride, dilation, h, w, bias) in IMPLICIT_LAYERS {
         let conv = conv_with_bias(cin, cout, kernel, stride, dilation, bias, &device);
         let x = Tensor::<4>::random([n, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
-        let expected = conv.forward(x.clone());
-        let what = format!("{cin}->{cout} {kernel}x{kernel} stride {stride} rate {dilation} on {n}x{h}x{w}, bias {bias}");
-        let ours = convolve_implicit(&conv, &x).unwrap_or_else(|| panic!("{what}: the implicit routine refused it"));
-        assert_eq!(ours.dims(), expected.dims(), "{what}: output shape");
-        let error = assert_close(&format!("implicit, {what}"), &values(ours), &values(expected), FLOAT32_TOLERANCE);
-        println!("implicit, {what}: relative max error {error:.2e}");
+        let expected = values(conv.forward(x.clone()));
+        for (layout, conv) in [("as loaded", conv.clone()), ("channels-last", channels_last_weights(conv))] {
+            let what = format!("{cin}->{cout} {kernel}x{kernel} stride {stride} rate {dilation} on {n}x{h}x{w}, bias {bias}, weights {layout}");
+            let ours = convolve_implicit(&conv, &x).unwrap_or_else(|| panic!("{what}: the implicit routine refused it"));
+            assert_eq!(ours.dims(), [n, cout, (h - 1) / stride + 1, (w - 1) / stride + 1], "{what}: output shape");
+            let error = assert_close(&format!("implicit, {what}"), &values(ours), &expected, FLOAT32_TOLERANCE);
+            println!("implicit, {what}: relative max error {error:.2e}");
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 
 use burn::backend::Wgpu;
 use burn::backend::wgpu::CubeTensor;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn_backend::cubecl::dtype_to_storage_type;
@@ -53,8 +54,25 @@ pub fn convolve_implicit(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
     if conv.groups != 1 {
         return None;
     }
+    // The routine pads both sides of an axis alike (the network's convolutions all do).
+    let padding = match conv.padding {
+        burn::nn::PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => [top, left],
+        burn::nn::PaddingConfig2d::Valid => [0, 0],
+        _ => return None,
+    };
+    let [_, _, height, width] = x.dims();
+    let [kh, kw] = conv.kernel_size;
+    let rows = live_taps(kh, conv.stride[0], conv.dilation[0], padding[0], height);
+    let columns = live_taps(kw, conv.stride[1], conv.dilation[1], padding[1], width);
+    let weight = if rows.count == kh && columns.count == kw {
+        conv.weight.val()
+    } else {
+        let [out_channels, in_channels, _, _] = conv.weight.dims();
+        conv.weight.val().slice([0..out_channels, 0..in_channels, rows.range(), columns.range()])
+    };
+    let padding = [rows.padding, columns.padding];
     let input: CubeTensor = x.clone().try_into_primitive::<Wgpu>().ok()?;
-    let weight: CubeTensor = conv.weight.val().try_into_primitive::<Wgpu>().ok()?;
+    let weight: CubeTensor = weight.try_into_primitive::<Wgpu>().ok()?;
     let bias: Option<CubeTensor> = match &conv.bias {
         Some(bias) => Some(bias.val().try_into_primitive::<Wgpu>().ok()?),
         None => None,
@@ -62,12 +80,6 @@ pub fn convolve_implicit(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
     let (input, weight) = (into_contiguous(permute_nchw_to_nhwc(input)), into_contiguous(permute_nchw_to_nhwc(weight)));
     let [batch, height, width, channels] = dims4(&input);
     let [out_channels, kh, kw, _] = dims4(&weight);
-    // The routine pads both sides of an axis alike (the network's convolutions all do).
-    let padding = match conv.padding {
-        burn::nn::PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => [top, left],
-        burn::nn::PaddingConfig2d::Valid => [0, 0],
-        _ => return None,
-    };
     let out_size = |size: usize, k: usize, axis: usize| {
         (size + 2 * padding[axis] - conv.dilation[axis] * (k - 1) - 1) / conv.stride[axis] + 1
     };
@@ -122,7 +134,80 @@ pub fn convolve_implicit(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
     Some(Tensor::from_primitive::<Wgpu>(permute_nhwc_to_nchw(out)))
 }
 
+/// `module` with every 4-D weight on wgpu stored channels-last (`[Cout, kh, kw, Cin]` in memory,
+/// still `[Cout, Cin, kh, kw]` to burn): the layout the routine reads, which it would otherwise
+/// copy each weight into on every call. Weights on other backends stay as they are.
+pub fn channels_last_weights<M: Module>(module: M) -> M {
+    module.map(&mut ChannelsLast)
+}
+
+struct ChannelsLast;
+
+impl ModuleMapper for ChannelsLast {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if D != 4 {
+            return param;
+        }
+        param.map(|weight| match weight.clone().try_into_primitive::<Wgpu>() {
+            Ok(weight) => Tensor::from_primitive::<Wgpu>(permute_nhwc_to_nchw(into_contiguous(permute_nchw_to_nhwc(weight)))),
+            Err(_) => weight,
+        })
+    }
+}
+
+/// The taps of one kernel axis that can read the map: with "same" padding (`d·(k-1)/2`) and stride 1,
+/// tap `i` reads `(i - k/2)·d` pixels away, wholly off a map of `size` pixels once that is
+/// `size` or more (the ASPP's large rates on small maps): those taps are left out with their
+/// weights, and the padding shrinks with them. Other geometries keep every tap.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct LiveTaps {
+    first: usize,
+    count: usize,
+    padding: usize,
+}
+
+impl LiveTaps {
+    fn range(self) -> std::ops::Range<usize> {
+        self.first..self.first + self.count
+    }
+}
+
+fn live_taps(kernel: usize, stride: usize, dilation: usize, padding: usize, size: usize) -> LiveTaps {
+    let centre = kernel / 2;
+    let every = LiveTaps { first: 0, count: kernel, padding };
+    if stride != 1 || kernel % 2 == 0 || dilation == 0 || padding != dilation * centre || size == 0 {
+        return every;
+    }
+    let reach = centre.min((size - 1) / dilation);
+    LiveTaps { first: centre - reach, count: 2 * reach + 1, padding: reach * dilation }
+}
+
 fn dims4(tensor: &CubeTensor) -> [usize; 4] {
     let shape = tensor.meta.shape();
     [shape[0], shape[1], shape[2], shape[3]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{LiveTaps, live_taps};
+
+    #[test]
+    fn taps_that_read_only_padding_are_left_out_with_their_padding() {
+        let every = |padding| LiveTaps { first: 0, count: 3, padding };
+        // The ASPP on a 32x16 map (a 256x128 image): rate 12 keeps all taps on both axes ...
+        assert_eq!(live_taps(3, 1, 12, 12, 16), every(12));
+        // ... rate 24 only the centre row, rate 36 only the centre.
+        assert_eq!(live_taps(3, 1, 24, 24, 16), LiveTaps { first: 1, count: 1, padding: 0 });
+        assert_eq!(live_taps(3, 1, 24, 24, 32), every(24));
+        assert_eq!(live_taps(3, 1, 36, 36, 32), LiveTaps { first: 1, count: 1, padding: 0 });
+        // A tap exactly one map away reads nothing; one pixel nearer, one pixel.
+        assert_eq!(live_taps(3, 1, 4, 4, 4), LiveTaps { first: 1, count: 1, padding: 0 });
+        assert_eq!(live_taps(3, 1, 4, 4, 5), every(4));
+        // A 5-tap axis keeps the inner three.
+        assert_eq!(live_taps(5, 1, 3, 6, 5), LiveTaps { first: 1, count: 3, padding: 3 });
+        // Strided, not "same", or 1x1: every tap.
+        assert_eq!(live_taps(3, 2, 12, 12, 8), every(12));
+        assert_eq!(live_taps(3, 1, 12, 0, 8), every(0));
+        assert_eq!(live_taps(1, 1, 1, 0, 8), LiveTaps { first: 0, count: 1, padding: 0 });
+    }
 }

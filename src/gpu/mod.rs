@@ -2,3 +2,4 @@
 //! faster one of its own kernel crates unused.
 
 pub mod implicit_gemm;
+pub mod launches;

@@ -38,7 +38,8 @@ pub enum GpuConvolution {
     /// im2col matrix products, for the layers wide enough to gain from them.
     MatrixProducts,
     /// Natively: burn's implicit-product routine (no im2col matrix in memory) on register tiles
-    /// (`crate::gpu::implicit_gemm`); in the browser, burn's kernel.
+    /// (`crate::gpu::implicit_gemm`), 1x1s wide enough for them as matrix products; in the
+    /// browser, burn's kernel.
     Implicit,
 }
 
@@ -68,6 +69,16 @@ pub fn gpu_convolution() -> GpuConvolution {
     GpuConvolution::ALL[index.min(GpuConvolution::ALL.len() - 1)]
 }
 
+/// `module`'s weights laid out for the chosen GPU convolution: channels-last for the implicit
+/// routine natively (which would copy them so on every call), as they are otherwise.
+pub fn arrange_weights<M: burn::module::Module>(module: M) -> M {
+    #[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
+    if gpu_convolution() == GpuConvolution::Implicit {
+        return crate::gpu::implicit_gemm::channels_last_weights(module);
+    }
+    module
+}
+
 /// `conv` applied to `x` (`[N, C, H, W]`), as [`gpu_convolution`] says on GPU backends.
 pub fn convolve(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     convolve_then(conv, x, None, false)
@@ -90,11 +101,18 @@ fn convolve_then_untimed(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>
     #[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
     if gpu_convolution() == GpuConvolution::Implicit
         && on_gpu_outside_training(&x.device())
+        && !(is_pointwise(conv) && large_enough(conv))
         && let Some(y) = crate::gpu::implicit_gemm::convolve_implicit(conv, &x)
     {
         return finish(y, residual, relu);
     }
-    let products = gpu_convolution() == GpuConvolution::MatrixProducts && large_enough(conv) && on_gpu_outside_training(&x.device());
+    // The implicit choice sends its wide 1x1s (and any layer its routine refuses) here too.
+    let products = match gpu_convolution() {
+        GpuConvolution::Direct => false,
+        GpuConvolution::MatrixProducts => true,
+        GpuConvolution::Implicit => cfg!(all(feature = "wgpu", not(target_arch = "wasm32"))),
+    } && large_enough(conv)
+        && on_gpu_outside_training(&x.device());
     let by_products = if products { convolve_by_matmul(conv, x.clone(), MAX_COLUMNS_BYTES) } else { None };
     finish(by_products.unwrap_or_else(|| conv.forward(x)), residual, relu)
 }
@@ -135,6 +153,14 @@ fn convolve_on_flex(conv: &Conv2d, x: &Tensor<4>, residual: Option<&Tensor<4>>, 
 fn large_enough(conv: &Conv2d) -> bool {
     let [cout, cin, kh, kw] = conv.weight.lazy_shape().dims();
     cout >= MIN_PRODUCT_COLUMNS && cin * kh * kw >= MIN_PRODUCT_DEPTH
+}
+
+/// A 1x1 stride-1 convolution: a plain matrix product, which burn's matrix-product kernel runs
+/// without the implicit routine's im2col addressing (on lavapipe, released width: 11.3 against
+/// 8.2 GFLOP/s).
+#[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
+fn is_pointwise(conv: &Conv2d) -> bool {
+    conv.kernel_size == [1, 1] && conv.stride == [1, 1] && conv.groups == 1
 }
 
 /// A stride-1, ungrouped convolution with "same" padding (every convolution of the network but
