@@ -253,8 +253,10 @@ pub fn benchmark_size(
     let first_ms = end_to_end(network, &image, device)?;
     // The first timed run also counts its launches (an atomic and a lock per launch).
     let (counted_ms, launches) = end_to_end_counted(network, &image, device)?;
-    let rest = (1..repetitions).map(|_| end_to_end(network, &image, device));
-    let mut totals = std::iter::once(Ok(counted_ms)).chain(rest).collect::<Result<Vec<_>, _>>()?;
+    let mut totals = vec![counted_ms];
+    for _ in 1..repetitions {
+        totals.push(end_to_end(network, &image, device)?);
+    }
     let runs = (0..repetitions).map(|_| staged(network, &image, device)).collect::<Result<Vec<_>, _>>()?;
     let names = Stage::ALL.iter().map(|s| s.name()).chain(["score"]);
     let stages = names

@@ -1,5 +1,5 @@
-//! Kernels of our own for the wgpu backend, natively: where burn's choice of kernel leaves a
-//! faster one of its own kernel crates unused.
+//! The wgpu backend natively: kernels of burn's own crates that its choice of kernel leaves
+//! unused (`implicit_gemm`), and the kernel launches a piece of work issues (`launches`).
 
 pub mod implicit_gemm;
 pub mod launches;

@@ -5,7 +5,7 @@
 //! im2col matrix products ([`GpuConvolution::MatrixProducts`]). On the software adapters here
 //! they were 2.4x faster on lavapipe (released width) but slower on SwiftShader (1.8x at width
 //! 1/8, over 3x at the released width); real GPUs are not measured yet, so burn's kernel stays
-//! the default (`rpl bench --gpu-convolution` compares both).
+//! the default (`rpl bench --gpu-convolution` compares them, with the implicit routine too).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -156,8 +156,7 @@ fn large_enough(conv: &Conv2d) -> bool {
 }
 
 /// A 1x1 stride-1 convolution: a plain matrix product, which burn's matrix-product kernel runs
-/// without the implicit routine's im2col addressing (on lavapipe, released width: 11.3 against
-/// 8.2 GFLOP/s).
+/// without the implicit routine's im2col addressing.
 #[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
 fn is_pointwise(conv: &Conv2d) -> bool {
     conv.kernel_size == [1, 1] && conv.stride == [1, 1] && conv.groups == 1
