@@ -3,8 +3,9 @@
 //!
 //! Layers, from the bottom: [`model`] (burn modules, backend-generic), [`weights`] (checkpoint
 //! formats and key mapping), [`scoring`], [`preprocess`] and [`visualize`] (images in and out),
-//! [`cpu`] (kernels of our own for the CPU backend), `gpu` (natively on wgpu: burn's implicit-product
-//! convolution on register tiles, kernel launch counts), [`inference`] (one image through it all), [`backend`] (where it runs); [`metrics`] (the
+//! [`cpu`] (kernels of our own for the CPU backend), `gpu` (on wgpu: burn's implicit-product
+//! convolution on register tiles; natively, kernel launch counts), [`inference`] (one image
+//! through it all), [`backend`] (where it runs); [`metrics`] (the
 //! paper's AUROC / AP / FPR95 and mIoU), [`analysis`] (what the page reads from a result),
 //! [`provenance`] (the version, the source hash and a model file's SHA-256);
 //! [`synthetic`] (generated street scenes), `training` (the demo model's two stages) and
@@ -19,7 +20,7 @@ pub mod benchmark;
 pub mod datasets;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod evaluation;
-#[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
+#[cfg(feature = "wgpu")]
 pub mod gpu;
 pub mod inference;
 pub mod metrics;

@@ -230,7 +230,7 @@ fn parse_precision(name: &str) -> Result<Precision, String> {
 }
 
 fn parse_gpu_convolution(name: &str) -> Result<GpuConvolution, String> {
-    GpuConvolution::ALL.into_iter().find(|c| c.name() == name).ok_or_else(|| format!("unknown GPU convolution `{name}` (direct, products or implicit)"))
+    GpuConvolution::from_name(name).ok_or_else(|| format!("unknown GPU convolution `{name}` (direct, products or implicit)"))
 }
 
 fn parse_score(name: &str) -> Result<ScoreMode, String> {

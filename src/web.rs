@@ -16,6 +16,7 @@ use wasm_bindgen::prelude::*;
 use crate::analysis::{AnalysisError, ImageScores, ObjectChange, PixelReport, check_mask};
 use crate::backend::{Precision, set_precision};
 use crate::inference::{Head, InferenceError, LiveResult};
+use crate::model::convolution::{CONVOLUTION_PATHS, GpuConvolution, arrange_weights, convolutions_run, set_gpu_convolution};
 use crate::model::{RplConfig, RplNetwork, Stage};
 use crate::npy;
 use crate::preprocess::{ImageError, RgbImage};
@@ -52,6 +53,8 @@ pub enum WebError {
     UnknownHead(String),
     #[error("unknown stage `{0}`: trunk, aspp, residual block, decoder or score")]
     UnknownStage(String),
+    #[error("unknown GPU convolution `{0}`: direct, products or implicit")]
+    UnknownConvolution(String),
     #[error("unknown outlier kind `{0}`: one of {known}", known = OutlierKind::ALL.map(OutlierKind::name).join(", "))]
     UnknownOutlier(String),
     #[error("the objects to paste are not a list of {{kind, x, y, size, seed}} or {{cutout, x, y, size}} with finite numbers: {0}")]
@@ -114,6 +117,7 @@ impl WebError {
             | WebError::UnknownMode(_)
             | WebError::UnknownHead(_)
             | WebError::UnknownStage(_)
+            | WebError::UnknownConvolution(_)
             | WebError::UnknownOutlier(_)
             | WebError::BadPlacements(_)
             | WebError::Cutout(_)
@@ -283,11 +287,17 @@ pub struct RplSession {
 impl RplSession {
     /// Starts on WebGPU (with the adapter's maximum buffer and binding sizes), or on burn's CPU
     /// backend when `webgpu` is false; in float16 when `half_precision` is true and the device
-    /// offers it. `on_device_lost(sentence)` is called if the GPU device is lost later.
-    pub async fn start(webgpu: bool, half_precision: bool, on_device_lost: Function) -> Result<RplSession, WebError> {
+    /// offers it; on WebGPU its convolutions run as `convolution` says ("direct", "products" or
+    /// "implicit": [`GpuConvolution`]). `on_device_lost(sentence)` is called if the GPU device is
+    /// lost later.
+    pub async fn start(webgpu: bool, half_precision: bool, convolution: String, on_device_lost: Function) -> Result<RplSession, WebError> {
+        let convolution = GpuConvolution::from_name(&convolution).ok_or(WebError::UnknownConvolution(convolution))?;
+        // One session per Worker: the choice is the module's, as it is the process's natively.
+        set_gpu_convolution(if webgpu { convolution } else { GpuConvolution::Direct });
         let info = Object::new();
         let (mut device, gpu, max_tensor_bytes) = if webgpu {
             let (device, gpu, max_tensor_bytes) = start_webgpu(&info, on_device_lost).await?;
+            set(&info, "convolution", convolution.name());
             (device, Some(gpu), max_tensor_bytes)
         } else {
             let threads = crate::cpu::threads();
@@ -308,7 +318,7 @@ impl RplSession {
         Ok(Self { device, gpu, max_tensor_bytes, precision, info, network: RefCell::new(None), last: RefCell::new(None), before: RefCell::new(None) })
     }
 
-    /// `{backend, dtype, build, maxBufferSize, maxStorageBufferBindingSize}` (WebGPU) or
+    /// `{backend, dtype, build, convolution, maxBufferSize, maxStorageBufferBindingSize}` (WebGPU) or
     /// `{backend, adapter, dtype, build}` (CPU; `build`: [`build_info`]), and `halfPrecisionError`
     /// where float16 was asked for and refused (the Worker names a WebGPU adapter: the browser
     /// describes it better than wgpu sees it).
@@ -429,21 +439,24 @@ impl RplSession {
         if !config.is_valid() {
             return Err(WebError::UnknownWidth(width_divisor));
         }
-        *self.network.borrow_mut() = Some(Rc::new(RplNetwork::new(config, &self.device).fold_batch_norms()));
+        *self.network.borrow_mut() = Some(Rc::new(arrange_weights(RplNetwork::new(config, &self.device).fold_batch_norms())));
         Ok(format!("{} (random weights)", config.describe()))
     }
 
     /// Benchmarks: runs the network on an RGBA image through `stage` ("trunk", "aspp", "residual
     /// block", "decoder"; "score": the whole pass and the energy of out2 at the image's size) and
-    /// waits for that result. The Worker times each call; stage times are the differences.
+    /// waits for that result. The Worker times each call; stage times are the differences. Replies
+    /// how many convolutions ran each way (`{kernel, products, implicit, taps}`: burn's kernel,
+    /// matrix products, the implicit routine, our CPU kernel).
     #[wasm_bindgen(js_name = runThrough)]
-    pub async fn run_through(&self, width: usize, height: usize, rgba: Uint8Array, stage: String) -> Result<(), WebError> {
+    pub async fn run_through(&self, width: usize, height: usize, rgba: Uint8Array, stage: String) -> Result<Object, WebError> {
         let last_stage = match stage.as_str() {
             "score" => None,
             name => Some(Stage::ALL.into_iter().find(|s| s.name() == name).ok_or_else(|| WebError::UnknownStage(stage.clone()))?),
         };
         let network = self.network_for(width, height)?;
         let input = RgbImage::from_interleaved(width, height, 4, &rgba.to_vec())?.to_input(&self.device);
+        let before = convolutions_run();
         match last_stage {
             None => {
                 LiveResult::new(network.forward_to_decoder(input)).score(Head::Out2, ScoreMode::Energy).await?;
@@ -454,7 +467,11 @@ impl RplSession {
                 output.into_data_async().await.map_err(|e| WebError::StageReadback { stage: stage.name(), reason: e.to_string() })?;
             }
         }
-        Ok(())
+        let convolutions = Object::new();
+        for ((path, after), before) in CONVOLUTION_PATHS.into_iter().zip(convolutions_run()).zip(before) {
+            set(&convolutions, path, (after - before) as f64);
+        }
+        Ok(convolutions)
     }
 
     /// Segments an RGBA image (`rgba`, a JS array: copied into the module only once the size is
@@ -626,7 +643,7 @@ impl RplSession {
         set(&reply, "description", network.config.describe());
         set(&reply, "bytes", bytes as f64);
         set(&reply, "sha256", sha256.map_or(JsValue::NULL, JsValue::from));
-        *self.network.borrow_mut() = Some(Rc::new(network));
+        *self.network.borrow_mut() = Some(Rc::new(arrange_weights(network)));
         reply
     }
 

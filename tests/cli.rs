@@ -463,9 +463,11 @@ fn bench_counts_a_frames_kernel_launches_on_wgpu() {
     assert!(stdout.contains(&format!("kernel launches per frame: {total} (")), "{stdout}");
     let sum: u64 = direct["by_kernel"].as_array().unwrap().iter().map(|k| k[1].as_u64().unwrap()).sum();
     assert_eq!(sum, total, "{direct}");
+    // Width 1/8's 63 convolutions: all on matrix products but the 3 whose input channels the
+    // implicit routine cannot load 4 at a time (the stem's 3; 6 + 32 in each decoder pass).
     let (_, implicit) = launches("wgpu", "implicit");
-    assert_eq!(kernel(&implicit, "MatmulEntry"), 63, "{implicit}");
-    assert_eq!(kernel(&direct, "DirectConv2dKernel") - kernel(&implicit, "DirectConv2dKernel"), 63, "{direct}\n{implicit}");
+    assert_eq!(kernel(&implicit, "MatmulEntry"), 60, "{implicit}");
+    assert_eq!(kernel(&direct, "DirectConv2dKernel") - kernel(&implicit, "DirectConv2dKernel"), 60, "{direct}\n{implicit}");
     let (stdout, flex) = launches("flex", "");
     assert!(flex.is_null() && !stdout.contains("kernel launches"), "{flex}");
 }

@@ -1,16 +1,21 @@
 // The page: picks images and models, hands them to the session (rpl.js, the public API and
 // nothing else), draws what comes back. No computation on the results happens here.
-import { MODEL_FILE, RplSession, drawImageData, toImageData } from './rpl.js';
+import { CONVOLUTIONS, MODEL_FILE, RplSession, drawImageData, toImageData } from './rpl.js';
 
 // Type-checked against rpl.d.ts (tsc --noEmit in the tests); the page's own elements are any.
 /** @type {(id: string) => any} */
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const backendParam = params.get('backend');
+// ?conv= chooses how WebGPU runs the convolutions (for comparing them); an unknown one is said.
+const convParam = params.get('conv');
+const convolution = CONVOLUTIONS.find((c) => c === convParam) ?? 'direct';
+const convNote = convParam !== null && convParam !== convolution ? ` (?conv=${convParam} is none of ${CONVOLUTIONS.join(', ')})` : '';
 const session = new RplSession({
   backend: backendParam === 'cpu' || backendParam === 'webgpu' ? backendParam : 'auto',
   dtype: params.get('dtype') === 'f16' ? 'float16' : 'float32',
   threads: Math.max(0, Math.floor(Number(params.get('threads')) || 0)),
+  convolution,
   // ?test-hooks lets tests destroy the GPU device (see worker.js).
   ...(params.has('test-hooks') ? { workerUrl: new URL('./worker.js?test-hooks', import.meta.url) } : {}),
 });
@@ -128,6 +133,8 @@ function showBackend(started) {
     state.backendLine = info.backend === 'webgpu' ? `WebGPU on ${info.adapter}` : cpuLine(info);
     if (info.dtype === 'f16') state.backendLine += ', float16';
     if (info.halfPrecisionError) state.backendLine += ` (float32: ${info.halfPrecisionError})`;
+    // The convolution is named where it is not the default, or where ?conv= asked for one.
+    if (info.backend === 'webgpu' && (info.convolution !== 'direct' || convParam !== null)) state.backendLine += `, ${info.convolution} convolutions${convNote}`;
     state.legend = session.legend;
     showOutlierKinds();
     const { version, source, module } = info.build;

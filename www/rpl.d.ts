@@ -8,6 +8,7 @@ export type ScoreMode = 'energy' | 'entropy' | 'max-softmax' | 'max-logit';
 
 export declare const HEADS: readonly Head[];
 export declare const SCORE_MODES: readonly ScoreMode[];
+export declare const CONVOLUTIONS: readonly GpuConvolution[];
 /** File names taken as models. */
 export declare const MODEL_FILE: RegExp;
 
@@ -62,7 +63,21 @@ export interface SessionOptions {
   dtype?: 'float32' | 'float16';
   /** The CPU path's threads; 0 (default): every core, where the page is cross-origin isolated. */
   threads?: number;
+  /** How WebGPU runs the convolutions: 'direct' (default: burn's kernel), 'products' (im2col
+   * matrix products) or 'implicit' (implicit matrix products on register tiles). */
+  convolution?: GpuConvolution;
   workerUrl?: string | URL;
+}
+
+export type GpuConvolution = 'direct' | 'products' | 'implicit';
+
+/** Convolutions run each way in one call: burn's kernel, matrix products, the implicit routine
+ * (WebGPU), our own kernel (the CPU). */
+export interface ConvolutionPaths {
+  kernel: number;
+  products: number;
+  implicit: number;
+  taps: number;
 }
 
 export interface SessionInfo {
@@ -76,6 +91,8 @@ export interface SessionInfo {
   threads?: number;
   threadsReason?: string | null;
   halfPrecisionError?: string;
+  /** On WebGPU: how it runs the convolutions. */
+  convolution?: GpuConvolution;
   maxBufferSize?: number;
   maxStorageBufferBindingSize?: number;
   /** Milliseconds the WebAssembly module took to start. */
@@ -277,7 +294,7 @@ export declare class RplSession {
   /** A region of `image` inside `outline` ([x, y] points in pixels) as a cut-out for pasteOutliers. */
   cutOut(image: ImageData, outline: [number, number][]): Promise<{ image: ImageData; pixels: number }>;
   npy(head: Head): Promise<Uint8Array<ArrayBuffer>>;
-  runThrough(image: ImageData, stage: 'trunk' | 'aspp' | 'residual block' | 'decoder' | 'score'): Promise<{ ms: number }>;
+  runThrough(image: ImageData, stage: 'trunk' | 'aspp' | 'residual block' | 'decoder' | 'score'): Promise<{ ms: number; convolutions: ConvolutionPaths }>;
   memory(): Promise<{ wasmBytes: number; deviceBytesReserved?: number; deviceBytesInUse?: number }>;
   /** The version, the module's source hash and the model's name and SHA-256. */
   provenance(): Promise<Provenance>;

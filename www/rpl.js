@@ -17,6 +17,10 @@ export const HEADS = Object.freeze(['out1', 'out2']);
 /** The score modes: energy (the paper's), and the baselines. */
 export const SCORE_MODES = Object.freeze(['energy', 'entropy', 'max-softmax', 'max-logit']);
 
+/** How WebGPU can run the convolutions: burn's direct kernel (the default), im2col matrix
+ * products, or implicit matrix products on register tiles (no im2col matrix in memory). */
+export const CONVOLUTIONS = Object.freeze(['direct', 'products', 'implicit']);
+
 // --- errors --------------------------------------------------------------------------------------
 
 /** Every error of this API: `message` is for people, `code` for programs; `fatal` means the
@@ -220,12 +224,17 @@ export class RplSession {
   /** Starts the Worker and its backend; `ready` resolves to `info`. Options: backend ('auto':
    * WebGPU on a hardware adapter, else the CPU; 'webgpu': WebGPU even on a software adapter;
    * 'cpu'), dtype ('float32', or 'float16' where the adapter has shader-f16), threads (the CPU
-   * path's; 0: every core, where the page is cross-origin isolated), workerUrl. */
-  constructor({ backend = 'auto', dtype = 'float32', threads = 0, workerUrl = new URL('./worker.js', import.meta.url) } = {}) {
+   * path's; 0: every core, where the page is cross-origin isolated), convolution (WebGPU's:
+   * CONVOLUTIONS), workerUrl. */
+  constructor({ backend = 'auto', dtype = 'float32', threads = 0, convolution = 'direct', workerUrl = new URL('./worker.js', import.meta.url) } = {}) {
     if (!['auto', 'webgpu', 'cpu'].includes(backend)) throw new UsageError(`unknown backend '${backend}': auto, webgpu or cpu`, 'bad-argument');
     if (!['float32', 'float16'].includes(dtype)) throw new UsageError(`unknown dtype '${dtype}': float32 or float16`, 'bad-argument');
+    if (!CONVOLUTIONS.includes(convolution)) throw new UsageError(`unknown convolution '${convolution}': ${CONVOLUTIONS.join(', ')}`, 'bad-argument');
     this.workerUrl = workerUrl;
-    this.options = { preferCpu: backend === 'cpu', forceWebgpu: backend === 'webgpu', halfPrecision: dtype === 'float16', threads: Math.max(0, Math.floor(threads)) };
+    this.options = {
+      preferCpu: backend === 'cpu', forceWebgpu: backend === 'webgpu', halfPrecision: dtype === 'float16',
+      threads: Math.max(0, Math.floor(threads)), convolution,
+    };
     /** Called with a fatal RplError when the session cannot go on (a lost GPU device): restart() it. */
     this.onFatal = null;
     /** What the backend is: set once `ready` resolves. */
@@ -603,7 +612,8 @@ export class RplSession {
   }
 
   /** Benchmarks: runs the network on an ImageData through `stage` (trunk, aspp, residual block,
-   * decoder, or score: the whole pass) and waits for it; the reply's `ms` times it. */
+   * decoder, or score: the whole pass) and waits for it; the reply's `ms` times it, its
+   * `convolutions` count the layers run each way ({kernel, products, implicit, taps}). */
   runThrough(image, stage) {
     const rgba = transferableCopy(image.data);
     return this.request('runThrough', { width: image.width, height: image.height, rgba, stage }, [rgba]);

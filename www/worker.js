@@ -94,14 +94,14 @@ function progressReporter(id, phase) {
 }
 
 const ops = {
-  async init({ preferCpu, forceWebgpu = false, halfPrecision = false, threads: requestedThreads = 0 }) {
+  async init({ preferCpu, forceWebgpu = false, halfPrecision = false, threads: requestedThreads = 0, convolution = 'direct' }) {
     let { adapter, reason } = preferCpu ? { reason: 'CPU requested' } : await probeWebgpu(forceWebgpu);
     if (adapter) {
       try {
         const wasmMs = await startModule(1);
         // Float16 only where the adapter computes in it (WGSL's shader-f16).
         const half = halfPrecision && adapter.features.has('shader-f16');
-        session = await rpl.RplSession.start(true, half, onDeviceLost);
+        session = await rpl.RplSession.start(true, half, convolution, onDeviceLost);
         const info = session.info();
         if (halfPrecision && !half) info.halfPrecisionError = 'this adapter has no shader-f16';
         return { ...info, adapter: describeAdapter(adapter), wasmMs };
@@ -120,7 +120,7 @@ const ops = {
     }
     if (threads === 1) wasmMs = await startModule(1);
     // The CPU fallback stays in float32: WebAssembly has no half-precision arithmetic.
-    session = await rpl.RplSession.start(false, false, onDeviceLost);
+    session = await rpl.RplSession.start(false, false, 'direct', onDeviceLost);
     const info = session.info();
     if (halfPrecision) info.halfPrecisionError = 'float16 runs on WebGPU only';
     return { ...info, fallbackReason: reason, threadsReason: threadsReason ?? null, wasmMs };
@@ -173,10 +173,10 @@ const ops = {
   resultArrays() {
     return activeSession().resultArrays();
   },
-  // Benchmarks: the network through one stage, waited for (the reply's ms times it).
+  // Benchmarks: the network through one stage, waited for (the reply's ms times it), and how
+  // many convolutions ran each way ({kernel, products, implicit, taps}).
   async runThrough({ width, height, rgba, stage }) {
-    await activeSession().runThrough(width, height, new Uint8Array(rgba), stage);
-    return {};
+    return { convolutions: await activeSession().runThrough(width, height, new Uint8Array(rgba), stage) };
   },
   rescore({ mode }) {
     return activeSession().rescore(mode);

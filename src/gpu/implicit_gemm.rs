@@ -24,13 +24,40 @@ use cubek::convolution::components::global::read::strategy::sync_bias::SyncBiasL
 use cubek::convolution::components::{ConvolutionOperation, ConvolutionProblem, Dimensionality};
 use cubek::convolution::forward::launch_kernel;
 use cubek::convolution::routines::Routine;
-use cubek::matmul::definition::{MatmulElems, MatmulGlobalElems};
+use cubek::matmul::definition::{AccumulatorOperand, AvailableVectorSizes, MatmulElems, MatmulGlobalElems};
 use cubek::matmul::multi_level::args::TensorArgs;
 use cubek::matmul::multi_level::components::global::read::sync_full_cyclic::SyncFullCyclicLoading;
 use cubek::matmul::multi_level::routines::batch::simple_unit::{SimpleUnitAlgorithm, SimpleUnitSelectionArgs};
 use cubek::matmul::multi_level::tile::{ColMajorTilingOrder, RowMajorTilingOrder};
+use cubek::matmul::multi_level::BatchMatmulRoutine;
 use cubek::matmul::routine::BlueprintStrategy;
 use cubek::std::{InputBinding, MatrixLayout};
+
+/// The routine loads its input tiles in vectors of 4 values where the input channels (the
+/// innermost axis it reads) allow it. With single values (the image's 3 channels) its shader,
+/// unrolled, grew to 7000 lines of WGSL, which SwiftShader (WebGPU without a GPU) fails to
+/// compile after a minute; those layers are left to burn's kernel.
+const LOAD_WIDTH: usize = 4;
+
+/// How many register tiles one invocation computes. The matrix-product crate gives problems of 512
+/// rows or more (pixels), or 512 deep or more (input channels x kernel area), partitions of 4x2x4
+/// tiles of 4x4x4: 2048 multiply-adds, unrolled with their loads into shaders of over 3000 lines
+/// of WGSL, which SwiftShader fails to compile. `Compact` sizes every problem as one under 512
+/// (2x2x2 tiles, a quarter of the code); where burn's own choice of partitions works, it stays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partitions {
+    Inferred,
+    Compact,
+}
+
+impl Partitions {
+    /// Compact in the browser, whose shader compilers (the browser's, then the driver's) see
+    /// each unrolled shader; natively as inferred.
+    pub const DEFAULT: Self = if cfg!(target_arch = "wasm32") { Self::Compact } else { Self::Inferred };
+}
+
+/// The problem size below which the matrix-product crate picks its smallest partitions.
+const COMPACT_BELOW: usize = 512;
 
 /// cubek-convolution's forward routine on register tiles: the pixels (rows of the implicit
 /// im2col matrix) and the weights (output channels) loaded cyclically into workgroup memory.
@@ -49,9 +76,15 @@ impl Routine for RegisterTileConvolution {
 }
 
 /// `conv(x)` as an implicit matrix product on register tiles, or `None` where it does not apply
-/// (another backend than wgpu, grouped convolutions, or a shape the routine refuses).
+/// (another backend than wgpu, grouped convolutions, input channels not a multiple of
+/// [`LOAD_WIDTH`], or a shape the routine refuses); partitions as [`Partitions::DEFAULT`].
 pub fn convolve_implicit(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
-    if conv.groups != 1 {
+    convolve_implicit_with(conv, x, Partitions::DEFAULT)
+}
+
+/// [`convolve_implicit`] with partitions chosen as `partitions` says.
+pub fn convolve_implicit_with(conv: &Conv2d, x: &Tensor<4>, partitions: Partitions) -> Option<Tensor<4>> {
+    if conv.groups != 1 || x.dims()[1] % LOAD_WIDTH != 0 {
         return None;
     }
     // The routine pads both sides of an axis alike (the network's convolutions all do).
@@ -116,6 +149,29 @@ pub fn convolve_implicit(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
         global_dtypes: globals,
         address_type: AddressType::default(),
     };
+    let strategy = match partitions {
+        Partitions::Inferred => BlueprintStrategy::Inferred(SimpleUnitSelectionArgs::default()),
+        Partitions::Compact => {
+            // The blueprint the crate infers for the problem made small; the launch is the real one's.
+            let sizes = |tensor: &CubeTensor| (tensor.meta.strides().clone(), tensor.meta.shape().clone());
+            let ((input_strides, input_shape), (weight_strides, weight_shape)) = (sizes(&input), sizes(&weight));
+            let (out_strides, out_shape) = sizes(&out);
+            let element = dtype.size();
+            let vector_sizes = AvailableVectorSizes::from_type_sizes(&client, element, weight.dtype.size(), element)
+                .filter_lhs_with_tensor(&input_strides, &input_shape, MatrixLayout::RowMajor)
+                .filter_rhs_with_tensor(&weight_strides, &weight_shape, MatrixLayout::RowMajor)
+                .filter_out_with_tensor(&out_strides, &out_shape)
+                .pick_max()
+                .ok()?;
+            let small = ConvolutionProblem { m: problem.m.min(COMPACT_BELOW - 1), k: problem.k.min(COMPACT_BELOW - 1), ..problem.clone() };
+            let accumulator = if bias.is_some() { AccumulatorOperand::Present } else { AccumulatorOperand::Absent };
+            type Tiles = <RegisterTileConvolution as Routine>::MatmulRoutine;
+            let settings = <Tiles as BatchMatmulRoutine<RuntimeArgs>>::device_settings(&client, vector_sizes);
+            let inferred = BlueprintStrategy::Inferred(SimpleUnitSelectionArgs::default());
+            let expanded = <Tiles as BatchMatmulRoutine<RuntimeArgs>>::expand_blueprint(&small.as_matmul_problem(accumulator), &settings, &inferred).ok()?;
+            BlueprintStrategy::Forced(expanded.blueprint)
+        }
+    };
     let binding = |tensor: CubeTensor| {
         let ty = dtype_to_storage_type(tensor.dtype);
         InputBinding::new(tensor.binding(), ty.into())
@@ -127,7 +183,7 @@ pub fn convolve_implicit(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
         bias.map(binding),
         out.clone().binding(),
         problem,
-        &BlueprintStrategy::Inferred(SimpleUnitSelectionArgs::default()),
+        &strategy,
         dtypes,
     );
     launched.ok()?;

@@ -5,9 +5,10 @@
 //! im2col matrix products ([`GpuConvolution::MatrixProducts`]). On the software adapters here
 //! they were 2.4x faster on lavapipe (released width) but slower on SwiftShader (1.8x at width
 //! 1/8, over 3x at the released width); real GPUs are not measured yet, so burn's kernel stays
-//! the default (`rpl bench --gpu-convolution` compares them, with the implicit routine too).
+//! the default (`rpl bench --gpu-convolution` and the page's `?conv=` compare them, with the
+//! implicit routine too).
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
@@ -37,9 +38,8 @@ pub enum GpuConvolution {
     Direct,
     /// im2col matrix products, for the layers wide enough to gain from them.
     MatrixProducts,
-    /// Natively: burn's implicit-product routine (no im2col matrix in memory) on register tiles
-    /// (`crate::gpu::implicit_gemm`), 1x1s wide enough for them as matrix products; in the
-    /// browser, burn's kernel.
+    /// burn's implicit-product routine (no im2col matrix in memory) on register tiles
+    /// (`crate::gpu::implicit_gemm`), 1x1s wide enough for them as matrix products.
     Implicit,
 }
 
@@ -53,10 +53,15 @@ impl GpuConvolution {
     }
 
     pub const ALL: [Self; 3] = [Self::Direct, Self::MatrixProducts, Self::Implicit];
+
+    /// The choice named as [`Self::name`] gives it (the command line's and the page's word).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|choice| choice.name() == name)
+    }
 }
 
-/// Process-wide, like the device: set once before running (`rpl bench --gpu-convolution`); the
-/// index of the choice in `GpuConvolution::ALL`.
+/// Process-wide, like the device: set once before running (`rpl bench --gpu-convolution`, the
+/// page's `?conv=`); the index of the choice in `GpuConvolution::ALL`.
 static GPU_CONVOLUTION: AtomicU8 = AtomicU8::new(0);
 
 pub fn set_gpu_convolution(choice: GpuConvolution) {
@@ -69,14 +74,30 @@ pub fn gpu_convolution() -> GpuConvolution {
     GpuConvolution::ALL[index.min(GpuConvolution::ALL.len() - 1)]
 }
 
-/// `module`'s weights laid out for the chosen GPU convolution: channels-last for the implicit
-/// routine natively (which would copy them so on every call), as they are otherwise.
+/// `module`'s weights laid out for the chosen GPU convolution: channels-last on wgpu for the
+/// implicit routine (which would copy them so on every call), as they are otherwise.
 pub fn arrange_weights<M: burn::module::Module>(module: M) -> M {
-    #[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
+    #[cfg(feature = "wgpu")]
     if gpu_convolution() == GpuConvolution::Implicit {
         return crate::gpu::implicit_gemm::channels_last_weights(module);
     }
     module
+}
+
+/// The ways a convolution can run, in the order of [`convolutions_run`]'s counts.
+pub const CONVOLUTION_PATHS: [&str; 4] = ["kernel", "products", "implicit", "taps"];
+/// Convolutions run so far by each of [`CONVOLUTION_PATHS`]: burn's own kernel
+/// (`Conv2d::forward`), im2col matrix products, the implicit routine, our flex kernel.
+static RUN_BY_PATH: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+
+/// How many convolutions each of [`CONVOLUTION_PATHS`] has run in this process: a benchmark or
+/// a test takes the difference over a frame to know that no layer fell back to burn's kernel.
+pub fn convolutions_run() -> [usize; 4] {
+    RUN_BY_PATH.each_ref().map(|count| count.load(Ordering::Relaxed))
+}
+
+fn count_run(path: usize) {
+    RUN_BY_PATH[path].fetch_add(1, Ordering::Relaxed);
 }
 
 /// `conv` applied to `x` (`[N, C, H, W]`), as [`gpu_convolution`] says on GPU backends.
@@ -96,24 +117,27 @@ pub fn convolve_then(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>>, r
 
 fn convolve_then_untimed(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>>, relu: bool) -> Tensor<4> {
     if let Some(y) = convolve_on_flex(conv, &x, residual.as_ref(), relu) {
+        count_run(3);
         return y;
     }
-    #[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
+    #[cfg(feature = "wgpu")]
     if gpu_convolution() == GpuConvolution::Implicit
         && on_gpu_outside_training(&x.device())
         && !(is_pointwise(conv) && large_enough(conv))
         && let Some(y) = crate::gpu::implicit_gemm::convolve_implicit(conv, &x)
     {
+        count_run(2);
         return finish(y, residual, relu);
     }
     // The implicit choice sends its wide 1x1s (and any layer its routine refuses) here too.
     let products = match gpu_convolution() {
         GpuConvolution::Direct => false,
         GpuConvolution::MatrixProducts => true,
-        GpuConvolution::Implicit => cfg!(all(feature = "wgpu", not(target_arch = "wasm32"))),
+        GpuConvolution::Implicit => cfg!(feature = "wgpu"),
     } && large_enough(conv)
         && on_gpu_outside_training(&x.device());
     let by_products = if products { convolve_by_matmul(conv, x.clone(), MAX_COLUMNS_BYTES) } else { None };
+    count_run(if by_products.is_some() { 1 } else { 0 });
     finish(by_products.unwrap_or_else(|| conv.forward(x)), residual, relu)
 }
 
@@ -157,7 +181,7 @@ fn large_enough(conv: &Conv2d) -> bool {
 
 /// A 1x1 stride-1 convolution: a plain matrix product, which burn's matrix-product kernel runs
 /// without the implicit routine's im2col addressing.
-#[cfg(all(feature = "wgpu", not(target_arch = "wasm32")))]
+#[cfg(feature = "wgpu")]
 fn is_pointwise(conv: &Conv2d) -> bool {
     conv.kernel_size == [1, 1] && conv.stride == [1, 1] && conv.groups == 1
 }

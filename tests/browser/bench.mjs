@@ -2,9 +2,12 @@
 //   node tests/browser/bench.mjs [--cpu] [--dtype f16] [--runs N] [--fixture-sizes 512x256]
 //        [--released-sizes 128x64] [--skip-released] [--json FILE]
 //        [--peer W8.onnx] [--peer-released FULL.onnx] [--peer-runtime DIR] [--threads 1,2]
+//        [--conv direct,products,implicit]
 // The page is served as `./build.sh serve` serves it (cross-origin isolated): the CPU path runs
 // on every core, or on each thread count of --threads in turn (1: the single-threaded module),
-// and the speed-up over one thread is printed where 1 is among them.
+// and the speed-up over one thread is printed where 1 is among them. On WebGPU, --conv runs the
+// page once per convolution choice (?conv=; default direct), and each size names how many
+// convolutions ran each way in one frame.
 // With --peer (and --peer-released), ONNX Runtime Web's wasm provider runs the same network as
 // ONNX (../shared/peer/) on each size in the same page with the same thread count, and the
 // ratio is printed: a benchmark-only dependency, `npm install onnxruntime-web` somewhere and
@@ -32,6 +35,7 @@ const peers = { fixture: option('--peer', null), released: option('--peer-releas
 const peerRuntime = option('--peer-runtime', join(ROOT, 'node_modules', 'onnxruntime-web', 'dist'));
 // 0: every core the browser reports.
 const threadCounts = option('--threads', '0').split(',').map((t) => Math.max(0, Math.floor(Number(t)) || 0));
+const convolutions = webgpu ? option('--conv', 'direct').split(',') : [null];
 
 // The peer's files under the served folder: ONNX Runtime Web's module and wasm, and the ONNX
 // files (linked, not copied: the released one is 672 MB). Returns their URLs.
@@ -67,18 +71,25 @@ const rows = [];
 const report = { runs: [] };
 // Our median per model and size on one thread, for the speed-up of the others.
 const oneThread = {};
+// Our median per model and size with burn's direct convolution, for the other choices' ratio.
+const directConvolution = {};
 
-async function benchPage(requestedThreads) {
+async function benchPage(requestedThreads, convolution) {
   const page = await browser.context.newPage();
   const sizesReport = [];
   const pageStarted = Date.now();
   // Without --cpu, WebGPU even on a software adapter (which the page would pass over).
   const threadsQuery = requestedThreads ? `&threads=${requestedThreads}` : '';
-  await page.goto(`${server.url}/index.html?model=none${webgpu ? '&backend=webgpu' : ''}${dtype === 'f16' ? '&dtype=f16' : ''}${threadsQuery}`);
+  const convQuery = convolution ? `&conv=${convolution}` : '';
+  await page.goto(`${server.url}/index.html?model=none${webgpu ? '&backend=webgpu' : ''}${dtype === 'f16' ? '&dtype=f16' : ''}${threadsQuery}${convQuery}`);
   const info = await page.evaluate(() => window.rpl.ready);
+  if (convolution && info.convolution !== convolution) throw new Error(`--conv ${convolution}: the page runs ${info.convolution} convolutions`);
   const threads = info.threads ?? null;
-  const where = threads ? `, ${threads} thread${threads > 1 ? 's' : ''}` : '';
-  report.runs.push({ backend: info.backend, adapter: info.adapter, dtype: info.dtype, threads, fallbackReason: info.fallbackReason ?? null, sizes: sizesReport });
+  const where = threads ? `, ${threads} thread${threads > 1 ? 's' : ''}` : (info.convolution ? `, ${info.convolution} convolutions` : '');
+  report.runs.push({
+    backend: info.backend, adapter: info.adapter, dtype: info.dtype, threads, convolution: info.convolution ?? null,
+    fallbackReason: info.fallbackReason ?? null, sizes: sizesReport,
+  });
   console.log(`backend: ${info.backend}, adapter: ${info.adapter}, ${info.dtype}` +
     `${info.fallbackReason ? ` (${info.fallbackReason})` : ''}${info.threadsReason ? ` (one thread: ${info.threadsReason})` : ''}` +
     `${info.halfPrecisionError ? ` (float32: ${info.halfPrecisionError})` : ''}`);
@@ -86,22 +97,30 @@ async function benchPage(requestedThreads) {
   rows.push([`page open to backend ready${where}`, `${Date.now() - pageStarted} ms`]);
 
   // Times `count` calls in the page on one synthetic image: `segment` (what a user waits for),
-  // or `runThrough` a stage. Returns the Worker's times in ms.
+  // or `runThrough` a stage. Returns the Worker's replies ({ms, ...}).
   const time = (op, { width, height }, count, stage = null) => page.evaluate(async ([op, width, height, count, stage]) => {
     const pixels = new Uint8ClampedArray(width * height * 4);
     for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 2654435761) >>> 24;
     const image = new ImageData(pixels, width, height);
     const { session } = window.rpl;
     const times = [];
-    for (let i = 0; i < count; i++) times.push((await (op === 'segment' ? session.segment(image) : session.runThrough(image, stage))).ms);
+    for (let i = 0; i < count; i++) {
+      const { ms, convolutions } = await (op === 'segment' ? session.segment(image) : session.runThrough(image, stage));
+      times.push({ ms, convolutions });
+    }
     return times;
   }, [op, width, height, count, stage]);
 
   const measure = async (model, released, size) => {
     const label = `${model} ${size.width}x${size.height}${where}`;
-    const [first, ...rest] = await time('segment', size, 1 + runs);
+    const [first, ...rest] = (await time('segment', size, 1 + runs)).map((r) => r.ms);
     const through = [];
-    for (const stage of STAGES) through.push(median(await time('runThrough', size, runs, stage)));
+    let paths = null; // convolutions run each way in one frame
+    for (const stage of STAGES) {
+      const replies = await time('runThrough', size, runs, stage);
+      through.push(median(replies.map((r) => r.ms)));
+      paths = replies[0].convolutions;
+    }
     const stages = Object.fromEntries(STAGES.map((s, i) => [s, Math.max(0, through[i] - (i ? through[i - 1] : 0))]));
     const medianMs = median(rest);
     const tflop = RELEASED_TFLOP_AT_512X1024 * (size.width * size.height) / (512 * 1024);
@@ -109,7 +128,7 @@ async function benchPage(requestedThreads) {
     const memoryBytes = memory.deviceBytesReserved ?? memory.wasmBytes;
     const entry = {
       model, size: [size.height, size.width], first_ms: first, median_ms: medianMs, runs, stages_ms: stages,
-      tflop_per_s: released ? tflop / (medianMs / 1e3) : null, memory_bytes: memoryBytes,
+      tflop_per_s: released ? tflop / (medianMs / 1e3) : null, memory_bytes: memoryBytes, convolutions: paths,
     };
     sizesReport.push(entry);
     rows.push([`${label}: first inference (shader compilation)`, `${first.toFixed(0)} ms`]);
@@ -118,6 +137,9 @@ async function benchPage(requestedThreads) {
     const key = `${model} ${size.width}x${size.height}`;
     if (threads === 1) oneThread[key] = medianMs;
     else if (oneThread[key]) rows.push([`${label}: speed-up over one thread`, `${(oneThread[key] / medianMs).toFixed(2)}x`]);
+    if (convolution === 'direct') directConvolution[key] = medianMs;
+    else if (directConvolution[key]) rows.push([`${label}: time / direct convolutions' (same run)`, `${(medianMs / directConvolution[key]).toFixed(2)}`]);
+    rows.push([`${label}: convolutions per frame`, Object.entries(paths).filter(([, n]) => n).map(([path, n]) => `${n} ${path}`).join(', ')]);
     rows.push([`${label}: stages (median ms)`, STAGES.map((s) => `${s} ${stages[s].toFixed(0)}`).join(', ')]);
     rows.push([`${label}: memory`, `${(memoryBytes / 2 ** 20).toFixed(0)} MiB ${memory.deviceBytesReserved === undefined ? 'module heap' : 'GPU allocator reserve'}`]);
     console.log(`${label}: ${[first, ...rest].map((t) => t.toFixed(0)).join(', ')} ms; through each stage ${through.map((t) => t.toFixed(0)).join(', ')} ms`);
@@ -168,7 +190,7 @@ async function benchPage(requestedThreads) {
 }
 
 try {
-  for (const threads of threadCounts) await benchPage(threads);
+  for (const threads of threadCounts) for (const convolution of convolutions) await benchPage(threads, convolution);
 } finally {
   await browser.close();
   server.close();

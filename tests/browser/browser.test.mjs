@@ -62,8 +62,13 @@ async function runCases({ webgpu, origin = server.url, query = '' }) {
       }, `/tests/fixtures/rpl_w8/${name}.png`);
       results.push({ name, ...result });
     }
+    // One more pass, through the benchmark's call: how many convolutions ran each way.
+    const { convolutions } = await page.evaluate(async () => {
+      const image = new ImageData(new Uint8ClampedArray(48 * 32 * 4).fill(128), 48, 32);
+      return window.rpl.session.runThrough(image, 'score');
+    });
     assert.deepEqual(errors, [], 'no uncaught errors in the page');
-    return { info, results };
+    return { info, results, convolutions };
   } finally {
     await browser.close();
   }
@@ -84,9 +89,22 @@ function compareWithReference(label, results) {
   }
 }
 
+// The fixture network's 63 convolutions. At width 1/8: NARROW are strided or too narrow for
+// matrix products (burn's kernel runs them there); WIDE_POINTWISE are wide 1x1s (matrix products on the implicit
+// path too); 3 have input channels the implicit routine cannot load 4 at a time (the image's 3,
+// and 6 + 32 in each of the decoder's two passes: burn's kernel).
+const CONVOLUTIONS = 63;
+const NARROW = 41;
+const WIDE_POINTWISE = 3;
+const UNALIGNED = 3;
+
 test('WebGPU in the Worker reproduces the reference energies and class maps', { timeout: 600_000 }, async () => {
-  const { info, results } = await runCases({ webgpu: true });
+  const { info, results, convolutions } = await runCases({ webgpu: true });
   assert.equal(info.backend, 'webgpu', `ran on ${info.backend}: ${info.fallbackReason}`);
+  // burn's kernel by default, and the status line does not name it.
+  assert.equal(info.convolution, 'direct');
+  assert.doesNotMatch(info.status, /convolutions/);
+  assert.deepEqual(convolutions, { kernel: CONVOLUTIONS, products: 0, implicit: 0, taps: 0 });
   // The device was asked for the adapter's own limit, above WebGPU's default.
   assert.equal(info.maxStorageBufferBindingSize, info.adapterLimit);
   assert.ok(info.maxStorageBufferBindingSize > DEFAULT_BINDING_LIMIT, `binding limit ${info.maxStorageBufferBindingSize}`);
@@ -94,10 +112,37 @@ test('WebGPU in the Worker reproduces the reference energies and class maps', { 
   compareWithReference('webgpu', results);
 });
 
+test('?conv=implicit and ?conv=products run WebGPU\'s convolutions so, say it, and reproduce the reference too', { timeout: 600_000 }, async () => {
+  for (const [convolution, paths] of [
+    ['implicit', { kernel: UNALIGNED, products: WIDE_POINTWISE, implicit: CONVOLUTIONS - UNALIGNED - WIDE_POINTWISE, taps: 0 }],
+    ['products', { kernel: NARROW, products: CONVOLUTIONS - NARROW, implicit: 0, taps: 0 }],
+  ]) {
+    const { info, results, convolutions } = await runCases({ webgpu: true, query: `&conv=${convolution}` });
+    assert.equal(info.backend, 'webgpu', `ran on ${info.backend}: ${info.fallbackReason}`);
+    assert.equal(info.convolution, convolution);
+    assert.match(info.status, new RegExp(`^WebGPU on .*, ${convolution} convolutions\\. Ready\\.`));
+    assert.deepEqual(convolutions, paths, `${convolution}: convolutions run each way`);
+    compareWithReference(`webgpu, ${convolution} convolutions`, results);
+  }
+  // An unknown choice is said, and the default runs.
+  const browser = await launchBrowser({ webgpu: true });
+  try {
+    const page = await browser.context.newPage();
+    await page.goto(`${server.url}/index.html?model=none&backend=webgpu&conv=winograd`);
+    assert.equal((await page.evaluate(() => window.rpl.ready)).convolution, 'direct');
+    await page.waitForFunction(() => /, direct convolutions \(\?conv=winograd is none of direct, products, implicit\)\. Ready\./
+      .test(document.getElementById('status').textContent));
+  } finally {
+    await browser.close();
+  }
+});
+
 test('without WebGPU the same page falls back to the CPU on every core and reproduces them too', { timeout: 600_000 }, async () => {
-  const { info, results } = await runCases({ webgpu: false });
+  const { info, results, convolutions } = await runCases({ webgpu: false });
   assert.equal(info.backend, 'cpu');
   assert.match(info.fallbackReason, /WebGPU/);
+  // Our flex kernel runs every stride-1 convolution; burn's the trunk's two strided ones.
+  assert.deepEqual(convolutions, { kernel: 2, products: 0, implicit: 0, taps: CONVOLUTIONS - 2 });
   // serve.py's headers: the threaded module, one thread per core the browser reports.
   assert.equal(info.isolated, true, 'the page served as ./build.sh serve does is cross-origin isolated');
   assert.ok(info.cores > 1, `this test needs a machine with 2 cores or more (${info.cores})`);
