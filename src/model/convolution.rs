@@ -84,10 +84,19 @@ pub fn arrange_weights<M: burn::module::Module>(module: M) -> M {
     module
 }
 
-/// The ways a convolution can run, in the order of [`convolutions_run`]'s counts.
+/// The ways a convolution can run: burn's own kernel (`Conv2d::forward`), im2col matrix products,
+/// the implicit routine, our flex kernel (one matrix product per tap).
+#[derive(Debug, Clone, Copy)]
+enum ConvolutionPath {
+    Kernel,
+    Products,
+    Implicit,
+    Taps,
+}
+
+/// The paths' names, in the order of [`convolutions_run`]'s counts.
 pub const CONVOLUTION_PATHS: [&str; 4] = ["kernel", "products", "implicit", "taps"];
-/// Convolutions run so far by each of [`CONVOLUTION_PATHS`]: burn's own kernel
-/// (`Conv2d::forward`), im2col matrix products, the implicit routine, our flex kernel.
+/// Convolutions run so far by each [`ConvolutionPath`].
 static RUN_BY_PATH: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
 
 /// How many convolutions each of [`CONVOLUTION_PATHS`] has run in this process: a benchmark or
@@ -96,8 +105,8 @@ pub fn convolutions_run() -> [usize; 4] {
     RUN_BY_PATH.each_ref().map(|count| count.load(Ordering::Relaxed))
 }
 
-fn count_run(path: usize) {
-    RUN_BY_PATH[path].fetch_add(1, Ordering::Relaxed);
+fn count_run(path: ConvolutionPath) {
+    RUN_BY_PATH[path as usize].fetch_add(1, Ordering::Relaxed);
 }
 
 /// `conv` applied to `x` (`[N, C, H, W]`), as [`gpu_convolution`] says on GPU backends.
@@ -117,7 +126,7 @@ pub fn convolve_then(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>>, r
 
 fn convolve_then_untimed(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>>, relu: bool) -> Tensor<4> {
     if let Some(y) = convolve_on_flex(conv, &x, residual.as_ref(), relu) {
-        count_run(3);
+        count_run(ConvolutionPath::Taps);
         return y;
     }
     #[cfg(feature = "wgpu")]
@@ -126,7 +135,7 @@ fn convolve_then_untimed(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>
         && !(is_pointwise(conv) && large_enough(conv))
         && let Some(y) = crate::gpu::implicit_gemm::convolve_implicit(conv, &x)
     {
-        count_run(2);
+        count_run(ConvolutionPath::Implicit);
         return finish(y, residual, relu);
     }
     // The implicit choice sends its wide 1x1s (and any layer its routine refuses) here too.
@@ -137,7 +146,7 @@ fn convolve_then_untimed(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>
     } && large_enough(conv)
         && on_gpu_outside_training(&x.device());
     let by_products = if products { convolve_by_matmul(conv, x.clone(), MAX_COLUMNS_BYTES) } else { None };
-    count_run(if by_products.is_some() { 1 } else { 0 });
+    count_run(if by_products.is_some() { ConvolutionPath::Products } else { ConvolutionPath::Kernel });
     finish(by_products.unwrap_or_else(|| conv.forward(x)), residual, relu)
 }
 
