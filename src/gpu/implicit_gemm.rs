@@ -153,14 +153,11 @@ pub fn convolve_implicit_with(conv: &Conv2d, x: &Tensor<4>, partitions: Partitio
         Partitions::Inferred => BlueprintStrategy::Inferred(SimpleUnitSelectionArgs::default()),
         Partitions::Compact => {
             // The blueprint the crate infers for the problem made small; the launch is the real one's.
-            let sizes = |tensor: &CubeTensor| (tensor.meta.strides().clone(), tensor.meta.shape().clone());
-            let ((input_strides, input_shape), (weight_strides, weight_shape)) = (sizes(&input), sizes(&weight));
-            let (out_strides, out_shape) = sizes(&out);
             let element = dtype.size();
             let vector_sizes = AvailableVectorSizes::from_type_sizes(&client, element, weight.dtype.size(), element)
-                .filter_lhs_with_tensor(&input_strides, &input_shape, MatrixLayout::RowMajor)
-                .filter_rhs_with_tensor(&weight_strides, &weight_shape, MatrixLayout::RowMajor)
-                .filter_out_with_tensor(&out_strides, &out_shape)
+                .filter_lhs_with_tensor(input.meta.strides(), input.meta.shape(), MatrixLayout::RowMajor)
+                .filter_rhs_with_tensor(weight.meta.strides(), weight.meta.shape(), MatrixLayout::RowMajor)
+                .filter_out_with_tensor(out.meta.strides(), out.meta.shape())
                 .pick_max()
                 .ok()?;
             let small = ConvolutionProblem { m: problem.m.min(COMPACT_BELOW - 1), k: problem.k.min(COMPACT_BELOW - 1), ..problem.clone() };

@@ -139,12 +139,7 @@ fn convolve_then_untimed(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>
         return finish(y, residual, relu);
     }
     // The implicit choice sends its wide 1x1s (and any layer its routine refuses) here too.
-    let products = match gpu_convolution() {
-        GpuConvolution::Direct => false,
-        GpuConvolution::MatrixProducts => true,
-        GpuConvolution::Implicit => cfg!(feature = "wgpu"),
-    } && large_enough(conv)
-        && on_gpu_outside_training(&x.device());
+    let products = gpu_convolution() != GpuConvolution::Direct && large_enough(conv) && on_gpu_outside_training(&x.device());
     let by_products = if products { convolve_by_matmul(conv, x.clone(), MAX_COLUMNS_BYTES) } else { None };
     count_run(if by_products.is_some() { ConvolutionPath::Products } else { ConvolutionPath::Kernel });
     finish(by_products.unwrap_or_else(|| conv.forward(x)), residual, relu)
