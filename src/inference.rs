@@ -6,7 +6,7 @@ use std::fmt::Display;
 use std::ops::Range;
 
 use burn::tensor::kind::Basic;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use thiserror::Error;
 
 use crate::model::{DecoderLogits, RplNetwork, resize_rows};
@@ -136,6 +136,11 @@ fn read_floats(data: Result<TensorData, impl Display>, head: Head, what: &'stati
     data.map_err(|e| failed(&e))?.convert::<f32>().try_into_vec::<f32>().map_err(|e| failed(&e))
 }
 
+/// Each pixel's class (the largest logit's), `[N, H, W]`.
+fn class_ids(logits: Tensor<4>) -> Tensor<3, Int> {
+    crate::cpu::class_argmax::class_argmax_on_flex(&logits).unwrap_or_else(|| logits.argmax(1).squeeze_dim(1))
+}
+
 fn read_classes(data: Result<TensorData, impl Display>, head: Head) -> Result<Vec<u8>, InferenceError> {
     let data = data.map_err(|e| InferenceError::Readback { head: head.name(), what: "classes", reason: e.to_string() })?;
     // Class ids are below 256; the integer width of the readback depends on the backend.
@@ -191,7 +196,7 @@ impl LiveResult {
 
     /// Train ids (argmax over the classes) of `head`, row-major H x W.
     pub async fn class_map(&self, head: Head) -> Result<Vec<u8>, InferenceError> {
-        let classes = self.by_bands(head, |logits| logits.argmax(1).squeeze_dim(1));
+        let classes = self.by_bands(head, class_ids);
         read_classes(classes.into_data_async().await, head)
     }
 
@@ -201,7 +206,7 @@ impl LiveResult {
             .bands()
             .map(|rows| {
                 let logits = self.head_rows(head, rows);
-                (logits.clone().argmax(1).squeeze_dim::<3>(1), unblurred_score(logits, mode))
+                (class_ids(logits.clone()), unblurred_score(logits, mode))
             })
             .unzip();
         let score = gaussian_blur(Tensor::cat(scores, 1));

@@ -15,8 +15,9 @@ use common::{FLOAT32_TOLERANCE, assert_close};
 use rpl_web::backend::BackendKind;
 use rpl_web::cpu::batch_norm_relu::batch_norm_relu;
 use rpl_web::cpu::bilinear::resize_rows;
+use rpl_web::cpu::class_argmax::class_argmax;
 use rpl_web::cpu::gaussian_blur::blur_separable;
-use rpl_web::cpu::log_sum_exp::{exp_of_nonpositive, log_sum_exp};
+use rpl_web::cpu::log_sum_exp::{exp_of_nonpositive, ln_of_normal, log_sum_exp};
 use rpl_web::cpu::max_pool::max_pool_3x3_stride_2;
 use rpl_web::cpu::tap_products::{Epilogue, TapGeometry, TapStrategy, convolve_by_taps, convolve_by_taps_as};
 
@@ -213,6 +214,29 @@ fn log_sum_exp_equals_burns() {
     }
 }
 
+/// Each pixel's class against burn's argmax over the class axis: random logits, ties (logits
+/// rounded to halves: the first of equal largest wins), NaNs (burn counts the first NaN as the
+/// largest), a batch of two and a map of several pieces of work.
+#[test]
+fn class_argmax_equals_burns() {
+    let device = flex();
+    for (shape, halves, nan_every) in [([2, 19, 9, 14], false, 0), ([1, 19, 70, 100], true, 0), ([1, 5, 8, 9], true, 7)] {
+        let mut logits = values(random(shape, &device).mul_scalar(3.0));
+        if halves {
+            logits.iter_mut().for_each(|v| *v = (*v * 2.0).round() / 2.0);
+        }
+        if nan_every > 0 {
+            logits.iter_mut().step_by(nan_every).for_each(|v| *v = f32::NAN);
+        }
+        let x = Tensor::<4>::from_data(TensorData::new(logits.clone(), shape), &device);
+        let expected: Vec<i64> = x.argmax(1).into_data().convert::<i64>().try_into_vec::<i64>().unwrap();
+        let ours = class_argmax(&logits, shape);
+        assert_eq!(ours.len(), expected.len());
+        let differ = ours.iter().zip(&expected).filter(|&(&a, &b)| i64::from(a) != b).count();
+        assert_eq!(differ, 0, "{differ} pixels of {shape:?} (ties {halves}, NaN every {nan_every}) differ from burn's argmax");
+    }
+}
+
 /// The vectorised exponential under log-sum-exp against float64's, relative to the true value
 /// (within float32's epsilon: one unit in the last place at most),
 /// over every float32 step of [-87, 0] that 10^6 even steps meet (and 0, and the clamp below).
@@ -229,6 +253,24 @@ fn exp_of_nonpositive_is_within_one_ulp() {
     assert!(worst <= f64::from(f32::EPSILON), "relative error {worst:.2e} is over 1 ulp");
     assert_eq!(exp_of_nonpositive(0.0), 1.0);
     assert!(exp_of_nonpositive(-1000.0) > 0.0 && exp_of_nonpositive(-1000.0) < 2e-38);
+}
+
+/// The logarithm under the log-sum-exp, on the sums it takes (1 to the class count: the
+/// largest logit's term is e^0) and across float32's normal range: within one unit in the last
+/// place of the result, or of ln 2's where the result is near 0.
+#[test]
+fn ln_of_normal_is_within_one_ulp() {
+    let mut worst = 0f64;
+    let mut check = |x: f32| {
+        let exact = f64::from(x).ln();
+        let error = (f64::from(ln_of_normal(x)) - exact).abs() / exact.abs().max(std::f64::consts::LN_2);
+        worst = worst.max(error);
+    };
+    (0..=1_000_000).for_each(|i| check(1.0 + 18.0 * i as f32 / 1e6));
+    (-126..128).for_each(|e| (0..1000).for_each(|i| check(2f32.powi(e) * (1.0 + i as f32 / 1000.0))));
+    println!("ln: relative max error {worst:.2e}");
+    assert!(worst <= f64::from(f32::EPSILON), "relative error {worst:.2e} is over 1 ulp");
+    assert_eq!(ln_of_normal(1.0), 0.0);
 }
 
 /// A one-pixel sanity check with a value known by hand: two classes with logits 0 and ln 3

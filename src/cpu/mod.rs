@@ -3,14 +3,15 @@
 //! behind: the stride-1 convolutions with what follows them ([`tap_products`]), the trunk's
 //! BatchNorm-ReLU pre-activations ([`batch_norm_relu`]), its two max-pools ([`max_pool`]), every
 //! bilinear resize, a band of rows at a time where asked ([`bilinear`]), the per-pixel
-//! log-sum-exp under every anomaly score ([`log_sum_exp`]) and the scores' blur
-//! ([`gaussian_blur`]). The kernels work on plain slices
+//! log-sum-exp under every anomaly score ([`log_sum_exp`]), the class maps' argmax
+//! ([`class_argmax`]) and the scores' blur ([`gaussian_blur`]). The kernels work on plain slices
 //! (tested against burn's ops in `tests/cpu_kernels.rs`); the `*_on_flex` bridges read flex's
 //! buffers in place and give `None` elsewhere (GPU backends, ndarray, training), where burn's
 //! ops run.
 
 pub mod batch_norm_relu;
 pub mod bilinear;
+pub mod class_argmax;
 pub mod direct_convolution;
 pub mod gaussian_blur;
 pub mod log_sum_exp;
