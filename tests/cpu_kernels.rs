@@ -85,7 +85,7 @@ fn convolution_by_taps_equals_burns() {
             expected = burn::tensor::activation::relu(expected);
         }
         let expected = values(expected);
-        let geometry = TapGeometry { batch: n, input_channels: cin, height: h, width: w, output_channels: cout, kernel, dilation };
+        let geometry = TapGeometry { batch: n, input_channels: cin, height: h, width: w, output_channels: cout, kernel, dilation, stride: 1 };
         let (bias_values, residual_values) = (bias_values.map(values), residual_values.map(values));
         let epilogue = Epilogue { bias: bias_values.as_deref(), residual: residual_values.as_deref(), relu };
         let (x, weight) = (values(x), values(weight));
@@ -104,11 +104,44 @@ fn convolution_by_taps_equals_burns() {
     }
 }
 
+/// The trunk's two strided convolutions (3x3 with padding 1 and 1x1 without, stride 2; the
+/// first with its bias and ReLU), on even and odd maps, a batch of two, and a map large enough
+/// for several bands on several threads, against burn's convolution.
+#[test]
+fn strided_convolution_equals_burns() {
+    let device = flex();
+    // (batch, in, out, kernel, height, width, bias and ReLU)
+    for (n, cin, cout, kernel, h, w, epilogue) in [
+        (1, 32, 64, 3, 64, 128, true),
+        (2, 8, 16, 3, 7, 9, false),
+        (1, 16, 24, 1, 9, 6, false),
+        (2, 32, 64, 1, 64, 128, true),
+        (1, 4, 8, 3, 1, 5, true),
+    ] {
+        let x = random([n, cin, h, w], &device);
+        let weight = Tensor::<4>::random([cout, cin, kernel, kernel], Distribution::Normal(0.0, 0.2), &device);
+        let bias = epilogue.then(|| Tensor::<1>::random([cout], Distribution::Normal(0.0, 1.0), &device));
+        let pad = (kernel - 1) / 2;
+        let mut expected = conv2d(x.clone(), weight.clone(), bias.clone(), ConvOptions::new([2, 2], [pad, pad], [1, 1], 1));
+        if epilogue {
+            expected = burn::tensor::activation::relu(expected);
+        }
+        let shape = expected.dims();
+        let geometry = TapGeometry { batch: n, input_channels: cin, height: h, width: w, output_channels: cout, kernel, dilation: 1, stride: 2 };
+        assert_eq!([geometry.output_height(), geometry.output_width()], [shape[2], shape[3]], "output size");
+        let bias = bias.map(values);
+        let ours = convolve_by_taps(&values(x), &values(weight), geometry, Epilogue { bias: bias.as_deref(), residual: None, relu: epilogue });
+        let what = format!("{cin}->{cout} {kernel}x{kernel} stride 2 on {n}x{h}x{w}, bias and ReLU {epilogue}");
+        let error = assert_close(&what, &ours, &values(expected), FLOAT32_TOLERANCE);
+        println!("{what}: relative max error {error:.2e}");
+    }
+}
+
 /// Narrow 3x3 layers (the stem, the first two stages, the decoder) gather their taps; from 64
 /// input channels, and for 1x1s (a single tap), one product per tap.
 #[test]
 fn narrow_convolutions_gather_their_taps() {
-    let geometry = |input_channels, kernel| TapGeometry { batch: 1, input_channels, height: 8, width: 8, output_channels: 16, kernel, dilation: 1 };
+    let geometry = |input_channels, kernel| TapGeometry { batch: 1, input_channels, height: 8, width: 8, output_channels: 16, kernel, dilation: 1, stride: 1 };
     assert_eq!(TapStrategy::for_geometry(&geometry(3, 3)), TapStrategy::Gathered);
     assert_eq!(TapStrategy::for_geometry(&geometry(38, 3)), TapStrategy::Gathered);
     assert_eq!(TapStrategy::for_geometry(&geometry(64, 3)), TapStrategy::PerTap);

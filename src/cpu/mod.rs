@@ -1,6 +1,6 @@
 //! Kernels of our own for burn's flex CPU backend (natively, and in the browser's WebAssembly
 //! where WebGPU is missing or software), each where a benchmark showed burn's general op well
-//! behind: the stride-1 convolutions with what follows them ([`tap_products`]), the trunk's
+//! behind: the convolutions with what follows them ([`tap_products`]), the trunk's
 //! BatchNorm-ReLU pre-activations ([`batch_norm_relu`]), its two max-pools ([`max_pool`]), every
 //! bilinear resize, a band of rows at a time where asked ([`bilinear`]), the per-pixel
 //! log-sum-exp under every anomaly score ([`log_sum_exp`]), the class maps' argmax

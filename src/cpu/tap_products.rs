@@ -11,14 +11,16 @@
 //! Narrow layers (few input channels) make shallow products whose partial sums go through
 //! memory once per tap: there a band of rows first gathers every tap's shifted input into one
 //! matrix in cache (im2col, one band at a time) for a single product as deep as `taps · Cin`
-//! ([`TapStrategy::Gathered`]).
+//! ([`TapStrategy::Gathered`]). The trunk's two strided convolutions are gathered too, every
+//! `stride`-th pixel (flex's convolution ran them at 6-60 GFLOP/s).
 
 use std::ops::Range;
 
 use super::threads;
 
-/// A stride-1, ungrouped convolution with a square odd kernel, equal dilation and the padding that
-/// keeps the map's size (`dilation · (kernel - 1) / 2` on every side).
+/// An ungrouped convolution with a square odd kernel, equal dilation and stride, and the padding
+/// that keeps the map's size at stride 1 (`dilation · (kernel - 1) / 2` on every side): every
+/// convolution of the network (the trunk's two strided ones at stride 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TapGeometry {
     pub batch: usize,
@@ -28,9 +30,19 @@ pub struct TapGeometry {
     pub output_channels: usize,
     pub kernel: usize,
     pub dilation: usize,
+    pub stride: usize,
 }
 
 impl TapGeometry {
+    /// Output rows: those of the input at stride 1, every `stride`-th of them otherwise.
+    pub fn output_height(&self) -> usize {
+        (self.height.max(1) - 1) / self.stride + 1
+    }
+
+    pub fn output_width(&self) -> usize {
+        (self.width.max(1) - 1) / self.stride + 1
+    }
+
     /// How far the kernel reaches from its centre (the "same" padding).
     fn reach(&self) -> usize {
         self.dilation * (self.kernel - 1) / 2
@@ -108,14 +120,17 @@ pub fn convolve_by_taps(x: &[f32], weight: &[f32], g: TapGeometry, epilogue: Epi
 
 /// [`convolve_by_taps`] with the products laid out as `strategy` says.
 pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: TapGeometry, epilogue: Epilogue) -> Vec<f32> {
-    let TapGeometry { batch, input_channels: cin, height: h, width: w, output_channels: cout, kernel: k, dilation } = g;
+    let TapGeometry { batch, input_channels: cin, height: h, width: w, output_channels: cout, kernel: k, dilation, stride } = g;
     // The centre tap, which writes every output value first, exists only for these.
-    assert!(k % 2 == 1 && dilation >= 1, "an odd kernel and a dilation of at least 1");
+    assert!(k % 2 == 1 && dilation >= 1 && stride >= 1, "an odd kernel, a dilation and a stride of at least 1");
     assert_eq!(x.len(), batch * cin * h * w, "input size");
+    // A strided layer's tap is no plain strided matrix over the input: its taps are gathered.
+    let strategy = if stride > 1 { TapStrategy::Gathered } else { strategy };
+    let (oh, ow) = (g.output_height(), g.output_width());
     assert_eq!(weight.len(), cout * cin * k * k, "weight size");
     assert!(epilogue.bias.is_none_or(|b| b.len() == cout), "bias size");
-    assert!(epilogue.residual.is_none_or(|r| r.len() == batch * cout * h * w), "residual size");
-    let plane = h * w;
+    assert!(epilogue.residual.is_none_or(|r| r.len() == batch * cout * oh * ow), "residual size");
+    let (in_plane, plane) = (h * w, oh * ow);
     let mut taps = g.live_taps();
     // The centre column of taps first (its centre tap covers every pixel), then each side column.
     taps.sort_by_key(|&(dy, dx, _)| (dx != 0, dx, dy != 0, dy));
@@ -129,8 +144,8 @@ pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: 
     let work_size = [cout, plane, cin, taps.len()].into_iter().fold(1usize, usize::saturating_mul);
     let workers = if work_size >= PARALLEL_WORK { threads() } else { 1 };
     let band_pixels = cache_pixels.min(plane.div_ceil(workers)).max(MIN_BAND_PIXELS);
-    let band_rows = band_pixels.div_ceil(w).min(h);
-    let bands: Vec<(usize, usize)> = (0..h).step_by(band_rows).map(|top| (top, (top + band_rows).min(h))).collect();
+    let band_rows = band_pixels.div_ceil(ow).min(oh);
+    let bands: Vec<(usize, usize)> = (0..oh).step_by(band_rows).map(|top| (top, (top + band_rows).min(oh))).collect();
     // Maps too small for a band per thread are shared out by output channels as well.
     let blocks = (workers / bands.len()).min(cout / MIN_BLOCK_CHANNELS).max(1);
     let block = cout.div_ceil(blocks).next_multiple_of(MIN_BLOCK_CHANNELS).min(cout);
@@ -149,7 +164,7 @@ pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: 
     let mut out = if zeroed { vec![0f32; size] } else { Vec::with_capacity(size) };
     for b in 0..batch {
         let convolution = ImageConvolution {
-            image: &x[b * cin * plane..][..cin * plane],
+            image: &x[b * cin * in_plane..][..cin * in_plane],
             weight,
             // SAFETY: image b's output lies inside the allocation.
             out: SharedOut(unsafe { out.as_mut_ptr().add(b * cout * plane) }),
@@ -208,7 +223,7 @@ impl ImageConvolution<'_> {
     /// # Safety
     /// As for [`Self::convolve_band`], and these values are initialised.
     unsafe fn band_plane<'b>(&self, rows: &Range<usize>, c: usize) -> &'b mut [f32] {
-        let (plane, w) = (self.g.height * self.g.width, self.g.width);
+        let (plane, w) = (self.g.output_height() * self.g.output_width(), self.g.output_width());
         unsafe { std::slice::from_raw_parts_mut(self.out.0.add(c * plane + rows.start * w), rows.len() * w) }
     }
 
@@ -218,7 +233,7 @@ impl ImageConvolution<'_> {
     /// As for [`Self::convolve_band`].
     unsafe fn start_from_residual(&self, band: &Band) {
         let Some(residual) = self.epilogue.residual else { return };
-        let (plane, w) = (self.g.height * self.g.width, self.g.width);
+        let (plane, w) = (self.g.output_height() * self.g.output_width(), self.g.output_width());
         let (start, len) = (band.rows.start * w, band.rows.len() * w);
         for c in band.channels.clone() {
             // SAFETY: rows of plane c that only this piece writes; the residual has the output's shape.
@@ -254,7 +269,8 @@ impl ImageConvolution<'_> {
     /// # Safety
     /// As for [`Self::convolve_band`].
     unsafe fn convolve_gathered_band(&self, band: &Band) {
-        let TapGeometry { input_channels: cin, height: h, width: w, kernel: k, .. } = self.g;
+        let TapGeometry { input_channels: cin, kernel: k, .. } = self.g;
+        let (h, w) = (self.g.output_height(), self.g.output_width());
         let (plane, depth, pixels, count) = (h * w, cin * k * k, band.rows.len() * w, band.channels.len());
         let gathered = gather_band(self.image, self.taps, &self.g, &band.rows);
         // SAFETY: dst: `count` planes from channels.start, this band's pixels; lhs: weight rows
@@ -279,7 +295,8 @@ impl ImageConvolution<'_> {
     /// `out` points at the image's `[Cout, H, W]` output, and no other thread writes these rows
     /// of these planes meanwhile.
     unsafe fn convolve_band(&self, piece: &Band) {
-        let TapGeometry { input_channels: cin, height: h, width: w, kernel: k, .. } = self.g;
+        let TapGeometry { input_channels: cin, height: h, width: w, kernel: k, stride, .. } = self.g;
+        debug_assert_eq!(stride, 1, "strided layers gather their taps");
         let Band { rows, channels, split } = piece;
         let (plane, top, bottom, count) = (h * w, rows.start, rows.end, channels.len());
         let band = (bottom - top) * w;
@@ -380,11 +397,13 @@ unsafe fn product(
 }
 
 /// Rows `ci · k² + tap` (the weights' own order) of `pixels` values: input channel `ci` under
-/// `tap` for each output pixel of `rows`, zero where the tap reads padding (a dead tap's whole
-/// row). Each value is written once, in order.
+/// `tap` for each output pixel of `rows` (output pixel `(y, x)` reads `(stride · y + dy, stride ·
+/// x + dx)`), zero where the tap reads padding (a dead tap's whole row). Each value is written
+/// once, in order.
 fn gather_band(image: &[f32], taps: &[(isize, isize, usize)], g: &TapGeometry, rows: &Range<usize>) -> Vec<f32> {
-    let TapGeometry { input_channels: cin, height: h, width: w, kernel: k, .. } = *g;
-    let (plane, kk, pixels) = (h * w, k * k, rows.len() * w);
+    let TapGeometry { input_channels: cin, height: h, width: w, kernel: k, stride, .. } = *g;
+    let ow = g.output_width();
+    let (plane, kk, pixels) = (h * w, k * k, rows.len() * ow);
     let zeros = |gathered: &mut Vec<f32>, n: usize| gathered.extend(std::iter::repeat_n(0f32, n));
     let mut gathered = Vec::with_capacity(cin * kk * pixels);
     for ci in 0..cin {
@@ -394,17 +413,24 @@ fn gather_band(image: &[f32], taps: &[(isize, isize, usize)], g: &TapGeometry, r
                 zeros(&mut gathered, pixels);
                 continue;
             };
-            let (x_lo, x_hi) = ((-dx).max(0) as usize, (w as isize - dx).min(w as isize) as usize);
+            // The output columns whose input column `stride · x + dx` lies on the map.
+            let x_lo = ((-dx).max(0) as usize).div_ceil(stride);
+            let x_hi = ((w as isize - dx) as usize).div_ceil(stride).min(ow);
             for y in rows.clone() {
-                let source = y as isize + dy;
-                if !(0..h as isize).contains(&source) {
-                    zeros(&mut gathered, w);
+                let source = (stride * y) as isize + dy;
+                if !(0..h as isize).contains(&source) || x_lo >= x_hi {
+                    zeros(&mut gathered, ow);
                     continue;
                 }
-                let from = (source * w as isize + x_lo as isize + dx) as usize;
+                let from = (source * w as isize + (stride * x_lo) as isize + dx) as usize;
                 zeros(&mut gathered, x_lo);
-                gathered.extend_from_slice(&input[from..][..x_hi - x_lo]);
-                zeros(&mut gathered, w - x_hi);
+                let columns = &input[from..][..stride * (x_hi - x_lo - 1) + 1];
+                if stride == 1 {
+                    gathered.extend_from_slice(columns);
+                } else {
+                    gathered.extend(columns.iter().step_by(stride));
+                }
+                zeros(&mut gathered, ow - x_hi);
             }
         }
     }

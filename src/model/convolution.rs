@@ -156,14 +156,14 @@ fn finish(y: Tensor<4>, residual: Option<Tensor<4>>, relu: bool) -> Tensor<4> {
     if relu { relu_in_one_pass(y) } else { y }
 }
 
-/// A stride-1 "same" float32 convolution on flex as one matrix product per kernel tap
-/// ([`convolve_by_taps`]) with what follows it, reading the input, weights and residual where
-/// flex keeps them; `None` off flex and for the two strided convolutions.
+/// A float32 convolution on flex as matrix products over its kernel taps ([`convolve_by_taps`])
+/// with what follows it, reading the input, weights and residual where flex keeps them; `None`
+/// off flex.
 fn convolve_on_flex(conv: &Conv2d, x: &Tensor<4>, residual: Option<&Tensor<4>>, relu: bool) -> Option<Tensor<4>> {
-    let Geometry { kernel, dilation, .. } = same_size_geometry(conv)?;
+    let (Geometry { kernel, dilation, .. }, stride) = padded_geometry(conv)?;
     let [batch, input_channels, height, width] = x.dims();
     let output_channels = conv.weight.dims()[0];
-    let geometry = TapGeometry { batch, input_channels, height, width, output_channels, kernel, dilation };
+    let geometry = TapGeometry { batch, input_channels, height, width, output_channels, kernel, dilation, stride };
     let input = FlexValues::of(x.clone())?;
     let weight = FlexValues::of(conv.weight.val())?;
     let bias = match &conv.bias {
@@ -176,7 +176,7 @@ fn convolve_on_flex(conv: &Conv2d, x: &Tensor<4>, residual: Option<&Tensor<4>>, 
     };
     let epilogue = Epilogue { bias: bias.as_ref().map(FlexValues::values), residual: residual.as_ref().map(FlexValues::values), relu };
     let out = convolve_by_taps(input.values(), weight.values(), geometry, epilogue);
-    Some(flex_tensor(out, [batch, output_channels, height, width]))
+    Some(flex_tensor(out, [batch, output_channels, geometry.output_height(), geometry.output_width()]))
 }
 
 /// Narrow layers gain nothing from the products' tiling and pay for the copies.
@@ -203,11 +203,18 @@ struct Geometry {
 }
 
 fn same_size_geometry(conv: &Conv2d) -> Option<Geometry> {
+    padded_geometry(conv).filter(|&(_, stride)| stride == 1).map(|(geometry, _)| geometry)
+}
+
+/// A convolution padded as [`same_size_geometry`]'s, at any equal stride (every convolution of
+/// the network): its geometry and stride.
+fn padded_geometry(conv: &Conv2d) -> Option<(Geometry, usize)> {
     let [kh, kw] = conv.kernel_size;
     let [dh, dw] = conv.dilation;
+    let [sh, sw] = conv.stride;
     let pad = dh * (kh - 1) / 2;
     let same = kh == kw && dh == dw && kh % 2 == 1 && conv.padding == PaddingConfig2d::Explicit(pad, pad, pad, pad);
-    (same && conv.stride == [1, 1] && conv.groups == 1).then_some(Geometry { kernel: kh, dilation: dh, pad })
+    (same && sh == sw && sh >= 1 && conv.groups == 1).then_some((Geometry { kernel: kh, dilation: dh, pad }, sh))
 }
 
 /// im2col: the k x k shifted copies of the (channels-last) input side by side, one product with
