@@ -5,36 +5,27 @@
 
 use burn::tensor::{Int, Tensor, TensorData};
 
-use super::{FlexValues, each_chunk_mut};
-
-/// Pixels per piece of work: a piece reads each class's run of them in turn.
-const PIXELS_PER_CHUNK: usize = 4096;
+use super::{FlexValues, each_pixel_chunk};
 
 /// `x` (`[N, C, H, W]`, row-major) to `[N, H, W]`: per pixel the first class of the largest
 /// logit, a NaN counting as larger than any number (as burn's argmax).
 pub fn class_argmax(x: &[f32], shape: [usize; 4]) -> Vec<i32> {
     let [n, c, h, w] = shape;
-    assert_eq!(x.len(), n * c * h * w, "input size");
     assert!(c > 0 && c <= i32::MAX as usize, "class count");
-    let plane = h * w;
-    let mut classes = vec![0i32; n * plane];
-    for (image, image_classes) in x.chunks_exact(c * plane).zip(classes.chunks_exact_mut(plane)) {
-        each_chunk_mut(image_classes, PIXELS_PER_CHUNK, |i, classes| {
-            let (start, len) = (i * PIXELS_PER_CHUNK, classes.len());
-            let class = |k: usize| &image[k * plane + start..][..len];
-            let mut largest = class(0).to_vec();
-            for k in 1..c {
-                for ((best, id), &v) in largest.iter_mut().zip(classes.iter_mut()).zip(class(k)) {
-                    // Bitwise, not short-circuit, so that the loop has no branches and vectorises.
-                    let wins = (v > *best) | (v.is_nan() & !best.is_nan());
-                    // Both stores unconditional, the choice a mask (a conditional store would not).
-                    let keep = wins as u32 as i32 - 1;
-                    *best = f32::from_bits((v.to_bits() & !keep as u32) | (best.to_bits() & keep as u32));
-                    *id = (k as i32 & !keep) | (*id & keep);
-                }
+    let mut classes = vec![0i32; n * h * w];
+    each_pixel_chunk(x, shape, &mut classes, |runs, classes| {
+        let mut largest = runs.class(0).to_vec();
+        for k in 1..c {
+            for ((best, id), &v) in largest.iter_mut().zip(classes.iter_mut()).zip(runs.class(k)) {
+                // Bitwise, not short-circuit, so that the loop has no branches and vectorises.
+                let wins = (v > *best) | (v.is_nan() & !best.is_nan());
+                // Both stores unconditional, the choice a mask (a conditional store would not).
+                let keep = wins as u32 as i32 - 1;
+                *best = f32::from_bits((v.to_bits() & !keep as u32) | (best.to_bits() & keep as u32));
+                *id = (k as i32 & !keep) | (*id & keep);
             }
-        });
-    }
+        }
+    });
     classes
 }
 

@@ -45,6 +45,38 @@ pub(crate) fn each_chunk_mut<T: Send>(data: &mut [T], size: usize, work: impl Fn
     data.chunks_mut(size.max(1)).enumerate().for_each(|(i, chunk)| work(i, chunk));
 }
 
+/// Pixels per piece of work of a pass over the class axis: a piece reads each class's run of them
+/// in turn.
+const PIXELS_PER_CHUNK: usize = 4096;
+
+/// One piece of a pass over the class axis: its pixels' run of each class's logits.
+pub(crate) struct ClassRuns<'a> {
+    image: &'a [f32],
+    plane: usize,
+    start: usize,
+    len: usize,
+}
+
+impl<'a> ClassRuns<'a> {
+    /// Class `k`'s logits at this piece's pixels.
+    pub(crate) fn class(&self, k: usize) -> &'a [f32] {
+        &self.image[k * self.plane + self.start..][..self.len]
+    }
+}
+
+/// `work(runs, out)` for each piece of pixels of `out` (`[N, H, W]`, one value per pixel of the
+/// logits `x`, `[N, C, H, W]` row-major), on all cores where the map is large enough to gain.
+pub(crate) fn each_pixel_chunk<T: Send>(x: &[f32], [n, c, h, w]: [usize; 4], out: &mut [T], work: impl Fn(ClassRuns, &mut [T]) + Send + Sync) {
+    assert_eq!(x.len(), n * c * h * w, "input size");
+    let plane = h * w;
+    assert_eq!(out.len(), n * plane, "output size");
+    for (image, out_image) in x.chunks_exact(c * plane).zip(out.chunks_exact_mut(plane)) {
+        each_chunk_mut(out_image, PIXELS_PER_CHUNK, |i, out| {
+            work(ClassRuns { image, plane, start: i * PIXELS_PER_CHUNK, len: out.len() }, out);
+        });
+    }
+}
+
 /// Inference on burn's flex backend: where these kernels replace burn's ops.
 pub(crate) fn on_flex_outside_training(device: &Device) -> bool {
     #[cfg(feature = "flex")]

@@ -160,7 +160,7 @@ fn finish(y: Tensor<4>, residual: Option<Tensor<4>>, relu: bool) -> Tensor<4> {
 /// with what follows it, reading the input, weights and residual where flex keeps them; `None`
 /// off flex.
 fn convolve_on_flex(conv: &Conv2d, x: &Tensor<4>, residual: Option<&Tensor<4>>, relu: bool) -> Option<Tensor<4>> {
-    let (Geometry { kernel, dilation, .. }, stride) = padded_geometry(conv)?;
+    let Geometry { kernel, dilation, stride, .. } = padded_geometry(conv)?;
     let [batch, input_channels, height, width] = x.dims();
     let output_channels = conv.weight.dims()[0];
     let geometry = TapGeometry { batch, input_channels, height, width, output_channels, kernel, dilation, stride };
@@ -192,29 +192,31 @@ fn is_pointwise(conv: &Conv2d) -> bool {
     conv.kernel_size == [1, 1] && conv.stride == [1, 1] && conv.groups == 1
 }
 
-/// A stride-1, ungrouped convolution with "same" padding (every convolution of the network but
-/// the two strided ones): its square kernel side and dilation.
+/// An ungrouped convolution with the padding that keeps the map's size at stride 1: its square
+/// kernel side, dilation and stride (1 for all but the trunk's two strided ones).
 #[derive(Debug, Clone, Copy)]
 struct Geometry {
     kernel: usize,
     dilation: usize,
     /// Zero padding on each side: how far the kernel reaches from its centre.
     pad: usize,
+    stride: usize,
 }
 
+/// A [`Geometry`] at stride 1: the output the input's size.
 fn same_size_geometry(conv: &Conv2d) -> Option<Geometry> {
-    padded_geometry(conv).filter(|&(_, stride)| stride == 1).map(|(geometry, _)| geometry)
+    padded_geometry(conv).filter(|g| g.stride == 1)
 }
 
 /// A convolution padded as [`same_size_geometry`]'s, at any equal stride (every convolution of
-/// the network): its geometry and stride.
-fn padded_geometry(conv: &Conv2d) -> Option<(Geometry, usize)> {
+/// the network).
+fn padded_geometry(conv: &Conv2d) -> Option<Geometry> {
     let [kh, kw] = conv.kernel_size;
     let [dh, dw] = conv.dilation;
     let [sh, sw] = conv.stride;
     let pad = dh * (kh - 1) / 2;
     let same = kh == kw && dh == dw && kh % 2 == 1 && conv.padding == PaddingConfig2d::Explicit(pad, pad, pad, pad);
-    (same && sh == sw && sh >= 1 && conv.groups == 1).then_some((Geometry { kernel: kh, dilation: dh, pad }, sh))
+    (same && sh == sw && sh >= 1 && conv.groups == 1).then_some(Geometry { kernel: kh, dilation: dh, pad, stride: sh })
 }
 
 /// im2col: the k x k shifted copies of the (channels-last) input side by side, one product with
@@ -224,7 +226,7 @@ fn padded_geometry(conv: &Conv2d) -> Option<(Geometry, usize)> {
 /// (the ASPP's largest rates on small maps) is left out with its weights. `None` for a strided,
 /// grouped or not size-preserving convolution, or an empty input (left to `Conv2d::forward`).
 pub fn convolve_by_matmul(conv: &Conv2d, x: Tensor<4>, max_columns_bytes: usize) -> Option<Tensor<4>> {
-    let Geometry { kernel, dilation, pad } = same_size_geometry(conv)?;
+    let Geometry { kernel, dilation, pad, .. } = same_size_geometry(conv)?;
     let [n, cin, h, w] = x.dims();
     if n * h * w == 0 {
         return None;
