@@ -295,7 +295,7 @@ export declare class RplSession {
   cutOut(image: ImageData, outline: [number, number][]): Promise<{ image: ImageData; pixels: number }>;
   npy(head: Head): Promise<Uint8Array<ArrayBuffer>>;
   runThrough(image: ImageData, stage: 'trunk' | 'aspp' | 'residual block' | 'decoder' | 'score'): Promise<{ ms: number; convolutions: ConvolutionPaths }>;
-  memory(): Promise<{ wasmBytes: number; deviceBytesReserved?: number; deviceBytesInUse?: number }>;
+  memory(): Promise<{ wasmBytes: number; constructorRuns: number; deviceBytesReserved?: number; deviceBytesInUse?: number }>;
   /** The version, the module's source hash and the model's name and SHA-256. */
   provenance(): Promise<Provenance>;
   /** A Worker operation by name (worker.js), for tests and tools. */

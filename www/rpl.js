@@ -619,7 +619,9 @@ export class RplSession {
     return this.request('runThrough', { width: image.width, height: image.height, rgba, stage }, [rgba]);
   }
 
-  /** {wasmBytes, deviceBytesReserved, deviceBytesInUse}: the Worker's memory. */
+  /** {wasmBytes, deviceBytesReserved, deviceBytesInUse}: the Worker's memory; constructorRuns:
+   * how often the module's static constructors ran (constant once it started: a figure that grows
+   * with each call means every call into the module pays for them). */
   memory() {
     return this.request('memory');
   }

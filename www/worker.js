@@ -220,7 +220,7 @@ const ops = {
   },
   // Linear memory of the module and what the GPU allocator holds, for leak checks.
   memory() {
-    return { wasmBytes: wasm?.memory.buffer.byteLength ?? 0, ...session?.memoryUsage() };
+    return { wasmBytes: wasm?.memory.buffer.byteLength ?? 0, constructorRuns: rpl?.constructorRuns() ?? 0, ...session?.memoryUsage() };
   },
 };
 

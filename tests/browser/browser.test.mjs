@@ -67,6 +67,9 @@ async function runCases({ webgpu, origin = server.url, query = '' }) {
       const image = new ImageData(new Uint8ClampedArray(48 * 32 * 4).fill(128), 48, 32);
       return window.rpl.session.runThrough(image, 'score');
     });
+    // The module's static constructors ran once, when it started, not on each call into it.
+    const { constructorRuns } = await page.evaluate(() => window.rpl.session.memory());
+    assert.equal(constructorRuns, 1, 'static constructors run once per module, not on every call into it');
     assert.deepEqual(errors, [], 'no uncaught errors in the page');
     return { info, results, convolutions };
   } finally {
