@@ -161,10 +161,11 @@ fn sync(device: &Device) -> Result<(), BenchmarkError> {
     device.sync().map_err(|e| BenchmarkError::Execution(e.to_string()))
 }
 
-/// Image in, energy score of out2 read back: what a user waits for.
+/// Image in, energy score of out2 read back: what a user waits for (on the CPU pool, as the
+/// command line and the page run: [`crate::cpu::on_pool`]).
 fn end_to_end(network: &RplNetwork, image: &RgbImage, device: &Device) -> Result<f64, BenchmarkError> {
     let started = Instant::now();
-    read_score(LiveResult::run(network, image, device))?;
+    crate::cpu::on_pool(|| read_score(LiveResult::run(network, image, device)))?;
     Ok(started.elapsed().as_secs_f64() * 1e3)
 }
 
@@ -189,6 +190,11 @@ fn end_to_end_counted(network: &RplNetwork, image: &RgbImage, device: &Device) -
 
 /// One run waiting for the device after each stage: milliseconds per stage, then the score.
 fn staged(network: &RplNetwork, image: &RgbImage, device: &Device) -> Result<Vec<f64>, BenchmarkError> {
+    crate::cpu::on_pool(|| staged_here(network, image, device))
+}
+
+/// [`staged`] on the calling thread.
+fn staged_here(network: &RplNetwork, image: &RgbImage, device: &Device) -> Result<Vec<f64>, BenchmarkError> {
     let input = image.to_input(device);
     sync(device)?;
     let mut times = Vec::with_capacity(Stage::ALL.len() + 1);

@@ -173,6 +173,18 @@ extern "C" fn count_constructor_run() {
 #[unsafe(link_section = ".init_array")]
 static COUNT_CONSTRUCTOR_RUNS: extern "C" fn() = count_constructor_run;
 
+/// `work` awaited; in the threaded module (the CPU only, where every future is ready at once) run
+/// to completion on a thread of the pool ([`crate::cpu::on_pool`]).
+#[cfg(feature = "threads")]
+async fn computed<R: Send>(work: impl Future<Output = R> + Send) -> R {
+    crate::cpu::on_pool(|| futures_lite::future::block_on(work))
+}
+
+#[cfg(not(feature = "threads"))]
+async fn computed<R>(work: impl Future<Output = R>) -> R {
+    work.await
+}
+
 fn set(object: &Object, key: &str, value: impl Into<JsValue>) {
     Reflect::set(object, &JsValue::from_str(key), &value.into()).expect("setting a property of a plain object");
 }
@@ -482,18 +494,24 @@ impl RplSession {
             name => Some(Stage::ALL.into_iter().find(|s| s.name() == name).ok_or_else(|| WebError::UnknownStage(stage.clone()))?),
         };
         let network = self.network_for(width, height)?;
-        let input = RgbImage::from_interleaved(width, height, 4, &rgba.to_vec())?.to_input(&self.device);
+        let image = RgbImage::from_interleaved(width, height, 4, &rgba.to_vec())?;
         let before = convolutions_run();
-        match last_stage {
-            None => {
-                LiveResult::new(network.forward_to_decoder(input)).score(Head::Out2, ScoreMode::Energy).await?;
+        let (network, device) = (&*network, &self.device);
+        computed(async {
+            let input = image.to_input(device);
+            match last_stage {
+                None => {
+                    LiveResult::new(network.forward_to_decoder(input)).score(Head::Out2, ScoreMode::Energy).await?;
+                }
+                Some(stage) => {
+                    // One value read back waits for all the work queued before it.
+                    let output = network.forward_through(input, stage).slice([0..1, 0..1, 0..1, 0..1]);
+                    output.into_data_async().await.map_err(|e| WebError::StageReadback { stage: stage.name(), reason: e.to_string() })?;
+                }
             }
-            Some(stage) => {
-                // One value read back waits for all the work queued before it.
-                let output = network.forward_through(input, stage).slice([0..1, 0..1, 0..1, 0..1]);
-                output.into_data_async().await.map_err(|e| WebError::StageReadback { stage: stage.name(), reason: e.to_string() })?;
-            }
-        }
+            Ok::<_, WebError>(())
+        })
+        .await?;
         let convolutions = Object::new();
         for ((path, after), before) in CONVOLUTION_PATHS.into_iter().zip(convolutions_run()).zip(before) {
             set(&convolutions, path, (after - before) as f64);
@@ -510,8 +528,13 @@ impl RplSession {
         let mode = parse_mode(&mode)?;
         let network = self.network_for(width, height)?;
         let image = RgbImage::from_interleaved(width, height, 4, &rgba.to_vec())?;
-        let live = LiveResult::run(&network, &image, &self.device);
-        let (classes, scores) = live.class_maps_and_scores(mode).await?;
+        let (network, device) = (&*network, &self.device);
+        let (live, (classes, scores)) = computed(async {
+            let live = LiveResult::run(network, &image, device);
+            let maps = live.class_maps_and_scores(mode).await?;
+            Ok::<_, WebError>((live, maps))
+        })
+        .await?;
         let scores = ImageScores::new(width, height, scores)?;
 
         let result = scores_summary(mode, &scores);

@@ -28,6 +28,17 @@ pub fn threads() -> usize {
     1
 }
 
+/// `work` on a thread of the CPU pool (with `threads`), the caller waiting: the kernels' parallel
+/// passes inside it then start from a thread of the pool, which takes a share of each pass itself
+/// while the others join, instead of waking the pool and sleeping until it is done: two wake-ups
+/// per pass, each far slower through `Atomics.wait` in WebAssembly than natively.
+pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    #[cfg(feature = "threads")]
+    return rayon::scope(|_| work());
+    #[cfg(not(feature = "threads"))]
+    work()
+}
+
 /// Below this many values a pass over a map stays on the calling thread: waking the pool costs
 /// more than it saves (in WebAssembly a wake-up goes through `Atomics.wait`).
 #[cfg(feature = "threads")]
