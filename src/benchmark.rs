@@ -109,6 +109,14 @@ pub struct SizeReport {
     pub launches: Option<LaunchCount>,
 }
 
+impl SizeReport {
+    /// Image to logits: the stages' medians without the score's, to set beside a peer that
+    /// stops at the logits (a sum of medians, not the median of sums).
+    pub fn logits_ms(&self) -> f64 {
+        self.stages.iter().filter(|(name, _)| *name != "score").map(|(_, ms)| ms).sum()
+    }
+}
+
 /// Kernel launches in one frame: each a compute pass the GPU schedules and runs in turn.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LaunchCount {

@@ -492,6 +492,12 @@ fn bench_with_a_peer_prints_onnx_runtimes_figures_and_the_ratio_or_says_what_is_
     let ratio = format!("ours / theirs = {:.2}", size["median_ms"].as_f64().unwrap() / 8.0);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("ONNX Runtime 9.9-test (2 threads") && stdout.contains(&ratio), "{ratio} in: {stdout}");
+    // And to the logits alone, as the peer stops there: every stage but the score.
+    let stages = size["stages_ms"].as_object().unwrap();
+    assert!(stages.contains_key("score"), "{stages:?}");
+    let logits_ms: f64 = stages.iter().filter(|(name, _)| *name != "score").map(|(_, ms)| ms.as_f64().unwrap()).sum();
+    let logits_ratio = format!("(to our logits, the stages but the score: {:.2})", logits_ms / 8.0);
+    assert!(stdout.contains(&logits_ratio), "{logits_ratio} in: {stdout}");
 
     // A Python without onnxruntime (or one that cannot read the file) and a missing file: said.
     let output = Command::new(env!("CARGO_BIN_EXE_rpl")).args(&args[..9]).env("RPL_PEER_PYTHON", "python3").output().unwrap();
