@@ -109,11 +109,14 @@ pub struct SizeReport {
     pub launches: Option<LaunchCount>,
 }
 
+/// The stage after the network's: out2's score at the image's size, read back.
+const SCORE_STAGE: &str = "score";
+
 impl SizeReport {
     /// Image to logits: the stages' medians without the score's, to set beside a peer that
     /// stops at the logits (a sum of medians, not the median of sums).
     pub fn logits_ms(&self) -> f64 {
-        self.stages.iter().filter(|(name, _)| *name != "score").map(|(_, ms)| ms).sum()
+        self.stages.iter().filter(|(name, _)| *name != SCORE_STAGE).map(|(_, ms)| ms).sum()
     }
 }
 
@@ -272,7 +275,7 @@ pub fn benchmark_size(
         totals.push(end_to_end(network, &image, device)?);
     }
     let runs = (0..repetitions).map(|_| staged(network, &image, device)).collect::<Result<Vec<_>, _>>()?;
-    let names = Stage::ALL.iter().map(|s| s.name()).chain(["score"]);
+    let names = Stage::ALL.iter().map(|s| s.name()).chain([SCORE_STAGE]);
     let stages = names
         .enumerate()
         .map(|(i, name)| (name, median(&mut runs.iter().map(|r| r[i]).collect::<Vec<_>>())))

@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use burn::tensor::Device;
 #[cfg(feature = "wgpu")]
@@ -159,13 +160,13 @@ fn start() {
 /// module started, and still 1 after any number of calls into it. For the tests.
 #[wasm_bindgen(js_name = constructorRuns)]
 pub fn constructor_runs() -> u32 {
-    CONSTRUCTOR_RUNS.load(std::sync::atomic::Ordering::Relaxed)
+    CONSTRUCTOR_RUNS.load(Ordering::Relaxed)
 }
 
-static CONSTRUCTOR_RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+static CONSTRUCTOR_RUNS: AtomicU32 = AtomicU32::new(0);
 
 extern "C" fn count_constructor_run() {
-    CONSTRUCTOR_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    CONSTRUCTOR_RUNS.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A static constructor of ours, as the registries' are (a function in `.init_array`), to count.
@@ -177,7 +178,7 @@ static COUNT_CONSTRUCTOR_RUNS: extern "C" fn() = count_constructor_run;
 /// to completion on a thread of the pool ([`crate::cpu::on_pool`]).
 #[cfg(feature = "threads")]
 async fn computed<R: Send>(work: impl Future<Output = R> + Send) -> R {
-    crate::cpu::on_pool(|| futures_lite::future::block_on(work))
+    crate::cpu::finish_on_pool(work)
 }
 
 #[cfg(not(feature = "threads"))]

@@ -39,6 +39,12 @@ pub fn on_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     work()
 }
 
+/// `work` (a CPU computation, whose readbacks are ready at once) driven to its end by
+/// [`on_pool`].
+pub fn finish_on_pool<F: Future<Output: Send> + Send>(work: F) -> F::Output {
+    on_pool(|| futures_lite::future::block_on(work))
+}
+
 /// Below this many values a pass over a map stays on the calling thread: waking the pool costs
 /// more than it saves (in WebAssembly a wake-up goes through `Atomics.wait`).
 #[cfg(feature = "threads")]

@@ -219,10 +219,11 @@ const ratio = (a, b) => (a / b).toFixed(2);
 const summary = [];
 for (const key of [...new Set(measured.map((m) => m.key))]) {
   const ofKey = measured.filter((m) => m.key === key);
-  const perRound = (config) => ofKey.filter((m) => m.config === config);
-  const baseline = webgpu ? (ofKey.find((m) => m.config === 'direct convolutions') && 'direct convolutions') : (ofKey.find((m) => m.threads === 1) && '1 thread');
+  const ofConfig = (config) => ofKey.filter((m) => m.config === config);
+  const baseline = webgpu ? 'direct convolutions' : '1 thread';
+  const base = ofConfig(baseline);
   for (const config of [...new Set(ofKey.map((m) => m.config))]) {
-    const mine = perRound(config);
+    const mine = ofConfig(config);
     const ours = median(mine.flatMap((m) => m.ours));
     const line = { key, config, runs: mine.reduce((n, m) => n + m.ours.length, 0), ours_ms: ours };
     const peered = mine.filter((m) => m.peer);
@@ -232,8 +233,7 @@ for (const key of [...new Set(measured.map((m) => m.key))]) {
       line.ratio = ours / line.peer_ms;
       line.ratio_per_round = peered.map((m) => median(m.ours) / median(m.peer.runs_ms));
     }
-    if (baseline && config !== baseline) {
-      const base = perRound(baseline);
+    if (base.length && config !== baseline) {
       line.against = baseline;
       line.speed_up = median(base.flatMap((m) => m.ours)) / ours;
       line.speed_up_per_round = mine.map((m) => {
