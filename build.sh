@@ -178,6 +178,10 @@ cmd_test() {
   local quick=()
   quick_config quick
   cargo test --release --locked "${quick[@]}"
+  # The `vulkan` feature compiles burn's kernels to SPIR-V on Vulkan adapters: the fixtures again,
+  # on lavapipe. Its features differ, so burn's GPU crates build a second time (7 minutes cold).
+  say "cargo test --features vulkan (SPIR-V kernels on lavapipe; a second build of burn's GPU crates)"
+  cargo test --release --locked "${quick[@]}" --no-default-features --features vulkan --test parity -- --exact wgpu_matches_reference_outputs
   # The browser tests check the page as it is served, its modules through wasm-bindgen and wasm-opt.
   build_wasm test
   say "browser tests (headless Chromium)"

@@ -2,19 +2,22 @@
 # The GPU benchmark in one command, for the first machine with a real GPU (issue 27). Nothing is
 # built there: the command-line binaries are built here, and the GPU machine only runs them.
 #
-#   bench/gpu.sh build      here: two release binaries of `rpl` (burn's convolution kernels as
-#                           they are, and with burn's autotune), stripped and xz-compressed into
-#                           target/gpu-bench/bin/ (25 MB: the device tool carries at most 64 MiB)
+#   bench/gpu.sh build      here: three release binaries of `rpl` (burn's convolution kernels as
+#                           they are; with burn's autotune; with autotune and the `vulkan` feature,
+#                           SPIR-V kernels whose candidates include cooperative-matrix ones), stripped
+#                           and xz-compressed into target/gpu-bench/bin/ (the device tool carries at
+#                           most 64 MiB)
 #   bench/gpu.sh run        there: the released width at 512x256, 1024x512 and 2048x1024, float32
 #                           and float16, each convolution choice (direct, products, implicit),
-#                           then autotune; one table, with
+#                           then each binary of BINARIES in turn; one table, with
 #                           the ratio to the paper's PyTorch code on an H200 (issue 27's figures),
 #                           and the convolutions by kind (`rpl bench --layers`) at 1024x512
 #   bench/gpu.sh dry-run    here, on lavapipe: the same table at small sizes (width 1/8)
 #
 # `run` stops starting new measurements once its time budget is spent (BUDGET_S, default 420 s,
 # so that one call stays well under the device's 10-minute limit): the rows are in order of
-# importance, and each prints as soon as it is measured. The device tool carries the binaries
+# importance, and each prints as soon as it is measured. BINARIES (default "rpl rpl-vulkan
+# rpl-autotune") chooses the binaries and their order, so that a second call can measure the rest. The device tool carries the binaries
 # with `carry: ["target/gpu-bench/bin"]`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,16 +40,17 @@ pytorch_ms() {
 
 cmd_build() {
   mkdir -p "$BIN"
-  # One target folder for both: they differ only in burn's autotune feature.
-  say "cargo build --release (rpl, burn's kernels as they are)"
-  cargo build --release --locked --bin rpl --target-dir target/gpu-bench
-  strip -o target/gpu-bench/rpl target/gpu-bench/release/rpl
-  say "cargo build --release --features autotune"
-  cargo build --release --locked --bin rpl --features autotune --target-dir target/gpu-bench
-  strip -o target/gpu-bench/rpl-autotune target/gpu-bench/release/rpl
+  # One target folder for all: they differ only in features (`vulkan` rebuilds burn's GPU crates:
+  # about 25 minutes on 2 cores).
+  local name features
   rm -f "$BIN"/*
-  xz -T0 -6 -c target/gpu-bench/rpl > "$BIN/rpl.xz"
-  xz -T0 -6 -c target/gpu-bench/rpl-autotune > "$BIN/rpl-autotune.xz"
+  for name in rpl rpl-autotune rpl-vulkan; do
+    case "$name" in rpl) features=() ;; rpl-autotune) features=(--features autotune) ;; rpl-vulkan) features=(--features vulkan,autotune) ;; esac
+    say "cargo build --release ${features[*]} ($name)"
+    cargo build --release --locked --bin rpl "${features[@]}" --target-dir target/gpu-bench
+    strip -o "target/gpu-bench/$name" target/gpu-bench/release/rpl
+    xz -T0 -6 -c "target/gpu-bench/$name" > "$BIN/$name.xz"
+  done
   say "$(du -ch "$BIN"/*.xz | tail -n1 | cut -f1) in $BIN (the device tool carries at most 64 MiB)"
 }
 
@@ -54,7 +58,7 @@ cmd_build() {
 unpack() {
   local name
   mkdir -p "$RUN"
-  for name in rpl rpl-autotune; do
+  for name in rpl rpl-autotune rpl-vulkan; do
     [ -f "$BIN/$name.xz" ] || continue
     python3 -c 'import lzma, shutil, sys
 with lzma.open(sys.argv[1]) as packed, open(sys.argv[2], "wb") as out: shutil.copyfileobj(packed, out)' "$BIN/$name.xz" "$RUN/$name"
@@ -113,7 +117,8 @@ table() {
   command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | sed 's/^/[gpu.sh] GPU: /' >&2
   "$RUN/rpl" --version >&2
   printf '%-24s %-10s %10s %10s %8s %7s %8s %7s  %s\n' configuration size "first ms" "median ms" TFLOP/s "mem GB" "PyTorch" ratio "stages (median ms)"
-  for binary in "$RUN/rpl" "$RUN/rpl-autotune"; do
+  for binary in ${BINARIES:-rpl rpl-vulkan rpl-autotune}; do
+    binary=$RUN/$binary
     [ -x "$binary" ] || { say "no $binary: skipped"; continue; }
     for dtype in f32 f16; do
       for conv in direct products implicit; do
@@ -140,5 +145,5 @@ case "${1:-}" in
   build) cmd_build ;;
   run) table 1 "${SIZES:-512x256,1024x512,2048x1024}" "${BUDGET_S:-420}" ;;
   dry-run) table 8 "${SIZES:-64x32,128x64}" "${BUDGET_S:-300}" ;;
-  *) echo "usage: $0 build|run|dry-run (SIZES=WxH,... and BUDGET_S=seconds override the defaults)" >&2; exit 2 ;;
+  *) echo "usage: $0 build|run|dry-run (SIZES=WxH,..., BUDGET_S=seconds and BINARIES="rpl ..." override the defaults)" >&2; exit 2 ;;
 esac

@@ -679,6 +679,7 @@ fn bench(
         backend: backend.name(),
         dtype: dtype.name(),
         gpu_convolution: gpu_convolution().name(),
+        shader_compiler: None,
         autotune: cfg!(feature = "autotune"),
         width_divisor,
         repetitions: reps,
@@ -687,8 +688,10 @@ fn bench(
     let device = backend.device_with(dtype).map_err(|e| e.to_string())?;
     let network = arrange_weights(rpl_web::RplNetwork::new(config, &device).fold_batch_norms());
     let convolutions = if backend == BackendKind::Wgpu {
+        report.shader_compiler = rpl_web::gpu::shader_compiler(&device);
         let tuned = if report.autotune { ", burn autotune on" } else { "" };
-        format!(", convolutions: {}{tuned}", gpu_convolution().name())
+        let compiler = report.shader_compiler.unwrap_or("unknown shaders");
+        format!(" ({compiler}), convolutions: {}{tuned}", gpu_convolution().name())
     } else {
         String::new()
     };

@@ -452,13 +452,18 @@ fn bench_counts_a_frames_kernel_launches_on_wgpu() {
         }
         let output = rpl(&args);
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        (String::from_utf8_lossy(&output.stdout).into_owned(), json(&path)["sizes"][0]["launches"].clone())
+        let report = json(&path);
+        // What the kernels were compiled to, on wgpu only (this build has no `vulkan` feature).
+        let compiler = if backend == "wgpu" { serde_json::json!("wgpu<wgsl>") } else { serde_json::Value::Null };
+        assert_eq!(report["shader_compiler"], compiler, "{report}");
+        (String::from_utf8_lossy(&output.stdout).into_owned(), report["sizes"][0]["launches"].clone())
     };
     let kernel = |launches: &serde_json::Value, name: &str| {
         let by_kernel = launches["by_kernel"].as_array().unwrap();
         by_kernel.iter().find(|k| k[0] == name).map_or(0, |k| k[1].as_u64().unwrap())
     };
     let (stdout, direct) = launches("wgpu", "direct");
+    assert!(stdout.contains("on wgpu (wgpu<wgsl>), convolutions: direct"), "{stdout}");
     let total = direct["total"].as_u64().unwrap();
     assert!(stdout.contains(&format!("kernel launches per frame: {total} (")), "{stdout}");
     let sum: u64 = direct["by_kernel"].as_array().unwrap().iter().map(|k| k[1].as_u64().unwrap()).sum();

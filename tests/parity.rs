@@ -82,16 +82,20 @@ fn check_case(network: &RplNetwork, case: &ReferenceCase, device: &Device, label
 
 fn check_backend(backend: BackendKind) {
     let device = backend.device().unwrap_or_else(|e| panic!("{} device: {e}", backend.name()));
+    check_device(backend, &device);
+}
+
+fn check_device(backend: BackendKind, device: &Device) {
     let cases: Vec<ReferenceCase> = CASES.into_iter().map(ReferenceCase::load).collect();
     for checkpoint in ["rpl_w8.pth", "rpl_w8_wrapped.pth"] {
         let source = PthCheckpoint::open(&fixture(&format!("rpl_w8/{checkpoint}"))).unwrap();
-        let network = load_network(&source, &device).unwrap();
+        let network = load_network(&source, device).unwrap();
         assert_eq!(network.config, RplConfig::FIXTURE_W8, "{checkpoint}: width recognised from its shapes");
         // As loaded (what training and conversion hold), and as inference runs it.
         for (form, network) in [("as loaded", network.clone()), ("BatchNorms folded", network.fold_batch_norms())] {
             for case in &cases {
                 let label = format!("{} {checkpoint} {form}", backend.name());
-                let errors = check_case(&network, case, &device, &label);
+                let errors = check_case(&network, case, device, &label);
                 let summary: Vec<String> = errors.iter().map(|(key, e)| format!("{key} {e:.2e}")).collect();
                 println!("{label} {}: relative max error {}", case.name, summary.join(", "));
             }
@@ -113,7 +117,12 @@ fn flex_matches_reference_outputs() {
 /// Natively on whatever adapter wgpu finds: Mesa's lavapipe on a machine without a GPU.
 #[test]
 fn wgpu_matches_reference_outputs() {
-    check_backend(BackendKind::Wgpu);
+    // The shaders these outputs come from: WGSL, or with the `vulkan` feature SPIR-V (lavapipe is
+    // a Vulkan adapter with what burn's SPIR-V compiler needs).
+    let device = BackendKind::Wgpu.device().expect("wgpu device");
+    let expected = if cfg!(feature = "vulkan") { "wgpu<spirv>" } else { "wgpu<wgsl>" };
+    assert_eq!(rpl_web::gpu::shader_compiler(&device), Some(expected));
+    check_device(BackendKind::Wgpu, &device);
 }
 
 /// The 304x320 case is where the reference's entropy underflows to NaN; the port stays finite
