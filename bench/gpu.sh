@@ -8,7 +8,7 @@
 #                           and xz-compressed into target/gpu-bench/bin/ (the device tool carries at
 #                           most 64 MiB)
 #   bench/gpu.sh run        there: the released width at 512x256, 1024x512 and 2048x1024, float32
-#                           and float16, each convolution choice (direct, products, implicit),
+#                           and float16, each convolution choice (direct, tiles, implicit, products),
 #                           then each binary of BINARIES in turn; one table, with
 #                           the ratio to the paper's PyTorch code on an H200 (issue 27's figures),
 #                           and the convolutions by kind (`rpl bench --layers`) at 1024x512
@@ -121,7 +121,7 @@ table() {
     binary=$RUN/$binary
     [ -x "$binary" ] || { say "no $binary: skipped"; continue; }
     for dtype in f32 f16; do
-      for conv in direct products implicit; do
+      for conv in direct tiles implicit products; do
         for size in ${sizes//,/ }; do
           left=$((budget - (SECONDS - start)))
           if [ "$left" -le 10 ]; then

@@ -166,8 +166,9 @@ enum Command {
         /// run once whole and once stage by stage.
         #[arg(long, default_value_t = 5)]
         reps: usize,
-        /// On wgpu: `direct` (burn's convolution kernel), `products` (im2col matrix products) or
-        /// `implicit` (burn's implicit-product routine on register tiles).
+        /// On wgpu: `direct` (burn's convolution kernel), `products` (im2col matrix products),
+        /// `implicit` (burn's implicit-product routine on register tiles) or `tiles` (our kernel
+        /// of register tiles).
         #[arg(long, default_value = "direct", value_parser = parse_gpu_convolution)]
         gpu_convolution: GpuConvolution,
         /// Also write the figures as JSON.
@@ -230,7 +231,7 @@ fn parse_precision(name: &str) -> Result<Precision, String> {
 }
 
 fn parse_gpu_convolution(name: &str) -> Result<GpuConvolution, String> {
-    GpuConvolution::from_name(name).ok_or_else(|| format!("unknown GPU convolution `{name}` (direct, products or implicit)"))
+    GpuConvolution::from_name(name).ok_or_else(|| format!("unknown GPU convolution `{name}` (direct, products, implicit or tiles)"))
 }
 
 fn parse_score(name: &str) -> Result<ScoreMode, String> {

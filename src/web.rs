@@ -54,7 +54,7 @@ pub enum WebError {
     UnknownHead(String),
     #[error("unknown stage `{0}`: trunk, aspp, residual block, decoder or score")]
     UnknownStage(String),
-    #[error("unknown GPU convolution `{0}`: direct, products or implicit")]
+    #[error("unknown GPU convolution `{0}`: direct, products, implicit or tiles")]
     UnknownConvolution(String),
     #[error("unknown outlier kind `{0}`: one of {known}", known = OutlierKind::ALL.map(OutlierKind::name).join(", "))]
     UnknownOutlier(String),
@@ -327,8 +327,8 @@ pub struct RplSession {
 impl RplSession {
     /// Starts on WebGPU (with the adapter's maximum buffer and binding sizes), or on burn's CPU
     /// backend when `webgpu` is false; in float16 when `half_precision` is true and the device
-    /// offers it; on WebGPU its convolutions run as `convolution` says ("direct", "products" or
-    /// "implicit": [`GpuConvolution`]). `on_device_lost(sentence)` is called if the GPU device is
+    /// offers it; on WebGPU its convolutions run as `convolution` says ("direct", "products",
+    /// "implicit" or "tiles": [`GpuConvolution`]). `on_device_lost(sentence)` is called if the GPU device is
     /// lost later.
     pub async fn start(webgpu: bool, half_precision: bool, convolution: String, on_device_lost: Function) -> Result<RplSession, WebError> {
         let convolution = GpuConvolution::from_name(&convolution).ok_or(WebError::UnknownConvolution(convolution))?;
@@ -486,8 +486,8 @@ impl RplSession {
     /// Benchmarks: runs the network on an RGBA image through `stage` ("trunk", "aspp", "residual
     /// block", "decoder"; "score": the whole pass and the energy of out2 at the image's size) and
     /// waits for that result. The Worker times each call; stage times are the differences. Replies
-    /// how many convolutions ran each way (`{kernel, products, implicit, taps}`: burn's kernel,
-    /// matrix products, the implicit routine, our CPU kernel).
+    /// how many convolutions ran each way (`{kernel, products, implicit, taps, tiles}`: burn's
+    /// kernel, matrix products, the implicit routine, our CPU kernel, our register tiles).
     #[wasm_bindgen(js_name = runThrough)]
     pub async fn run_through(&self, width: usize, height: usize, rgba: Uint8Array, stage: String) -> Result<Object, WebError> {
         let last_stage = match stage.as_str() {

@@ -12,7 +12,8 @@ use burn::tensor::{Device, Distribution, Tensor};
 use common::{CASES, FLOAT32_TOLERANCE, ReferenceCase, assert_close, fixture};
 use rpl_web::backend::BackendKind;
 use rpl_web::gpu::implicit_gemm::{Partitions, channels_last_weights, convolve_implicit, convolve_implicit_with};
-use rpl_web::model::convolution::{GpuConvolution, convolve_by_matmul, set_gpu_convolution};
+use rpl_web::gpu::register_tiles::{convolve_register_tiles, convolve_register_tiles_then, taps_major_weights};
+use rpl_web::model::convolution::{GpuConvolution, arrange_weights, convolve_by_matmul, set_gpu_convolution};
 use rpl_web::model::layers::{batch_norm, conv_with_bias, fold_batch_norm};
 use rpl_web::preprocess::RgbImage;
 use rpl_web::weights::load_network;
@@ -123,6 +124,34 @@ fn implicit_convolution_equals_burns_on_wgpu() {
     }
 }
 
+/// Our register-tile kernel (`--gpu-convolution tiles`) against burn's own convolution on wgpu, on
+/// every kind of layer of the network (19 output channels are not a multiple of its tile: refused),
+/// with the weights as loaded and stored taps-major (as `arrange_weights` stores them for it).
+#[test]
+fn register_tile_convolution_equals_burns_on_wgpu() {
+    let device = wgpu();
+    for (n, cin, cout, kernel, stride, dilation, h, w, bias) in IMPLICIT_LAYERS {
+        let conv = conv_with_bias(cin, cout, kernel, stride, dilation, bias, &device);
+        let x = Tensor::<4>::random([n, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
+        let expected = values(conv.forward(x.clone()));
+        for (layout, conv) in [("as loaded", conv.clone()), ("taps-major", taps_major_weights(conv))] {
+            let what = format!("{cin}->{cout} {kernel}x{kernel} stride {stride} rate {dilation} on {n}x{h}x{w}, bias {bias}, weights {layout}");
+            let Some(ours) = convolve_register_tiles(&conv, &x) else {
+                assert_ne!(cout % 8, 0, "{what}: refused, though its output channels fill whole tiles");
+                continue;
+            };
+            assert_eq!(ours.dims(), [n, cout, (h - 1) / stride + 1, (w - 1) / stride + 1], "{what}: output shape");
+            let error = assert_close(&format!("register tiles, {what}"), &values(ours.clone()), &expected, FLOAT32_TOLERANCE);
+            println!("register tiles, {what}: relative max error {error:.2e}");
+            // A residual added and ReLU as the kernel writes its outputs (a trunk block's end).
+            let residual = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &device);
+            let expected_then = values(burn::tensor::activation::relu(conv.forward(x.clone()) + residual.clone()));
+            let ours_then = convolve_register_tiles_then(&conv, &x, Some(&residual), true).expect("the same layer with an epilogue");
+            assert_close(&format!("register tiles + residual + ReLU, {what}"), &values(ours_then), &expected_then, FLOAT32_TOLERANCE);
+        }
+    }
+}
+
 #[test]
 fn strided_convolutions_are_left_to_burn() {
     let device = BackendKind::Flex.device().unwrap();
@@ -132,16 +161,19 @@ fn strided_convolutions_are_left_to_burn() {
 }
 
 /// The whole width-1/8 network on wgpu with its convolutions as products, then as implicit
-/// products, reproduces the reference logits (one test, as the choice is process-wide; this test
+/// products, then on our register tiles (residuals and ReLUs in their kernel), reproduces the
+/// reference logits (one test, as the choice is process-wide; this test
 /// binary's other tests call the kernels directly, so switching it changes nothing for them).
 #[test]
-fn network_with_product_or_implicit_convolutions_matches_reference_outputs_on_wgpu() {
+fn network_with_each_gpu_convolution_matches_reference_outputs_on_wgpu() {
     let device = wgpu();
     let source = PthCheckpoint::open(&fixture("rpl_w8/rpl_w8.pth")).unwrap();
     // As inference runs it: the BatchNorms folded into the convolutions (biases everywhere).
     let network = load_network(&source, &device).unwrap().fold_batch_norms();
-    for choice in [GpuConvolution::MatrixProducts, GpuConvolution::Implicit] {
+    for choice in [GpuConvolution::MatrixProducts, GpuConvolution::Implicit, GpuConvolution::RegisterTiles] {
         set_gpu_convolution(choice);
+        // The weights laid out as the choice reads them (as `rpl bench` and the page do).
+        let network = arrange_weights(network.clone());
         for name in CASES {
             let case = ReferenceCase::load(name);
             let image = RgbImage::decode(name, &std::fs::read(case.png()).unwrap()).unwrap();

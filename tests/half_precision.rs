@@ -9,6 +9,7 @@ use burn::tensor::{DType, Device, FloatDType, Tensor};
 use common::{CASES, FIXTURE_F16_TOLERANCE, ReferenceCase, assert_close, fixture};
 use rpl_web::backend::{BackendKind, Precision};
 use rpl_web::evaluation::HeldOutSet;
+use rpl_web::model::convolution::{GpuConvolution, arrange_weights, convolutions_run, set_gpu_convolution};
 use rpl_web::preprocess::RgbImage;
 use rpl_web::scoring::{ScoreMode, anomaly_score};
 use rpl_web::synthetic::OutlierSet;
@@ -32,17 +33,27 @@ fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
 fn float16_matches_the_reference_outputs_within_its_tolerance() {
     let device = half_device();
     let network = load_network(&PthCheckpoint::open(&fixture("rpl_w8/rpl_w8.pth")).unwrap(), &device).unwrap().fold_batch_norms();
-    for name in CASES {
-        let case = ReferenceCase::load(name);
-        let image = RgbImage::decode(case.name, &std::fs::read(case.png()).unwrap()).unwrap();
-        let logits = network.forward(image.to_input(&device));
-        assert_eq!(logits.out1.dtype(), DType::F16, "the network computes in float16");
-        let energy = values(anomaly_score(logits.out2.clone(), ScoreMode::Energy));
-        for (key, ours) in [("out1", values(logits.out1)), ("out2", values(logits.out2)), ("energy", energy)] {
-            let error = assert_close(&format!("f16 {name} {key}"), &ours, &case.f32(key), FIXTURE_F16_TOLERANCE);
-            println!("f16 {name} {key}: relative error {error:.4}");
+    // burn's kernel, then our register tiles (the choice is process-wide: the other test here may
+    // run on either, and both are checked here).
+    for choice in [GpuConvolution::Direct, GpuConvolution::RegisterTiles] {
+        set_gpu_convolution(choice);
+        let network = arrange_weights(network.clone());
+        for name in CASES {
+            let case = ReferenceCase::load(name);
+            let image = RgbImage::decode(case.name, &std::fs::read(case.png()).unwrap()).unwrap();
+            let before = convolutions_run();
+            let logits = network.forward(image.to_input(&device));
+            assert_eq!(logits.out1.dtype(), DType::F16, "the network computes in float16");
+            let tiles = convolutions_run()[4] - before[4];
+            assert_eq!(tiles > 0, choice == GpuConvolution::RegisterTiles, "{}: {tiles} convolutions on register tiles", choice.name());
+            let energy = values(anomaly_score(logits.out2.clone(), ScoreMode::Energy));
+            for (key, ours) in [("out1", values(logits.out1)), ("out2", values(logits.out2)), ("energy", energy)] {
+                let error = assert_close(&format!("f16 {} {name} {key}", choice.name()), &ours, &case.f32(key), FIXTURE_F16_TOLERANCE);
+                println!("f16 {} {name} {key}: relative error {error:.4}", choice.name());
+            }
         }
     }
+    set_gpu_convolution(GpuConvolution::Direct);
 }
 
 #[test]

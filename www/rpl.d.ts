@@ -64,20 +64,22 @@ export interface SessionOptions {
   /** The CPU path's threads; 0 (default): every core, where the page is cross-origin isolated. */
   threads?: number;
   /** How WebGPU runs the convolutions: 'direct' (default: burn's kernel), 'products' (im2col
-   * matrix products) or 'implicit' (implicit matrix products on register tiles). */
+   * matrix products), 'implicit' (implicit matrix products on register tiles) or 'tiles' (our
+   * kernel of register tiles). */
   convolution?: GpuConvolution;
   workerUrl?: string | URL;
 }
 
-export type GpuConvolution = 'direct' | 'products' | 'implicit';
+export type GpuConvolution = 'direct' | 'products' | 'implicit' | 'tiles';
 
 /** Convolutions run each way in one call: burn's kernel, matrix products, the implicit routine
- * (WebGPU), our own kernel (the CPU). */
+ * (WebGPU), our own kernel (the CPU), our register tiles (WebGPU). */
 export interface ConvolutionPaths {
   kernel: number;
   products: number;
   implicit: number;
   taps: number;
+  tiles: number;
 }
 
 export interface SessionInfo {

@@ -18,8 +18,9 @@ export const HEADS = Object.freeze(['out1', 'out2']);
 export const SCORE_MODES = Object.freeze(['energy', 'entropy', 'max-softmax', 'max-logit']);
 
 /** How WebGPU can run the convolutions: burn's direct kernel (the default), im2col matrix
- * products, or implicit matrix products on register tiles (no im2col matrix in memory). */
-export const CONVOLUTIONS = Object.freeze(['direct', 'products', 'implicit']);
+ * products, implicit matrix products on register tiles (no im2col matrix in memory), or our
+ * kernel of register tiles. */
+export const CONVOLUTIONS = Object.freeze(['direct', 'products', 'implicit', 'tiles']);
 
 // --- errors --------------------------------------------------------------------------------------
 
@@ -613,7 +614,7 @@ export class RplSession {
 
   /** Benchmarks: runs the network on an ImageData through `stage` (trunk, aspp, residual block,
    * decoder, or score: the whole pass) and waits for it; the reply's `ms` times it, its
-   * `convolutions` count the layers run each way ({kernel, products, implicit, taps}). */
+   * `convolutions` count the layers run each way ({kernel, products, implicit, taps, tiles}). */
   runThrough(image, stage) {
     const rgba = transferableCopy(image.data);
     return this.request('runThrough', { width: image.width, height: image.height, rgba, stage }, [rgba]);

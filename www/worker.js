@@ -174,7 +174,7 @@ const ops = {
     return activeSession().resultArrays();
   },
   // Benchmarks: the network through one stage, waited for (the reply's ms times it), and how
-  // many convolutions ran each way ({kernel, products, implicit, taps}).
+  // many convolutions ran each way ({kernel, products, implicit, taps, tiles}).
   async runThrough({ width, height, rgba, stage }) {
     return { convolutions: await activeSession().runThrough(width, height, new Uint8Array(rgba), stage) };
   },

@@ -7,7 +7,7 @@
 
 use burn::backend::Wgpu;
 use burn::backend::wgpu::CubeTensor;
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::Module;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn_backend::cubecl::dtype_to_storage_type;
@@ -191,21 +191,7 @@ pub fn convolve_implicit_with(conv: &Conv2d, x: &Tensor<4>, partitions: Partitio
 /// still `[Cout, Cin, kh, kw]` to burn): the layout the routine reads, which it would otherwise
 /// copy each weight into on every call. Weights on other backends stay as they are.
 pub fn channels_last_weights<M: Module>(module: M) -> M {
-    module.map(&mut ChannelsLast)
-}
-
-struct ChannelsLast;
-
-impl ModuleMapper for ChannelsLast {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        if D != 4 {
-            return param;
-        }
-        param.map(|weight| match weight.clone().try_into_primitive::<Wgpu>() {
-            Ok(weight) => Tensor::from_primitive::<Wgpu>(permute_nhwc_to_nchw(into_contiguous(permute_nchw_to_nhwc(weight)))),
-            Err(_) => weight,
-        })
-    }
+    super::weights_stored_in_order(module, [0, 2, 3, 1])
 }
 
 /// The taps of one kernel axis that can read the map: with "same" padding (`d·(k-1)/2`) and stride 1,
@@ -213,19 +199,19 @@ impl ModuleMapper for ChannelsLast {
 /// `size` or more (the ASPP's large rates on small maps): those taps are left out with their
 /// weights, and the padding shrinks with them. Other geometries keep every tap.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct LiveTaps {
+pub(crate) struct LiveTaps {
     first: usize,
-    count: usize,
-    padding: usize,
+    pub(crate) count: usize,
+    pub(crate) padding: usize,
 }
 
 impl LiveTaps {
-    fn range(self) -> std::ops::Range<usize> {
+    pub(crate) fn range(self) -> std::ops::Range<usize> {
         self.first..self.first + self.count
     }
 }
 
-fn live_taps(kernel: usize, stride: usize, dilation: usize, padding: usize, size: usize) -> LiveTaps {
+pub(crate) fn live_taps(kernel: usize, stride: usize, dilation: usize, padding: usize, size: usize) -> LiveTaps {
     let centre = kernel / 2;
     let every = LiveTaps { first: 0, count: kernel, padding };
     if stride != 1 || kernel % 2 == 0 || dilation == 0 || padding != dilation * centre || size == 0 {

@@ -3,9 +3,13 @@
 //! (`launches`).
 
 pub mod implicit_gemm;
+pub mod register_tiles;
 
 use burn::backend::Wgpu;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Device, Tensor};
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::permute;
 
 /// The shader language burn compiles its kernels to on `device`, as the GPU runtime names itself:
 /// `wgpu<wgsl>`, or `wgpu<spirv>` on a Vulkan adapter of a build with the `vulkan` feature.
@@ -16,3 +20,29 @@ pub fn shader_compiler(device: &Device) -> Option<&'static str> {
 }
 #[cfg(not(target_arch = "wasm32"))]
 pub mod launches;
+
+/// `module` with every 4-D weight on wgpu stored with its axes (`[Cout, Cin, kh, kw]` to burn,
+/// which it stays) in `order` in memory, the layout a kernel reads, so that it is not copied so on
+/// every call. Weights on other backends stay as they are.
+pub(crate) fn weights_stored_in_order<M: Module>(module: M, order: [usize; 4]) -> M {
+    module.map(&mut StoredInOrder(order))
+}
+
+struct StoredInOrder([usize; 4]);
+
+impl ModuleMapper for StoredInOrder {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if D != 4 {
+            return param;
+        }
+        let order = self.0;
+        let mut back = [0; 4];
+        for (position, &axis) in order.iter().enumerate() {
+            back[axis] = position;
+        }
+        param.map(|weight| match weight.clone().try_into_primitive::<Wgpu>() {
+            Ok(weight) => Tensor::from_primitive::<Wgpu>(permute(into_contiguous(permute(weight, &order)), &back)),
+            Err(_) => weight,
+        })
+    }
+}

@@ -41,6 +41,8 @@ pub enum GpuConvolution {
     /// burn's implicit-product routine (no im2col matrix in memory) on register tiles
     /// (`crate::gpu::implicit_gemm`), 1x1s wide enough for them as matrix products.
     Implicit,
+    /// Our kernel of register tiles (`crate::gpu::register_tiles`), for WGSL.
+    RegisterTiles,
 }
 
 impl GpuConvolution {
@@ -49,10 +51,11 @@ impl GpuConvolution {
             Self::Direct => "direct",
             Self::MatrixProducts => "products",
             Self::Implicit => "implicit",
+            Self::RegisterTiles => "tiles",
         }
     }
 
-    pub const ALL: [Self; 3] = [Self::Direct, Self::MatrixProducts, Self::Implicit];
+    pub const ALL: [Self; 4] = [Self::Direct, Self::MatrixProducts, Self::Implicit, Self::RegisterTiles];
 
     /// The choice named as [`Self::name`] gives it (the command line's and the page's word).
     pub fn from_name(name: &str) -> Option<Self> {
@@ -78,8 +81,10 @@ pub fn gpu_convolution() -> GpuConvolution {
 /// implicit routine (which would copy them so on every call), as they are otherwise.
 pub fn arrange_weights<M: burn::module::Module>(module: M) -> M {
     #[cfg(feature = "wgpu")]
-    if gpu_convolution() == GpuConvolution::Implicit {
-        return crate::gpu::implicit_gemm::channels_last_weights(module);
+    match gpu_convolution() {
+        GpuConvolution::Implicit => return crate::gpu::implicit_gemm::channels_last_weights(module),
+        GpuConvolution::RegisterTiles => return crate::gpu::register_tiles::taps_major_weights(module),
+        _ => {}
     }
     module
 }
@@ -94,16 +99,18 @@ enum ConvolutionPath {
     #[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
     Implicit,
     Taps,
+    #[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
+    RegisterTiles,
 }
 
 /// The paths' names, in the order of [`convolutions_run`]'s counts.
-pub const CONVOLUTION_PATHS: [&str; 4] = ["kernel", "products", "implicit", "taps"];
+pub const CONVOLUTION_PATHS: [&str; 5] = ["kernel", "products", "implicit", "taps", "tiles"];
 /// Convolutions run so far by each [`ConvolutionPath`].
-static RUN_BY_PATH: [AtomicUsize; 4] = [const { AtomicUsize::new(0) }; 4];
+static RUN_BY_PATH: [AtomicUsize; 5] = [const { AtomicUsize::new(0) }; 5];
 
 /// How many convolutions each of [`CONVOLUTION_PATHS`] has run in this process: a benchmark or
 /// a test takes the difference over a frame to know that no layer fell back to burn's kernel.
-pub fn convolutions_run() -> [usize; 4] {
+pub fn convolutions_run() -> [usize; 5] {
     RUN_BY_PATH.each_ref().map(|count| count.load(Ordering::Relaxed))
 }
 
@@ -139,6 +146,14 @@ fn convolve_then_untimed(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>
     {
         count_run(ConvolutionPath::Implicit);
         return finish(y, residual, relu);
+    }
+    #[cfg(feature = "wgpu")]
+    if gpu_convolution() == GpuConvolution::RegisterTiles
+        && on_gpu_outside_training(&x.device())
+        && let Some(y) = crate::gpu::register_tiles::convolve_register_tiles_then(conv, &x, residual.as_ref(), relu)
+    {
+        count_run(ConvolutionPath::RegisterTiles);
+        return y;
     }
     // The implicit choice sends its wide 1x1s (and any layer its routine refuses) here too.
     let products = gpu_convolution() != GpuConvolution::Direct && large_enough(conv) && on_gpu_outside_training(&x.device());

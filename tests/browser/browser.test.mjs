@@ -95,11 +95,14 @@ function compareWithReference(label, results) {
 // The fixture network's 63 convolutions. At width 1/8: NARROW are strided or too narrow for
 // matrix products (burn's kernel runs them there); WIDE_POINTWISE are wide 1x1s (matrix products on the implicit
 // path too); 3 have input channels the implicit routine cannot load 4 at a time (the image's 3,
-// and 6 + 32 in each of the decoder's two passes: burn's kernel).
+// and 6 + 32 in each of the decoder's two passes: burn's kernel); UNTILED are those 3 and the 4
+// whose output channels do not fill tiles of 8 (the 19 classes and the decoder's 6 low-level
+// channels, in each pass): burn's kernel where our register tiles run the rest.
 const CONVOLUTIONS = 63;
 const NARROW = 41;
 const WIDE_POINTWISE = 3;
 const UNALIGNED = 3;
+const UNTILED = 7;
 
 test('WebGPU in the Worker reproduces the reference energies and class maps', { timeout: 600_000 }, async () => {
   const { info, results, convolutions } = await runCases({ webgpu: true });
@@ -107,7 +110,7 @@ test('WebGPU in the Worker reproduces the reference energies and class maps', { 
   // burn's kernel by default, and the status line does not name it.
   assert.equal(info.convolution, 'direct');
   assert.doesNotMatch(info.status, /convolutions/);
-  assert.deepEqual(convolutions, { kernel: CONVOLUTIONS, products: 0, implicit: 0, taps: 0 });
+  assert.deepEqual(convolutions, { kernel: CONVOLUTIONS, products: 0, implicit: 0, taps: 0, tiles: 0 });
   // The device was asked for the adapter's own limit, above WebGPU's default.
   assert.equal(info.maxStorageBufferBindingSize, info.adapterLimit);
   assert.ok(info.maxStorageBufferBindingSize > DEFAULT_BINDING_LIMIT, `binding limit ${info.maxStorageBufferBindingSize}`);
@@ -115,10 +118,11 @@ test('WebGPU in the Worker reproduces the reference energies and class maps', { 
   compareWithReference('webgpu', results);
 });
 
-test('?conv=implicit and ?conv=products run WebGPU\'s convolutions so, say it, and reproduce the reference too', { timeout: 600_000 }, async () => {
+test('?conv=implicit, ?conv=products and ?conv=tiles run WebGPU\'s convolutions so, say it, and reproduce the reference too', { timeout: 600_000 }, async () => {
   for (const [convolution, paths] of [
-    ['implicit', { kernel: UNALIGNED, products: WIDE_POINTWISE, implicit: CONVOLUTIONS - UNALIGNED - WIDE_POINTWISE, taps: 0 }],
-    ['products', { kernel: NARROW, products: CONVOLUTIONS - NARROW, implicit: 0, taps: 0 }],
+    ['implicit', { kernel: UNALIGNED, products: WIDE_POINTWISE, implicit: CONVOLUTIONS - UNALIGNED - WIDE_POINTWISE, taps: 0, tiles: 0 }],
+    ['products', { kernel: NARROW, products: CONVOLUTIONS - NARROW, implicit: 0, taps: 0, tiles: 0 }],
+    ['tiles', { kernel: UNTILED, products: 0, implicit: 0, taps: 0, tiles: CONVOLUTIONS - UNTILED }],
   ]) {
     const { info, results, convolutions } = await runCases({ webgpu: true, query: `&conv=${convolution}` });
     assert.equal(info.backend, 'webgpu', `ran on ${info.backend}: ${info.fallbackReason}`);
@@ -133,7 +137,7 @@ test('?conv=implicit and ?conv=products run WebGPU\'s convolutions so, say it, a
     const page = await browser.context.newPage();
     await page.goto(`${server.url}/index.html?model=none&backend=webgpu&conv=winograd`);
     assert.equal((await page.evaluate(() => window.rpl.ready)).convolution, 'direct');
-    await page.waitForFunction(() => /, direct convolutions \(\?conv=winograd is none of direct, products, implicit\)\. Ready\./
+    await page.waitForFunction(() => /, direct convolutions \(\?conv=winograd is none of direct, products, implicit, tiles\)\. Ready\./
       .test(document.getElementById('status').textContent));
   } finally {
     await browser.close();
@@ -145,7 +149,7 @@ test('without WebGPU the same page falls back to the CPU on every core and repro
   assert.equal(info.backend, 'cpu');
   assert.match(info.fallbackReason, /WebGPU/);
   // Our flex kernel runs every convolution, the trunk's two strided ones too.
-  assert.deepEqual(convolutions, { kernel: 0, products: 0, implicit: 0, taps: CONVOLUTIONS });
+  assert.deepEqual(convolutions, { kernel: 0, products: 0, implicit: 0, taps: CONVOLUTIONS, tiles: 0 });
   // serve.py's headers: the threaded module, one thread per core the browser reports.
   assert.equal(info.isolated, true, 'the page served as ./build.sh serve does is cross-origin isolated');
   assert.ok(info.cores > 1, `this test needs a machine with 2 cores or more (${info.cores})`);
