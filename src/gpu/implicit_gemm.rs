@@ -87,29 +87,9 @@ pub fn convolve_implicit_with(conv: &Conv2d, x: &Tensor<4>, partitions: Partitio
     if conv.groups != 1 || x.dims()[1] % LOAD_WIDTH != 0 {
         return None;
     }
-    // The routine pads both sides of an axis alike (the network's convolutions all do).
-    let padding = match conv.padding {
-        burn::nn::PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => [top, left],
-        burn::nn::PaddingConfig2d::Valid => [0, 0],
-        _ => return None,
-    };
     let [_, _, height, width] = x.dims();
-    let [kh, kw] = conv.kernel_size;
-    let rows = live_taps(kh, conv.stride[0], conv.dilation[0], padding[0], height);
-    let columns = live_taps(kw, conv.stride[1], conv.dilation[1], padding[1], width);
-    let weight = if rows.count == kh && columns.count == kw {
-        conv.weight.val()
-    } else {
-        let [out_channels, in_channels, _, _] = conv.weight.dims();
-        conv.weight.val().slice([0..out_channels, 0..in_channels, rows.range(), columns.range()])
-    };
-    let padding = [rows.padding, columns.padding];
+    let LiveConvolution { weight, bias, padding, .. } = live_convolution(conv, height, width)?;
     let input: CubeTensor = x.clone().try_into_primitive::<Wgpu>().ok()?;
-    let weight: CubeTensor = weight.try_into_primitive::<Wgpu>().ok()?;
-    let bias: Option<CubeTensor> = match &conv.bias {
-        Some(bias) => Some(bias.val().try_into_primitive::<Wgpu>().ok()?),
-        None => None,
-    };
     let (input, weight) = (into_contiguous(permute_nchw_to_nhwc(input)), into_contiguous(permute_nchw_to_nhwc(weight)));
     let [batch, height, width, channels] = dims4(&input);
     let [out_channels, kh, kw, _] = dims4(&weight);
@@ -194,24 +174,63 @@ pub fn channels_last_weights<M: Module>(module: M) -> M {
     super::weights_stored_in_order(module, [0, 2, 3, 1])
 }
 
+/// A convolution on wgpu as a kernel of ours runs it: its weights without the taps that only
+/// read padding on a `height` x `width` map ([`live_taps`]), its bias, its kernel size and padding
+/// after that.
+pub(crate) struct LiveConvolution {
+    pub(crate) weight: CubeTensor,
+    pub(crate) bias: Option<CubeTensor>,
+    pub(crate) kernel: [usize; 2],
+    pub(crate) padding: [usize; 2],
+}
+
+/// `conv`'s [`LiveConvolution`], or `None` off wgpu or where an axis is padded unevenly (the
+/// kernels pad both sides of an axis alike, as the network's convolutions all do).
+pub(crate) fn live_convolution(conv: &Conv2d, height: usize, width: usize) -> Option<LiveConvolution> {
+    let padding = match conv.padding {
+        burn::nn::PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => [top, left],
+        burn::nn::PaddingConfig2d::Valid => [0, 0],
+        _ => return None,
+    };
+    let [kh, kw] = conv.kernel_size;
+    let rows = live_taps(kh, conv.stride[0], conv.dilation[0], padding[0], height);
+    let columns = live_taps(kw, conv.stride[1], conv.dilation[1], padding[1], width);
+    let weight = if rows.count == kh && columns.count == kw {
+        conv.weight.val()
+    } else {
+        let [out_channels, in_channels, _, _] = conv.weight.dims();
+        conv.weight.val().slice([0..out_channels, 0..in_channels, rows.range(), columns.range()])
+    };
+    let bias = match &conv.bias {
+        Some(bias) => Some(bias.val().try_into_primitive::<Wgpu>().ok()?),
+        None => None,
+    };
+    Some(LiveConvolution {
+        weight: weight.try_into_primitive::<Wgpu>().ok()?,
+        bias,
+        kernel: [rows.count, columns.count],
+        padding: [rows.padding, columns.padding],
+    })
+}
+
 /// The taps of one kernel axis that can read the map: with "same" padding (`d·(k-1)/2`) and stride 1,
 /// tap `i` reads `(i - k/2)·d` pixels away, wholly off a map of `size` pixels once that is
 /// `size` or more (the ASPP's large rates on small maps): those taps are left out with their
 /// weights, and the padding shrinks with them. Other geometries keep every tap.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct LiveTaps {
+struct LiveTaps {
     first: usize,
-    pub(crate) count: usize,
-    pub(crate) padding: usize,
+    count: usize,
+    padding: usize,
 }
 
 impl LiveTaps {
-    pub(crate) fn range(self) -> std::ops::Range<usize> {
+    fn range(self) -> std::ops::Range<usize> {
         self.first..self.first + self.count
     }
 }
 
-pub(crate) fn live_taps(kernel: usize, stride: usize, dilation: usize, padding: usize, size: usize) -> LiveTaps {
+fn live_taps(kernel: usize, stride: usize, dilation: usize, padding: usize, size: usize) -> LiveTaps {
     let centre = kernel / 2;
     let every = LiveTaps { first: 0, count: kernel, padding };
     if stride != 1 || kernel % 2 == 0 || dilation == 0 || padding != dilation * centre || size == 0 {

@@ -19,7 +19,7 @@ use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::ops::{permute, permute_nchw_to_nhwc, permute_nhwc_to_nchw};
 
-use super::implicit_gemm::live_taps;
+use super::implicit_gemm::{LiveConvolution, live_convolution};
 
 /// Neighbouring output pixels of one row per invocation.
 const PIXELS: usize = 4;
@@ -183,24 +183,10 @@ pub fn convolve_register_tiles_then(conv: &Conv2d, x: &Tensor<4>, residual: Opti
     if conv.groups != 1 || in_channels % WIDTH != 0 || out_channels % (WIDTH * VECTORS) != 0 {
         return None;
     }
-    let padding = match conv.padding {
-        burn::nn::PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => [top, left],
-        burn::nn::PaddingConfig2d::Valid => [0, 0],
-        _ => return None,
-    };
     let [batch, _, height, width] = x.dims();
-    let [kh, kw] = conv.kernel_size;
     // Taps that only read padding are left out with their weights, as on the implicit path.
-    let rows = live_taps(kh, conv.stride[0], conv.dilation[0], padding[0], height);
-    let columns = live_taps(kw, conv.stride[1], conv.dilation[1], padding[1], width);
-    let weight = conv.weight.val().slice([0..out_channels, 0..in_channels, rows.range(), columns.range()]);
-    let (kh, kw, padding) = (rows.count, columns.count, [rows.padding, columns.padding]);
+    let LiveConvolution { weight, bias, kernel: [kh, kw], padding } = live_convolution(conv, height, width)?;
     let input: CubeTensor = x.clone().try_into_primitive::<Wgpu>().ok()?;
-    let weight: CubeTensor = weight.try_into_primitive::<Wgpu>().ok()?;
-    let bias: Option<CubeTensor> = match &conv.bias {
-        Some(bias) => Some(bias.val().try_into_primitive::<Wgpu>().ok()?),
-        None => None,
-    };
     let input = into_contiguous(permute_nchw_to_nhwc(input));
     // [Cout, Cin, kh, kw] -> [kh, kw, Cin, Cout]; free where the weights are stored that way.
     let weight = into_contiguous(permute(weight, &[2, 3, 1, 0]));
