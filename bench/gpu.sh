@@ -5,8 +5,8 @@
 #   bench/gpu.sh build      here: three release binaries of `rpl` (burn's convolution kernels as
 #                           they are; with burn's autotune; with autotune and the `vulkan` feature,
 #                           SPIR-V kernels whose candidates include cooperative-matrix ones), stripped
-#                           and xz-compressed into target/gpu-bench/bin/ (the device tool carries at
-#                           most 64 MiB)
+#                           and xz-compressed into target/gpu-bench/bin/ (about an hour on 2 cores
+#                           from cold: each is a build of burn's GPU crates with other features)
 #   bench/gpu.sh run        there: the released width at 512x256, 1024x512 and 2048x1024, float32
 #                           and float16, each convolution choice (direct, tiles, implicit, products),
 #                           then each binary of BINARIES in turn; one table, with
@@ -17,8 +17,12 @@
 # `run` stops starting new measurements once its time budget is spent (BUDGET_S, default 420 s,
 # so that one call stays well under the device's 10-minute limit): the rows are in order of
 # importance, and each prints as soon as it is measured. BINARIES (default "rpl rpl-vulkan
-# rpl-autotune") chooses the binaries and their order, so that a second call can measure the rest. The device tool carries the binaries
-# with `carry: ["target/gpu-bench/bin"]`.
+# rpl-autotune") chooses the binaries and their order.
+#
+# The device tool carries the working tree (about 50 MiB of tracked files) and the carried paths,
+# 64 MiB in all: one binary a call (each 9-12 MiB packed), e.g. `carry:
+# ["target/gpu-bench/bin/rpl.xz"]` with `BINARIES=rpl bench/gpu.sh run`, then the next. The
+# binaries hold burn's wgpu backend only (no CPU backends), packed with `xz -9e`, to fit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,11 +49,15 @@ cmd_build() {
   local name features
   rm -f "$BIN"/*
   for name in rpl rpl-autotune rpl-vulkan; do
-    case "$name" in rpl) features=() ;; rpl-autotune) features=(--features autotune) ;; rpl-vulkan) features=(--features vulkan,autotune) ;; esac
+    case "$name" in rpl) features=() ;; rpl-autotune) features=(autotune) ;; rpl-vulkan) features=(vulkan autotune) ;; esac
+    # The GPU backend and what the command line needs (train: it links the trainer), threads as
+    # the default build has it (the GPU crates' features stay those of the other builds).
+    features=(--no-default-features --features "$(IFS=,; echo "wgpu,cli,train,threads${features[*]:+,${features[*]}}")")
     say "cargo build --release ${features[*]} ($name)"
     cargo build --release --locked --bin rpl "${features[@]}" --target-dir target/gpu-bench
     strip -o "target/gpu-bench/$name" target/gpu-bench/release/rpl
-    xz -T0 -6 -c "target/gpu-bench/$name" > "$BIN/$name.xz"
+    xz -T0 -9e -c "target/gpu-bench/$name" > "$BIN/$name.xz"
+    say "$BIN/$name.xz: $(du -h "$BIN/$name.xz" | cut -f1)"
   done
   say "$(du -ch "$BIN"/*.xz | tail -n1 | cut -f1) in $BIN (the device tool carries at most 64 MiB)"
 }

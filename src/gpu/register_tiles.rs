@@ -54,6 +54,7 @@ mod kernel {
         dilation_x: u32,
         padding_y: i32,
         padding_x: i32,
+        batch: u32,
         /// Every tile of the output: the invocations that do work.
         tiles: u32,
     }
@@ -79,13 +80,15 @@ mod kernel {
         if tile >= geometry.tiles {
             terminate!();
         }
-        // Output channels fastest: neighbouring invocations share their input reads.
-        let channel_tile = tile % geometry.channel_tiles;
-        let rest = tile / geometry.channel_tiles;
-        let row_tile = rest % geometry.row_tiles;
-        let rest = rest / geometry.row_tiles;
+        // Pixels fastest: a workgroup's invocations read the same weights at the same moment (one
+        // read serves them all), where output channels fastest re-streamed a wide layer's
+        // weights for every few pixels.
+        let row_tile = tile % geometry.row_tiles;
+        let rest = tile / geometry.row_tiles;
         let out_y = rest % geometry.out_height;
-        let batch = rest / geometry.out_height;
+        let rest = rest / geometry.out_height;
+        let batch = rest % geometry.batch;
+        let channel_tile = rest / geometry.batch;
         let first_x = row_tile * comptime!(pixels as u32);
         let out_vectors = geometry.channel_tiles * comptime!(vectors as u32);
         let first_vector = channel_tile * comptime!(vectors as u32);
@@ -214,6 +217,7 @@ pub fn convolve_register_tiles_then(conv: &Conv2d, x: &Tensor<4>, residual: Opti
         conv.dilation[1] as u32,
         padding[0] as i32,
         padding[1] as i32,
+        batch as u32,
         tiles as u32,
     );
     let cube_dim = CubeDim::new(&client, tiles);
