@@ -233,6 +233,9 @@ pub fn convolve_register_tiles_then(conv: &Conv2d, x: &Tensor<4>, residual: Opti
     // The kernel never reads a binding it was not given: the weights stand in.
     let bias = bias.unwrap_or_else(|| weight.clone());
     let residual = residual.unwrap_or_else(|| weight.clone());
+    // SAFETY: every index the kernel forms is inside its tensor: invocations past `tiles` stop
+    // first, pixels past the row's end and taps over padding read offset 0 and are masked, and
+    // the shapes above are the tensors' own.
     unsafe {
         register_tile_conv2d::launch_unchecked(
             &client,
