@@ -5,8 +5,8 @@
 #   bench/gpu.sh build      here: three release binaries of `rpl` (burn's convolution kernels as
 #                           they are; with burn's autotune; with autotune and the `vulkan` feature,
 #                           SPIR-V kernels whose candidates include cooperative-matrix ones), stripped
-#                           and xz-compressed into target/gpu-bench/bin/ (about an hour on 2 cores
-#                           from cold: each is a build of burn's GPU crates with other features)
+#                           and xz-compressed into target/gpu-bench/bin/ (9.4, 10 and 12 MiB; 8
+#                           minutes for the three on 2 cores where burn's crates had been built)
 #   bench/gpu.sh run        there: the released width at 512x256, 1024x512 and 2048x1024, float32
 #                           and float16, each convolution choice (direct, tiles, implicit, products),
 #                           then each binary of BINARIES in turn; one table, with
