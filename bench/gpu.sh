@@ -44,8 +44,7 @@ pytorch_ms() {
 
 cmd_build() {
   mkdir -p "$BIN"
-  # One target folder for all: they differ only in features (`vulkan` rebuilds burn's GPU crates:
-  # about 25 minutes on 2 cores).
+  # One target folder for all: they differ only in features.
   local name features
   rm -f "$BIN"/*
   for name in rpl rpl-autotune rpl-vulkan; do

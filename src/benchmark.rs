@@ -73,7 +73,7 @@ pub fn peer_onnxruntime(onnx: &std::path::Path, size: [usize; 2], threads: usize
 pub struct BenchmarkReport {
     pub backend: &'static str,
     pub dtype: &'static str,
-    /// The wgpu convolution kernels (`direct`, `products` or `implicit`).
+    /// The wgpu convolution kernels (a `GpuConvolution`'s name).
     pub gpu_convolution: &'static str,
     /// What burn compiles its kernels to on wgpu (`wgpu<wgsl>`, `wgpu<spirv>`); none on the CPU.
     pub shader_compiler: Option<&'static str>,

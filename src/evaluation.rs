@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use burn::tensor::Device;
 use serde::Serialize;
 
-
 use crate::datasets::{DatasetKind, Listing, Sample, Skipped, read_label};
 use crate::inference::{InferenceError, LiveResult, PredictOptions, predict};
 use crate::metrics::{ConfusionMatrix, MetricsError, OodMetrics, OodScorePool};

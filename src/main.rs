@@ -231,7 +231,8 @@ fn parse_precision(name: &str) -> Result<Precision, String> {
 }
 
 fn parse_gpu_convolution(name: &str) -> Result<GpuConvolution, String> {
-    GpuConvolution::from_name(name).ok_or_else(|| format!("unknown GPU convolution `{name}` (direct, products, implicit or tiles)"))
+    let known = GpuConvolution::ALL.map(GpuConvolution::name).join(", ");
+    GpuConvolution::from_name(name).ok_or_else(|| format!("unknown GPU convolution `{name}` ({known})"))
 }
 
 fn parse_score(name: &str) -> Result<ScoreMode, String> {

@@ -54,7 +54,7 @@ pub enum WebError {
     UnknownHead(String),
     #[error("unknown stage `{0}`: trunk, aspp, residual block, decoder or score")]
     UnknownStage(String),
-    #[error("unknown GPU convolution `{0}`: direct, products, implicit or tiles")]
+    #[error("unknown GPU convolution `{0}`: one of {known}", known = GpuConvolution::ALL.map(GpuConvolution::name).join(", "))]
     UnknownConvolution(String),
     #[error("unknown outlier kind `{0}`: one of {known}", known = OutlierKind::ALL.map(OutlierKind::name).join(", "))]
     UnknownOutlier(String),

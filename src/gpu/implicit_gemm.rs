@@ -88,15 +88,13 @@ pub fn convolve_implicit_with(conv: &Conv2d, x: &Tensor<4>, partitions: Partitio
         return None;
     }
     let [_, _, height, width] = x.dims();
-    let LiveConvolution { weight, bias, padding, .. } = live_convolution(conv, height, width)?;
+    let live = live_convolution(conv, height, width)?;
+    let [out_h, out_w] = live.output_size(conv, height, width);
+    let LiveConvolution { weight, bias, padding, .. } = live;
     let input: CubeTensor = x.clone().try_into_primitive::<Wgpu>().ok()?;
     let (input, weight) = (into_contiguous(permute_nchw_to_nhwc(input)), into_contiguous(permute_nchw_to_nhwc(weight)));
     let [batch, height, width, channels] = dims4(&input);
     let [out_channels, kh, kw, _] = dims4(&weight);
-    let out_size = |size: usize, k: usize, axis: usize| {
-        (size + 2 * padding[axis] - conv.dilation[axis] * (k - 1) - 1) / conv.stride[axis] + 1
-    };
-    let (out_h, out_w) = (out_size(height, kh, 0), out_size(width, kw, 1));
     let dtype = input.dtype;
     let out = empty_device_dtype(input.client.clone(), input.device.clone(), [batch, out_h, out_w, out_channels].into(), dtype);
     let client = input.client.clone();
@@ -182,6 +180,15 @@ pub(crate) struct LiveConvolution {
     pub(crate) bias: Option<CubeTensor>,
     pub(crate) kernel: [usize; 2],
     pub(crate) padding: [usize; 2],
+}
+
+impl LiveConvolution {
+    /// The output's height and width on a `height` x `width` input, `conv` giving the strides and
+    /// dilations.
+    pub(crate) fn output_size(&self, conv: &Conv2d, height: usize, width: usize) -> [usize; 2] {
+        let axis = |size: usize, i: usize| (size + 2 * self.padding[i] - conv.dilation[i] * (self.kernel[i] - 1) - 1) / conv.stride[i] + 1;
+        [axis(height, 0), axis(width, 1)]
+    }
 }
 
 /// `conv`'s [`LiveConvolution`], or `None` off wgpu or where an axis is padded unevenly (the

@@ -57,8 +57,6 @@ mod kernel {
         padding_y: i32,
         padding_x: i32,
         batch: u32,
-        /// Every tile of the output: the invocations that do work.
-        tiles: u32,
     }
 
     /// Input `[n, h, w, c]`, weights `[kh, kw, c, cout]`, output `[n, oh, ow, cout]`, all contiguous
@@ -79,9 +77,6 @@ mod kernel {
         #[define(F)] _dtype: ElemType,
     ) {
         let tile = ABSOLUTE_POS as u32;
-        if tile >= geometry.tiles {
-            terminate!();
-        }
         // Pixels fastest: a workgroup's invocations read the same weights at the same moment (one
         // read serves them all), where output channels fastest re-streamed a wide layer's
         // weights for every few pixels.
@@ -91,6 +86,10 @@ mod kernel {
         let rest = rest / geometry.out_height;
         let batch = rest % geometry.batch;
         let channel_tile = rest / geometry.batch;
+        // Channel tiles are slowest: invocations past the last tile of the output stop here.
+        if channel_tile >= geometry.channel_tiles {
+            terminate!();
+        }
         let first_x = row_tile * comptime!(pixels as u32);
         let out_vectors = geometry.channel_tiles * comptime!(vectors as u32);
         let first_vector = channel_tile * comptime!(vectors as u32);
@@ -190,13 +189,20 @@ pub fn convolve_register_tiles_then(conv: &Conv2d, x: &Tensor<4>, residual: Opti
     }
     let [batch, _, height, width] = x.dims();
     // Taps that only read padding are left out with their weights, as on the implicit path.
-    let LiveConvolution { weight, bias, kernel: [kh, kw], padding } = live_convolution(conv, height, width)?;
+    let live = live_convolution(conv, height, width)?;
+    let [out_h, out_w] = live.output_size(conv, height, width);
+    let LiveConvolution { weight, bias, kernel: [kh, kw], padding } = live;
+    let residual: Option<CubeTensor> = match residual {
+        Some(residual) if residual.dims() == [batch, out_channels, out_h, out_w] => {
+            Some(into_contiguous(permute_nchw_to_nhwc(residual.clone().try_into_primitive::<Wgpu>().ok()?)))
+        }
+        Some(_) => return None,
+        None => None,
+    };
     let input: CubeTensor = x.clone().try_into_primitive::<Wgpu>().ok()?;
     let input = into_contiguous(permute_nchw_to_nhwc(input));
     // [Cout, Cin, kh, kw] -> [kh, kw, Cin, Cout]; free where the weights are stored that way.
     let weight = into_contiguous(permute(weight, &[2, 3, 1, 0]));
-    let out_size = |size: usize, k: usize, axis: usize| (size + 2 * padding[axis] - conv.dilation[axis] * (k - 1) - 1) / conv.stride[axis] + 1;
-    let (out_h, out_w) = (out_size(height, kh, 0), out_size(width, kw, 1));
     let dtype = input.dtype;
     let out = empty_device_dtype(input.client.clone(), input.device.clone(), [batch, out_h, out_w, out_channels].into(), dtype);
     let client = input.client.clone();
@@ -220,23 +226,15 @@ pub fn convolve_register_tiles_then(conv: &Conv2d, x: &Tensor<4>, residual: Opti
         padding[0] as i32,
         padding[1] as i32,
         batch as u32,
-        tiles as u32,
     );
     let cube_dim = CubeDim::new(&client, tiles);
     let cube_count = calculate_cube_count_elemwise(&client, tiles, cube_dim);
-    let residual: Option<CubeTensor> = match residual {
-        Some(residual) if residual.dims() == [batch, out_channels, out_h, out_w] => {
-            Some(into_contiguous(permute_nchw_to_nhwc(residual.clone().try_into_primitive::<Wgpu>().ok()?)))
-        }
-        Some(_) => return None,
-        None => None,
-    };
     let (has_bias, has_residual) = (bias.is_some(), residual.is_some());
     // The kernel never reads a binding it was not given: the weights stand in.
     let bias = bias.unwrap_or_else(|| weight.clone());
     let residual = residual.unwrap_or_else(|| weight.clone());
-    // SAFETY: every index the kernel forms is inside its tensor: invocations past `tiles` stop
-    // first, pixels past the row's end and taps over padding read offset 0 and are masked, and
+    // SAFETY: every index the kernel forms is inside its tensor: invocations past the last tile
+    // stop first, pixels past the row's end and taps over padding read offset 0 and are masked, and
     // the shapes above are the tensors' own.
     unsafe {
         register_tile_conv2d::launch_unchecked(
