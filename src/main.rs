@@ -167,8 +167,8 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         reps: usize,
         /// On wgpu: `direct` (burn's convolution kernel), `products` (im2col matrix products),
-        /// `implicit` (burn's implicit-product routine on register tiles) or `tiles` (our kernel
-        /// of register tiles).
+        /// `implicit` (burn's implicit-product routine on register tiles), `tiles` (our kernel
+        /// of register tiles) or `staged` (the same tiles staged in workgroup memory).
         #[arg(long, default_value = "direct", value_parser = parse_gpu_convolution)]
         gpu_convolution: GpuConvolution,
         /// Also write the figures as JSON.

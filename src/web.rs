@@ -54,7 +54,7 @@ pub enum WebError {
     UnknownHead(String),
     #[error("unknown stage `{0}`: trunk, aspp, residual block, decoder or score")]
     UnknownStage(String),
-    #[error("unknown GPU convolution `{0}`: one of {known}", known = GpuConvolution::ALL.map(GpuConvolution::name).join(", "))]
+    #[error("unknown GPU convolution `{0}`: one of {known}", known = GpuConvolution::ON_THE_PAGE.map(GpuConvolution::name).join(", "))]
     UnknownConvolution(String),
     #[error("unknown outlier kind `{0}`: one of {known}", known = OutlierKind::ALL.map(OutlierKind::name).join(", "))]
     UnknownOutlier(String),
@@ -328,10 +328,10 @@ impl RplSession {
     /// Starts on WebGPU (with the adapter's maximum buffer and binding sizes), or on burn's CPU
     /// backend when `webgpu` is false; in float16 when `half_precision` is true and the device
     /// offers it; on WebGPU its convolutions run as `convolution` says ("direct", "products",
-    /// "implicit" or "tiles": [`GpuConvolution`]). `on_device_lost(sentence)` is called if the GPU device is
+    /// "implicit" or "tiles": [`GpuConvolution::ON_THE_PAGE`]). `on_device_lost(sentence)` is called if the GPU device is
     /// lost later.
     pub async fn start(webgpu: bool, half_precision: bool, convolution: String, on_device_lost: Function) -> Result<RplSession, WebError> {
-        let convolution = GpuConvolution::from_name(&convolution).ok_or(WebError::UnknownConvolution(convolution))?;
+        let convolution = GpuConvolution::on_the_page(&convolution).ok_or(WebError::UnknownConvolution(convolution))?;
         // One session per Worker: the choice is the module's, as it is the process's natively.
         set_gpu_convolution(if webgpu { convolution } else { GpuConvolution::Direct });
         let info = Object::new();

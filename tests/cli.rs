@@ -473,11 +473,12 @@ fn bench_counts_a_frames_kernel_launches_on_wgpu() {
     let (_, implicit) = launches("wgpu", "implicit");
     assert_eq!(kernel(&implicit, "MatmulEntry"), 60, "{implicit}");
     assert_eq!(kernel(&direct, "DirectConv2dKernel") - kernel(&implicit, "DirectConv2dKernel"), 60, "{direct}\n{implicit}");
-    // Our register tiles run all but 7: those 3 and the 4 whose output channels do not fill tiles
-    // of 8 (the 19 classes, the decoder's 6 low-level channels; each in both decoder passes).
-    let (_, tiles) = launches("wgpu", "tiles");
-    assert_eq!(kernel(&tiles, "RegisterTileConv2d"), 56, "{tiles}");
-    assert_eq!(kernel(&direct, "DirectConv2dKernel") - kernel(&tiles, "DirectConv2dKernel"), 56, "{direct}\n{tiles}");
+    // Our tile kernels run all 63, each its own kernel (burn's still runs the score's blur).
+    for (choice, name) in [("tiles", "RegisterTileConv2d"), ("staged", "StagedTileConv2d")] {
+        let (_, tiles) = launches("wgpu", choice);
+        assert_eq!(kernel(&tiles, name), 63, "{tiles}");
+        assert_eq!(kernel(&direct, "DirectConv2dKernel") - kernel(&tiles, "DirectConv2dKernel"), 63, "{direct}\n{tiles}");
+    }
     let (stdout, flex) = launches("flex", "");
     assert!(flex.is_null() && !stdout.contains("kernel launches"), "{flex}");
 }

@@ -1,19 +1,21 @@
-//! Convolutions as matrix products (how the network runs them on GPU backends) against burn's
-//! own convolution: bands of rows, shifted copies partly or wholly outside the map, bias, batch;
-//! and the whole network run that way against the reference outputs. Also BatchNorm folded into
+//! Convolutions as matrix products (how the network runs them on GPU backends), burn's implicit
+//! routine and our tile kernels against burn's own convolution: bands of rows, shifted copies
+//! partly or wholly outside the map, bias, batch, every kind of layer; the whole network run each
+//! way against the reference outputs, and the released network on our kernels against burn's. Also BatchNorm folded into
 //! the convolution before it (how inference runs every such pair) against burn's BatchNorm.
 
 mod common;
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use burn::module::{Param, RunningState};
 use burn::tensor::{Device, Distribution, Tensor};
 use common::{CASES, FLOAT32_TOLERANCE, ReferenceCase, assert_close, fixture};
 use rpl_web::backend::BackendKind;
 use rpl_web::gpu::implicit_gemm::{Partitions, channels_last_weights, convolve_implicit, convolve_implicit_with};
-use rpl_web::gpu::register_tiles::{convolve_register_tiles, convolve_register_tiles_then, taps_major_weights};
-use rpl_web::model::convolution::{GpuConvolution, arrange_weights, convolve_by_matmul, set_gpu_convolution};
+use rpl_web::gpu::register_tiles::{TileKernel, convolve_in_tiles, taps_major_weights};
+use rpl_web::model::convolution::{GpuConvolution, arrange_weights, convolutions_run, convolve_by_matmul, set_gpu_convolution};
+use rpl_web::model::{RplConfig, RplNetwork};
 use rpl_web::model::layers::{batch_norm, conv_with_bias, fold_batch_norm};
 use rpl_web::preprocess::RgbImage;
 use rpl_web::weights::load_network;
@@ -24,6 +26,9 @@ fn wgpu() -> Device {
     static DEVICE: OnceLock<Device> = OnceLock::new();
     DEVICE.get_or_init(|| BackendKind::Wgpu.device().unwrap()).clone()
 }
+
+/// The GPU convolution is chosen process-wide: the tests that switch it take turns.
+static CONVOLUTION_CHOICE: Mutex<()> = Mutex::new(());
 
 fn values(t: Tensor<4>) -> Vec<f32> {
     t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
@@ -124,30 +129,34 @@ fn implicit_convolution_equals_burns_on_wgpu() {
     }
 }
 
-/// Our register-tile kernel (`--gpu-convolution tiles`) against burn's own convolution on wgpu, on
-/// every kind of layer of the network (19 output channels are not a multiple of its tile: refused),
-/// with the weights as loaded and stored taps-major (as `arrange_weights` stores them for it).
+/// Layers whose channels do not come in fours: the image's 3 inputs, the width-1/8 decoder's
+/// 6 + 32 inputs and 6 low-level channels (the 19 classes are among [`IMPLICIT_LAYERS`]).
+const ODD_CHANNEL_LAYERS: [(usize, usize, usize, usize, usize, usize, usize, usize, bool); 2] =
+    [(1, 3, 16, 3, 1, 1, 9, 7, true), (2, 38, 6, 3, 1, 1, 7, 6, false)];
+
+/// Our tile kernels (`--gpu-convolution tiles` and `staged`) against burn's own convolution on
+/// wgpu, on every kind of layer of the network, with the weights as loaded and stored taps-major
+/// (as `arrange_weights` stores them for them), with and without a residual and ReLU after.
 #[test]
-fn register_tile_convolution_equals_burns_on_wgpu() {
+fn tile_convolutions_equal_burns_on_wgpu() {
     let device = wgpu();
-    for (n, cin, cout, kernel, stride, dilation, h, w, bias) in IMPLICIT_LAYERS {
+    for (n, cin, cout, kernel, stride, dilation, h, w, bias) in IMPLICIT_LAYERS.into_iter().chain(ODD_CHANNEL_LAYERS) {
         let conv = conv_with_bias(cin, cout, kernel, stride, dilation, bias, &device);
         let x = Tensor::<4>::random([n, cin, h, w], Distribution::Normal(0.0, 1.0), &device);
         let expected = values(conv.forward(x.clone()));
+        let residual = Tensor::<4>::random([n, cout, (h - 1) / stride + 1, (w - 1) / stride + 1], Distribution::Normal(0.0, 1.0), &device);
+        let expected_then = values(burn::tensor::activation::relu(conv.forward(x.clone()) + residual.clone()));
         for (layout, conv) in [("as loaded", conv.clone()), ("taps-major", taps_major_weights(conv))] {
-            let what = format!("{cin}->{cout} {kernel}x{kernel} stride {stride} rate {dilation} on {n}x{h}x{w}, bias {bias}, weights {layout}");
-            let Some(ours) = convolve_register_tiles(&conv, &x) else {
-                assert_ne!(cout % 8, 0, "{what}: refused, though its output channels fill whole tiles");
-                continue;
-            };
-            assert_eq!(ours.dims(), [n, cout, (h - 1) / stride + 1, (w - 1) / stride + 1], "{what}: output shape");
-            let error = assert_close(&format!("register tiles, {what}"), &values(ours.clone()), &expected, FLOAT32_TOLERANCE);
-            println!("register tiles, {what}: relative max error {error:.2e}");
-            // A residual added and ReLU as the kernel writes its outputs (a trunk block's end).
-            let residual = Tensor::<4>::random(ours.dims(), Distribution::Normal(0.0, 1.0), &device);
-            let expected_then = values(burn::tensor::activation::relu(conv.forward(x.clone()) + residual.clone()));
-            let ours_then = convolve_register_tiles_then(&conv, &x, Some(&residual), true).expect("the same layer with an epilogue");
-            assert_close(&format!("register tiles + residual + ReLU, {what}"), &values(ours_then), &expected_then, FLOAT32_TOLERANCE);
+            for kernel_kind in [TileKernel::Registers, TileKernel::Staged] {
+                let what = format!("{kernel_kind:?}: {cin}->{cout} {kernel}x{kernel} stride {stride} rate {dilation} on {n}x{h}x{w}, bias {bias}, weights {layout}");
+                let ours = convolve_in_tiles(kernel_kind, &conv, &x, None, false).unwrap_or_else(|| panic!("{what}: refused"));
+                assert_eq!(ours.dims(), residual.dims(), "{what}: output shape");
+                let error = assert_close(&what, &values(ours), &expected, FLOAT32_TOLERANCE);
+                println!("{what}: relative max error {error:.2e}");
+                // A residual added and ReLU as the kernel writes its outputs (a trunk block's end).
+                let ours_then = convolve_in_tiles(kernel_kind, &conv, &x, Some(&residual), true).expect("the same layer with an epilogue");
+                assert_close(&format!("{what}, + residual, ReLU"), &values(ours_then), &expected_then, FLOAT32_TOLERANCE);
+            }
         }
     }
 }
@@ -161,16 +170,16 @@ fn strided_convolutions_are_left_to_burn() {
 }
 
 /// The whole width-1/8 network on wgpu with its convolutions as products, then as implicit
-/// products, then on our register tiles (residuals and ReLUs in their kernel), reproduces the
-/// reference logits (one test, as the choice is process-wide; this test
-/// binary's other tests call the kernels directly, so switching it changes nothing for them).
+/// products, then on our tile kernels (residuals and ReLUs in their kernel), reproduces the
+/// reference logits.
 #[test]
 fn network_with_each_gpu_convolution_matches_reference_outputs_on_wgpu() {
+    let _turn = CONVOLUTION_CHOICE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let device = wgpu();
     let source = PthCheckpoint::open(&fixture("rpl_w8/rpl_w8.pth")).unwrap();
     // As inference runs it: the BatchNorms folded into the convolutions (biases everywhere).
     let network = load_network(&source, &device).unwrap().fold_batch_norms();
-    for choice in [GpuConvolution::MatrixProducts, GpuConvolution::Implicit, GpuConvolution::RegisterTiles] {
+    for choice in [GpuConvolution::MatrixProducts, GpuConvolution::Implicit, GpuConvolution::RegisterTiles, GpuConvolution::StagedTiles] {
         set_gpu_convolution(choice);
         // The weights laid out as the choice reads them (as `rpl bench` and the page do).
         let network = arrange_weights(network.clone());
@@ -185,6 +194,33 @@ fn network_with_each_gpu_convolution_matches_reference_outputs_on_wgpu() {
             }
         }
     }
+}
+
+/// Every convolution of the released model at its own channel counts (up to 4096): the released
+/// network with random weights on a 64x32 image, its 63 convolutions on each of our tile kernels,
+/// against the same network on burn's kernel.
+#[test]
+fn released_network_on_our_tile_kernels_matches_burns_kernel_on_wgpu() {
+    let _turn = CONVOLUTION_CHOICE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let device = wgpu();
+    let network = RplNetwork::new(RplConfig::RELEASED, &device).fold_batch_norms();
+    let x = Tensor::<4>::random([1, 3, 32, 64], Distribution::Normal(0.0, 1.0), &device);
+    set_gpu_convolution(GpuConvolution::Direct);
+    let expected = network.forward(x.clone());
+    let expected = [("out1", values(expected.out1)), ("out2", values(expected.out2))];
+    for choice in [GpuConvolution::RegisterTiles, GpuConvolution::StagedTiles] {
+        set_gpu_convolution(choice);
+        let network = arrange_weights(network.clone());
+        let before = convolutions_run();
+        let logits = network.forward(x.clone());
+        assert_eq!(convolutions_run()[4] - before[4], 63, "{}: every convolution on the tile kernel", choice.name());
+        for ((head, ours), (_, expected)) in [("out1", logits.out1), ("out2", logits.out2)].into_iter().zip(&expected) {
+            let what = format!("released width, {}: {head}", choice.name());
+            let error = assert_close(&what, &values(ours), expected, FLOAT32_TOLERANCE);
+            println!("{what}: relative max error {error:.2e}");
+        }
+    }
+    set_gpu_convolution(GpuConvolution::Direct);
 }
 
 /// Folding changes nothing but rounding: with and without the convolution's own bias, with

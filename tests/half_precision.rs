@@ -33,9 +33,9 @@ fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
 fn float16_matches_the_reference_outputs_within_its_tolerance() {
     let device = half_device();
     let network = load_network(&PthCheckpoint::open(&fixture("rpl_w8/rpl_w8.pth")).unwrap(), &device).unwrap().fold_batch_norms();
-    // burn's kernel, then our register tiles (the choice is process-wide: the other test here may
-    // run on either, and both are checked here).
-    for choice in [GpuConvolution::Direct, GpuConvolution::RegisterTiles] {
+    // burn's kernel, then our tile kernels (the choice is process-wide: the other test here may
+    // run on any, and all are checked here).
+    for choice in [GpuConvolution::Direct, GpuConvolution::RegisterTiles, GpuConvolution::StagedTiles] {
         set_gpu_convolution(choice);
         let network = arrange_weights(network.clone());
         for name in CASES {
@@ -45,7 +45,7 @@ fn float16_matches_the_reference_outputs_within_its_tolerance() {
             let logits = network.forward(image.to_input(&device));
             assert_eq!(logits.out1.dtype(), DType::F16, "the network computes in float16");
             let tiles = convolutions_run()[4] - before[4];
-            assert_eq!(tiles > 0, choice == GpuConvolution::RegisterTiles, "{}: {tiles} convolutions on register tiles", choice.name());
+            assert_eq!(tiles > 0, choice != GpuConvolution::Direct, "{}: {tiles} convolutions on our tile kernels", choice.name());
             let energy = values(anomaly_score(logits.out2.clone(), ScoreMode::Energy));
             for (key, ours) in [("out1", values(logits.out1)), ("out2", values(logits.out2)), ("energy", energy)] {
                 let error = assert_close(&format!("f16 {} {name} {key}", choice.name()), &ours, &case.f32(key), FIXTURE_F16_TOLERANCE);

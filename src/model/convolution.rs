@@ -43,6 +43,9 @@ pub enum GpuConvolution {
     Implicit,
     /// Our kernel of register tiles (`crate::gpu::register_tiles`), for WGSL.
     RegisterTiles,
+    /// The same register tiles with workgroups staging input and weight tiles in workgroup
+    /// memory first. Native only ([`Self::ON_THE_PAGE`]).
+    StagedTiles,
 }
 
 impl GpuConvolution {
@@ -52,14 +55,24 @@ impl GpuConvolution {
             Self::MatrixProducts => "products",
             Self::Implicit => "implicit",
             Self::RegisterTiles => "tiles",
+            Self::StagedTiles => "staged",
         }
     }
 
-    pub const ALL: [Self; 4] = [Self::Direct, Self::MatrixProducts, Self::Implicit, Self::RegisterTiles];
+    pub const ALL: [Self; 5] = [Self::Direct, Self::MatrixProducts, Self::Implicit, Self::RegisterTiles, Self::StagedTiles];
 
-    /// The choice named as [`Self::name`] gives it (the command line's and the page's word).
+    /// The choices the page offers: not `staged`, whose workgroup barriers SwiftShader (WebGPU
+    /// without a GPU) took 7 minutes to compile for a 64x128 image of the demo model.
+    pub const ON_THE_PAGE: [Self; 4] = [Self::Direct, Self::MatrixProducts, Self::Implicit, Self::RegisterTiles];
+
+    /// The choice named as [`Self::name`] gives it (the command line's word).
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|choice| choice.name() == name)
+    }
+
+    /// The page's choice so named, of [`Self::ON_THE_PAGE`].
+    pub fn on_the_page(name: &str) -> Option<Self> {
+        Self::ON_THE_PAGE.into_iter().find(|choice| choice.name() == name)
     }
 }
 
@@ -83,14 +96,14 @@ pub fn arrange_weights<M: burn::module::Module>(module: M) -> M {
     #[cfg(feature = "wgpu")]
     match gpu_convolution() {
         GpuConvolution::Implicit => return crate::gpu::implicit_gemm::channels_last_weights(module),
-        GpuConvolution::RegisterTiles => return crate::gpu::register_tiles::taps_major_weights(module),
+        GpuConvolution::RegisterTiles | GpuConvolution::StagedTiles => return crate::gpu::register_tiles::taps_major_weights(module),
         _ => {}
     }
     module
 }
 
 /// The ways a convolution can run: burn's own kernel (`Conv2d::forward`), im2col matrix products,
-/// the implicit routine, our flex kernel (one matrix product per tap).
+/// the implicit routine, our flex kernel (one matrix product per tap), our tile kernels.
 #[derive(Debug, Clone, Copy)]
 enum ConvolutionPath {
     Kernel,
@@ -148,9 +161,9 @@ fn convolve_then_untimed(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>
         return finish(y, residual, relu);
     }
     #[cfg(feature = "wgpu")]
-    if gpu_convolution() == GpuConvolution::RegisterTiles
+    if let Some(kernel) = tile_kernel()
         && on_gpu_outside_training(&x.device())
-        && let Some(y) = crate::gpu::register_tiles::convolve_register_tiles_then(conv, &x, residual.as_ref(), relu)
+        && let Some(y) = crate::gpu::register_tiles::convolve_in_tiles(kernel, conv, &x, residual.as_ref(), relu)
     {
         count_run(ConvolutionPath::RegisterTiles);
         return y;
@@ -160,6 +173,17 @@ fn convolve_then_untimed(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>
     let by_products = if products { convolve_by_matmul(conv, x.clone(), MAX_COLUMNS_BYTES) } else { None };
     count_run(if by_products.is_some() { ConvolutionPath::Products } else { ConvolutionPath::Kernel });
     finish(by_products.unwrap_or_else(|| conv.forward(x)), residual, relu)
+}
+
+/// Which of our tile kernels the chosen GPU convolution is, if one.
+#[cfg(feature = "wgpu")]
+fn tile_kernel() -> Option<crate::gpu::register_tiles::TileKernel> {
+    use crate::gpu::register_tiles::TileKernel;
+    match gpu_convolution() {
+        GpuConvolution::RegisterTiles => Some(TileKernel::Registers),
+        GpuConvolution::StagedTiles => Some(TileKernel::Staged),
+        _ => None,
+    }
 }
 
 /// What follows a convolution off flex: the residual added, then ReLU.
@@ -373,5 +397,20 @@ pub mod layer_timing {
             None => kinds.push(LayerKind { kind, calls: 1, ms, flop }),
         }
         y
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GpuConvolution;
+
+    #[test]
+    fn every_choice_goes_by_its_name_and_the_page_offers_all_but_staged() {
+        for choice in GpuConvolution::ALL {
+            assert_eq!(GpuConvolution::from_name(choice.name()), Some(choice));
+            let on_the_page = GpuConvolution::on_the_page(choice.name());
+            assert_eq!(on_the_page.is_some(), choice != GpuConvolution::StagedTiles, "{}", choice.name());
+        }
+        assert_eq!(GpuConvolution::from_name("winograd"), None);
     }
 }

@@ -95,14 +95,11 @@ function compareWithReference(label, results) {
 // The fixture network's 63 convolutions. At width 1/8: NARROW are strided or too narrow for
 // matrix products (burn's kernel runs them there); WIDE_POINTWISE are wide 1x1s (matrix products on the implicit
 // path too); 3 have input channels the implicit routine cannot load 4 at a time (the image's 3,
-// and 6 + 32 in each of the decoder's two passes: burn's kernel); UNTILED are those 3 and the 4
-// whose output channels do not fill tiles of 8 (the 19 classes and the decoder's 6 low-level
-// channels, in each pass): burn's kernel where our register tiles run the rest.
+// and 6 + 32 in each of the decoder's two passes: burn's kernel). Our register tiles run all 63.
 const CONVOLUTIONS = 63;
 const NARROW = 41;
 const WIDE_POINTWISE = 3;
 const UNALIGNED = 3;
-const UNTILED = 7;
 
 test('WebGPU in the Worker reproduces the reference energies and class maps', { timeout: 600_000 }, async () => {
   const { info, results, convolutions } = await runCases({ webgpu: true });
@@ -118,11 +115,11 @@ test('WebGPU in the Worker reproduces the reference energies and class maps', { 
   compareWithReference('webgpu', results);
 });
 
-test('?conv=implicit, ?conv=products and ?conv=tiles run WebGPU\'s convolutions so, say it, and reproduce the reference too', { timeout: 600_000 }, async () => {
+test('?conv=implicit, products and tiles run WebGPU\'s convolutions so, say it, and reproduce the reference too', { timeout: 600_000 }, async () => {
   for (const [convolution, paths] of [
     ['implicit', { kernel: UNALIGNED, products: WIDE_POINTWISE, implicit: CONVOLUTIONS - UNALIGNED - WIDE_POINTWISE, taps: 0, tiles: 0 }],
     ['products', { kernel: NARROW, products: CONVOLUTIONS - NARROW, implicit: 0, taps: 0, tiles: 0 }],
-    ['tiles', { kernel: UNTILED, products: 0, implicit: 0, taps: 0, tiles: CONVOLUTIONS - UNTILED }],
+    ['tiles', { kernel: 0, products: 0, implicit: 0, taps: 0, tiles: CONVOLUTIONS }],
   ]) {
     const { info, results, convolutions } = await runCases({ webgpu: true, query: `&conv=${convolution}` });
     assert.equal(info.backend, 'webgpu', `ran on ${info.backend}: ${info.fallbackReason}`);
