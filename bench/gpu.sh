@@ -8,7 +8,7 @@
 #                           and xz-compressed into target/gpu-bench/bin/ (9.4, 10 and 12 MiB; 8
 #                           minutes for the three on 2 cores where burn's crates had been built)
 #   bench/gpu.sh run        there: the released width at 512x256, 1024x512 and 2048x1024, float32
-#                           and float16, each convolution choice (direct, tiles, staged, implicit, products),
+#                           and float16, each convolution choice (tiles, staged, implicit, products, direct),
 #                           then each binary of BINARIES in turn; one table, with
 #                           the ratio to the paper's PyTorch code on an H200 (issue 27's figures),
 #                           and the convolutions by kind (`rpl bench --layers`) at 1024x512
@@ -128,7 +128,9 @@ table() {
     binary=$RUN/$binary
     [ -x "$binary" ] || { say "no $binary: skipped"; continue; }
     for dtype in f32 f16; do
-      for conv in direct tiles staged implicit products; do
+      # The kernels likeliest to be fast first; burn's direct kernel, measured already (5179 ms a
+      # 1024x512 frame on an H100), last, where the budget may run out.
+      for conv in tiles staged implicit products direct; do
         for size in ${sizes//,/ }; do
           left=$((budget - (SECONDS - start)))
           if [ "$left" -le 10 ]; then
