@@ -221,13 +221,14 @@ mod kernel {
         // The pixels whose input this invocation stages (`depth` invocations share a pixel, one
         // input vector each): where tap (0, 0) reads them.
         let staged_vector = unit % comptime!(depth as u32);
+        let staged_pixel = unit / comptime!(depth as u32);
         let mut starts_y = Sequence::<i32>::new();
         let mut starts_x = Sequence::<i32>::new();
         let mut image_offsets = Sequence::<u32>::new();
         let mut real_pixels = Sequence::<bool>::new();
         #[unroll]
         for r in 0..tile_pixels * depth / units {
-            let pixel = first_pixel + unit / comptime!(depth as u32) + comptime!((r * units / depth) as u32);
+            let pixel = first_pixel + staged_pixel + comptime!((r * units / depth) as u32);
             let x = pixel % geometry.out_width;
             let y = (pixel / geometry.out_width) % geometry.out_height;
             let image = pixel / (geometry.out_width * geometry.out_height);
@@ -263,7 +264,7 @@ mod kernel {
                         let inside = *real_pixels.index(r) && y >= 0 && y < geometry.in_height as i32 && x >= 0 && x < geometry.in_width as i32 && in_vector < geometry.in_vectors;
                         let at = if inside { *image_offsets.index(r) + (y as u32 * geometry.in_width + x as u32) * geometry.in_vectors + in_vector } else { 0u32 };
                         let value = input[at as usize];
-                        let pixel = unit / comptime!(depth as u32) + comptime!((r * units / depth) as u32);
+                        let pixel = staged_pixel + comptime!((r * units / depth) as u32);
                         staged_input[(staged_vector * comptime!(tile_pixels as u32) + pixel) as usize] = if inside { value } else { Vector::new(F::new(0.0)) };
                     }
                     // ... and the weights (zeros past the last channels).

@@ -72,7 +72,7 @@ impl GpuConvolution {
 
     /// The page's choice so named, of [`Self::ON_THE_PAGE`].
     pub fn on_the_page(name: &str) -> Option<Self> {
-        Self::ON_THE_PAGE.into_iter().find(|choice| choice.name() == name)
+        Self::from_name(name).filter(|choice| Self::ON_THE_PAGE.contains(choice))
     }
 }
 
@@ -113,7 +113,7 @@ enum ConvolutionPath {
     Implicit,
     Taps,
     #[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
-    RegisterTiles,
+    Tiles,
 }
 
 /// The paths' names, in the order of [`convolutions_run`]'s counts.
@@ -165,7 +165,7 @@ fn convolve_then_untimed(conv: &Conv2d, x: Tensor<4>, residual: Option<Tensor<4>
         && on_gpu_outside_training(&x.device())
         && let Some(y) = crate::gpu::register_tiles::convolve_in_tiles(kernel, conv, &x, residual.as_ref(), relu)
     {
-        count_run(ConvolutionPath::RegisterTiles);
+        count_run(ConvolutionPath::Tiles);
         return y;
     }
     // The implicit choice sends its wide 1x1s (and any layer its routine refuses) here too.
