@@ -1,6 +1,8 @@
 //! Our CPU kernels (what flex inference runs instead of burn's ops; `src/cpu/`) against burn's
-//! own ops: convolutions as one product per tap and as one product over a band's gathered taps
-//! (every geometry the network has and its edge cases: taps partly or wholly off the map, bands
+//! own ops: convolutions as one product per tap, as one product over a band's gathered taps, by
+//! register tiles and by Winograd's products, and the released network through them against
+//! burn's convolution on ndarray (every geometry the network has and its edge cases: taps partly
+//! or wholly off the map, tiles partly off it, bands
 //! of rows, batch, bias, 1x1) and what follows
 //! them (a residual added, ReLU), BatchNorm-ReLU, the logits' bilinear upsampling by bands of
 //! rows, and the per-pixel log-sum-exp. The network through
@@ -10,6 +12,7 @@ mod common;
 
 use burn::tensor::module::{conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
+use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use common::{FLOAT32_TOLERANCE, assert_close};
 use rpl_web::backend::BackendKind;
@@ -20,6 +23,7 @@ use rpl_web::cpu::gaussian_blur::blur_separable;
 use rpl_web::cpu::log_sum_exp::{exp_of_nonpositive, ln_of_normal, log_sum_exp};
 use rpl_web::cpu::max_pool::max_pool_3x3_stride_2;
 use rpl_web::cpu::tap_products::{Epilogue, TapGeometry, TapStrategy, convolve_by_taps, convolve_by_taps_as};
+use rpl_web::model::{RplConfig, RplNetwork};
 
 fn flex() -> Device {
     BackendKind::Flex.device().unwrap()
@@ -34,7 +38,7 @@ fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
 }
 
 /// (batch, in, out, kernel, dilation, height, width, bias; a residual added, ReLU)
-const LAYERS: [(usize, usize, usize, usize, usize, usize, usize, bool, bool, bool); 14] = [
+const LAYERS: [(usize, usize, usize, usize, usize, usize, usize, bool, bool, bool); 15] = [
     // Every tap partly off the map.
     (1, 8, 16, 3, 1, 7, 9, false, false, false),
     // Batch of two, bias, dilation 2.
@@ -65,6 +69,9 @@ const LAYERS: [(usize, usize, usize, usize, usize, usize, usize, bool, bool, boo
     // Deeper than one block of input channels (the direct kernel sums 128 at a time), output
     // channels not a whole number of SIMD blocks, side taps wholly off the map's rows.
     (1, 300, 40, 3, 12, 9, 20, true, false, true),
+    // Wide enough for Winograd's products by default: rate 2 on a map whose sides are no whole
+    // number of tiles (rows and columns of tiles partly off it), in two bands of tile rows.
+    (2, 128, 144, 3, 2, 33, 42, true, true, true),
 ];
 
 #[test]
@@ -89,7 +96,7 @@ fn convolution_by_taps_equals_burns() {
         let (bias_values, residual_values) = (bias_values.map(values), residual_values.map(values));
         let epilogue = Epilogue { bias: bias_values.as_deref(), residual: residual_values.as_deref(), relu };
         let (x, weight) = (values(x), values(weight));
-        for strategy in [TapStrategy::PerTap, TapStrategy::Gathered, TapStrategy::Direct] {
+        for strategy in [TapStrategy::PerTap, TapStrategy::Gathered, TapStrategy::Direct, TapStrategy::Winograd] {
             let ours = convolve_by_taps_as(strategy, &x, &weight, geometry, epilogue);
             if relu {
                 assert!(ours.iter().all(|&v| v >= 0.0) && ours.contains(&0.0), "ReLU clips the negative outputs");
@@ -101,6 +108,25 @@ fn convolution_by_taps_equals_burns() {
             println!("{what}: relative max error {error:.2e}");
         }
         assert_close("the default strategy", &convolve_by_taps(&x, &weight, geometry, epilogue), &expected, FLOAT32_TOLERANCE);
+    }
+}
+
+/// The released network (random weights, BatchNorms folded) on flex, where the 128-channel
+/// stage and the decoder run on Winograd's products at half the size of a 64x128 image, against
+/// the same network on ndarray (burn's convolution): both heads' logits.
+#[test]
+fn released_network_on_flex_matches_burns_convolution_on_ndarray() {
+    let (device, ndarray) = (flex(), BackendKind::Ndarray.device().unwrap());
+    let half_size = TapGeometry { batch: 1, input_channels: 128, height: 32, width: 64, output_channels: 128, kernel: 3, dilation: 1, stride: 1 };
+    assert_eq!(TapStrategy::for_geometry(&half_size), TapStrategy::Winograd, "the second stage's convolutions on Winograd's products");
+    let network = RplNetwork::new(RplConfig::RELEASED, &device).fold_batch_norms();
+    let x = random([1, 3, 64, 128], &device);
+    let ours = network.forward(x.clone());
+    let theirs = network.to_device(&ndarray).forward(x.to_device(&ndarray));
+    for (head, ours, theirs) in [("out1", ours.out1, theirs.out1), ("out2", ours.out2, theirs.out2)] {
+        let what = format!("released width on flex against ndarray: {head}");
+        let error = assert_close(&what, &values(ours), &values(theirs), FLOAT32_TOLERANCE);
+        println!("{what}: relative max error {error:.2e}");
     }
 }
 
@@ -138,14 +164,33 @@ fn strided_convolution_equals_burns() {
 }
 
 /// Narrow 3x3 layers (the stem, the first two stages, the decoder) gather their taps; from 64
-/// input channels, and for 1x1s (a single tap), one product per tap.
+/// input channels, and for 1x1s (a single tap), one product per tap; wide 3x3s on large enough
+/// maps, Winograd's products, but not where the weights are too many, the map too small, or
+/// most tiles hang off the map (the ASPP's rates).
 #[test]
-fn narrow_convolutions_gather_their_taps() {
+fn each_convolution_takes_the_strategy_measured_fastest() {
     let geometry = |input_channels, kernel| TapGeometry { batch: 1, input_channels, height: 8, width: 8, output_channels: 16, kernel, dilation: 1, stride: 1 };
     assert_eq!(TapStrategy::for_geometry(&geometry(3, 3)), TapStrategy::Gathered);
     assert_eq!(TapStrategy::for_geometry(&geometry(38, 3)), TapStrategy::Gathered);
     assert_eq!(TapStrategy::for_geometry(&geometry(64, 3)), TapStrategy::PerTap);
     assert_eq!(TapStrategy::for_geometry(&geometry(16, 1)), TapStrategy::PerTap);
+    let wide = |channels, height, width, dilation| TapGeometry {
+        batch: 1,
+        input_channels: channels,
+        height,
+        width,
+        output_channels: channels,
+        kernel: 3,
+        dilation,
+        stride: 1,
+    };
+    // The released model at 128x256: its first two stages and the decoder.
+    assert_eq!(TapStrategy::for_geometry(&wide(128, 64, 128, 1)), TapStrategy::Winograd);
+    assert_eq!(TapStrategy::for_geometry(&wide(256, 32, 64, 1)), TapStrategy::Winograd);
+    assert_eq!(TapStrategy::for_geometry(&wide(512, 32, 64, 2)), TapStrategy::Winograd);
+    assert_eq!(TapStrategy::for_geometry(&wide(512, 16, 32, 1)), TapStrategy::PerTap);
+    assert_eq!(TapStrategy::for_geometry(&wide(1024, 32, 64, 2)), TapStrategy::PerTap);
+    assert_eq!(TapStrategy::for_geometry(&wide(256, 32, 64, 12)), TapStrategy::PerTap);
 }
 
 /// The bands of rows the page and the command line ask for, joined, are the resize that burn's

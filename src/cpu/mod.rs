@@ -1,6 +1,7 @@
 //! Kernels of our own for burn's flex CPU backend (natively, and in the browser's WebAssembly
 //! where WebGPU is missing or software), each where a benchmark showed burn's general op well
-//! behind: the convolutions with what follows them ([`tap_products`]), the trunk's
+//! behind: the convolutions with what follows them ([`tap_products`]; the wide 3x3s on larger
+//! maps by Winograd's minimal filtering, [`winograd`]), the trunk's
 //! BatchNorm-ReLU pre-activations ([`batch_norm_relu`]), its two max-pools ([`max_pool`]), every
 //! bilinear resize, a band of rows at a time where asked ([`bilinear`]), the per-pixel
 //! log-sum-exp under every anomaly score ([`log_sum_exp`]), the class maps' argmax
@@ -17,6 +18,7 @@ pub mod gaussian_blur;
 pub mod log_sum_exp;
 pub mod max_pool;
 pub mod tap_products;
+pub mod winograd;
 
 use burn::tensor::{Device, Tensor};
 

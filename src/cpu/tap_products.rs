@@ -69,6 +69,9 @@ pub enum TapStrategy {
     /// No matrix product: register tiles of output channels x pixels over a channels-last copy
     /// of the input ([`super::direct_convolution`]).
     Direct,
+    /// 3x3 kernels: Winograd's F(2x2, 3x3), 16 products over 2x2 tiles of outputs where the taps
+    /// make 9 over every pixel ([`super::winograd`]); other kernels per tap.
+    Winograd,
 }
 
 impl TapStrategy {
@@ -78,13 +81,19 @@ impl TapStrategy {
     const GATHER_BELOW_CHANNELS: usize = 64;
 
     pub fn for_geometry(g: &TapGeometry) -> Self {
-        if g.kernel > 1 && g.input_channels < Self::GATHER_BELOW_CHANNELS { Self::Gathered } else { Self::PerTap }
+        if g.kernel > 1 && g.input_channels < Self::GATHER_BELOW_CHANNELS {
+            Self::Gathered
+        } else if super::winograd::gains_on(g) {
+            Self::Winograd
+        } else {
+            Self::PerTap
+        }
     }
 }
 
 /// Output values (channels x pixels) a band of rows should hold: its partial sums then stay in
 /// the core's cache while every tap adds to them.
-const BAND_VALUES: usize = 1 << 17;
+pub(super) const BAND_VALUES: usize = 1 << 17;
 /// The fewest pixels in a band: each tap's product packs the whole weight slice again.
 const MIN_BAND_PIXELS: usize = 512;
 /// Values of a band's gathered matrix (`taps · Cin` x pixels): it stays in the core's cache
@@ -139,22 +148,13 @@ pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: 
         TapStrategy::PerTap => BAND_VALUES / cout,
         TapStrategy::Gathered => GATHERED_VALUES / (cin * taps.len()).max(cout),
         TapStrategy::Direct => return super::direct_convolution::convolve_direct(x, weight, g, epilogue),
+        TapStrategy::Winograd if k == 3 && cin > 0 => return super::winograd::convolve_winograd(x, weight, g, epilogue),
+        TapStrategy::Winograd => BAND_VALUES / cout,
     };
     // Small convolutions stay on the calling thread: waking the pool would cost more.
     let work_size = [cout, plane, cin, taps.len()].into_iter().fold(1usize, usize::saturating_mul);
     let workers = if work_size >= PARALLEL_WORK { threads() } else { 1 };
-    let band_pixels = cache_pixels.min(plane.div_ceil(workers)).max(MIN_BAND_PIXELS);
-    let band_rows = band_pixels.div_ceil(ow).min(oh);
-    let bands: Vec<(usize, usize)> = (0..oh).step_by(band_rows).map(|top| (top, (top + band_rows).min(oh))).collect();
-    // Maps too small for a band per thread are shared out by output channels as well.
-    let blocks = (workers / bands.len()).min(cout / MIN_BLOCK_CHANNELS).max(1);
-    let block = cout.div_ceil(blocks).next_multiple_of(MIN_BLOCK_CHANNELS).min(cout);
-    // One piece alone lets the matrix product itself use the threads.
-    let split = bands.len() * cout.div_ceil(block) == 1;
-    let work: Vec<Band> = bands
-        .iter()
-        .flat_map(|&(top, bottom)| (0..cout).step_by(block).map(move |c| Band { rows: top..bottom, channels: c..(c + block).min(cout), split }))
-        .collect();
+    let work = share_out(oh, ow, cache_pixels, workers, cout);
 
     let size = batch * cout * plane;
     // Every output value is written before it is read (the first product or the residual's
@@ -176,19 +176,13 @@ pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: 
             // SAFETY: each piece writes only its own rows of its own output planes.
             unsafe {
                 match strategy {
-                    TapStrategy::PerTap => convolution.convolve_band(band),
+                    TapStrategy::PerTap | TapStrategy::Winograd => convolution.convolve_band(band),
                     TapStrategy::Gathered => convolution.convolve_gathered_band(band),
                     TapStrategy::Direct => unreachable!("returned above"),
                 }
             }
         };
-        #[cfg(feature = "threads")]
-        if workers > 1 && work.len() > 1 {
-            use rayon::prelude::*;
-            work.par_iter().for_each(piece);
-            continue;
-        }
-        work.iter().for_each(piece);
+        each_piece(&work, workers, piece);
     }
     // SAFETY: the pieces wrote every value of every image (rows x channels cover the output).
     unsafe { out.set_len(size) };
@@ -197,10 +191,40 @@ pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: 
 
 /// One piece of work: output rows `rows` of planes `channels` of one image; `split` lets the
 /// matrix product itself use the threads (the only piece).
-struct Band {
-    rows: Range<usize>,
-    channels: Range<usize>,
-    split: bool,
+pub(super) struct Band {
+    pub(super) rows: Range<usize>,
+    pub(super) channels: Range<usize>,
+    pub(super) split: bool,
+}
+
+/// The pieces of work of one image's `cout`-plane output of `rows` rows of `row_pixels` pixels
+/// each: bands of rows small enough to stay in cache (`cache_pixels`) and, where the map allows,
+/// one per worker at least; maps too small for a band per worker are shared out by blocks of
+/// output channels as well.
+pub(super) fn share_out(rows: usize, row_pixels: usize, cache_pixels: usize, workers: usize, cout: usize) -> Vec<Band> {
+    let band_pixels = cache_pixels.min((rows * row_pixels).div_ceil(workers)).max(MIN_BAND_PIXELS);
+    let band_rows = band_pixels.div_ceil(row_pixels.max(1)).clamp(1, rows.max(1));
+    let bands: Vec<(usize, usize)> = (0..rows).step_by(band_rows).map(|top| (top, (top + band_rows).min(rows))).collect();
+    let blocks = (workers / bands.len().max(1)).min(cout / MIN_BLOCK_CHANNELS).max(1);
+    let block = cout.div_ceil(blocks).next_multiple_of(MIN_BLOCK_CHANNELS).min(cout);
+    // One piece alone lets the matrix product itself use the threads.
+    let split = bands.len() * cout.div_ceil(block) == 1;
+    bands
+        .iter()
+        .flat_map(|&(top, bottom)| (0..cout).step_by(block).map(move |c| Band { rows: top..bottom, channels: c..(c + block).min(cout), split }))
+        .collect()
+}
+
+/// `piece` on each piece of work, on `workers` threads where there are several pieces.
+pub(super) fn each_piece(work: &[Band], workers: usize, piece: impl Fn(&Band) + Send + Sync) {
+    #[cfg(feature = "threads")]
+    if workers > 1 && work.len() > 1 {
+        use rayon::prelude::*;
+        work.par_iter().for_each(piece);
+        return;
+    }
+    let _ = workers;
+    work.iter().for_each(piece);
 }
 
 /// One image's convolution as the pieces of work share it.
@@ -362,7 +386,7 @@ impl ImageConvolution<'_> {
 ///
 /// # Safety
 /// Every element those strides reach lies inside its buffer; no one else writes `dst` meanwhile.
-unsafe fn product(
+pub(super) unsafe fn product(
     dst: (*mut f32, usize),
     accumulate: bool,
     lhs: (*const f32, usize, usize),
@@ -441,7 +465,7 @@ fn gather_band(image: &[f32], taps: &[(isize, isize, usize)], g: &TapGeometry, r
 /// threads.
 pub(super) const PARALLEL_WORK: usize = 1 << 21;
 
-fn parallelism(work: usize) -> gemm::Parallelism {
+pub(super) fn parallelism(work: usize) -> gemm::Parallelism {
     #[cfg(feature = "threads")]
     if work >= PARALLEL_WORK {
         return gemm::Parallelism::Rayon(0);
