@@ -719,8 +719,8 @@ fn bench(
             stages.join(", ")
         );
         if let Some(onnx) = peer {
-            // As many threads as flex's pool: rayon's default, one per core.
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            // As many threads as flex's pool (one per core, or RAYON_NUM_THREADS).
+            let threads = rpl_web::cpu::threads();
             let figures = rpl_web::benchmark::peer_onnxruntime(onnx, size, threads, report.repetitions).map_err(|e| e.to_string())?;
             println!(
                 "{:>10} {:>10.1} {:>10.1}  ONNX Runtime {} ({} threads, {}, logits only): ours / theirs = {:.2} (to our logits, the stages but the score: {:.2})",

@@ -489,20 +489,22 @@ fn bench_with_a_peer_prints_onnx_runtimes_figures_and_the_ratio_or_says_what_is_
     let dir = tempfile::tempdir().unwrap();
     let onnx = dir.path().join("net.onnx");
     std::fs::write(&onnx, b"not really ONNX").unwrap();
-    // A stand-in for the peer's Python: it prints the figures ONNX Runtime would.
+    // A stand-in for the peer's Python: it prints the figures ONNX Runtime would, with the thread
+    // count it was given (its arguments: -c, the script, the file, height, width, threads, runs).
     let stand_in = dir.path().join("python");
-    std::fs::write(&stand_in, "#!/bin/sh\necho '{\"version\": \"9.9-test\", \"threads\": 2, \"first_ms\": 40, \"median_ms\": 8, \"min_ms\": 7}'\n").unwrap();
+    std::fs::write(&stand_in, "#!/bin/sh\necho \"{\\\"version\\\": \\\"9.9-test\\\", \\\"threads\\\": $6, \\\"first_ms\\\": 40, \\\"median_ms\\\": 8, \\\"min_ms\\\": 7}\"\n").unwrap();
     std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
     let report = dir.path().join("bench.json");
     let args = ["bench", "--width-divisor", "16", "--sizes", "64x32", "--reps", "1", "--peer", onnx.to_str().unwrap(), "--json", report.to_str().unwrap()];
-    let output = Command::new(env!("CARGO_BIN_EXE_rpl")).args(args).env("RPL_PEER_PYTHON", &stand_in).output().unwrap();
+    // ONNX Runtime gets as many threads as flex's pool has, one here.
+    let output = Command::new(env!("CARGO_BIN_EXE_rpl")).args(args).env("RPL_PEER_PYTHON", &stand_in).env("RAYON_NUM_THREADS", "1").output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report = json(&report);
     let size = &report["sizes"][0];
     assert_eq!(size["peer"]["median_ms"].as_f64(), Some(8.0));
     let ratio = format!("ours / theirs = {:.2}", size["median_ms"].as_f64().unwrap() / 8.0);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("ONNX Runtime 9.9-test (2 threads") && stdout.contains(&ratio), "{ratio} in: {stdout}");
+    assert!(stdout.contains("ONNX Runtime 9.9-test (1 threads") && stdout.contains(&ratio), "{ratio} in: {stdout}");
     // And to the logits alone, as the peer stops there: every stage but the score.
     let stages = size["stages_ms"].as_object().unwrap();
     assert!(stages.contains_key("score"), "{stages:?}");
