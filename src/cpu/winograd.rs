@@ -85,41 +85,27 @@ pub fn convolve_winograd(x: &[f32], weight: &[f32], g: TapGeometry, epilogue: Ep
     out
 }
 
-/// The weights in the transform domain, `[Cout][16][Cin + ROW_GAP]` (point `4i + j`: row point `i`, column
-/// point `j`): `G g Gᵀ` for each 3x3 kernel `g`, computed a row of `Cin` values at a time (the
-/// taps first laid out `[tap][Cin]`), so that every step is a sum of whole rows.
+/// The weights in the transform domain, `[16][Cout][Cin + ROW_GAP]` (point `4i + j`: row point
+/// `i`, column point `j`; each point's matrix one block): `G g Gᵀ` for each 3x3 kernel `g`,
+/// computed a row of `Cin` values at a time from the taps laid out `[tap][Cout][Cin]`, so that
+/// every step is a sum of whole rows.
 fn transform_weights(weight: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+    let mut taps = vec![0f32; 9 * cout * cin];
+    each_chunk_mut(&mut taps, cout * cin, |tap, values| {
+        values.iter_mut().enumerate().for_each(|(k, value)| *value = weight[9 * k + tap]);
+    });
     let row = cin + ROW_GAP;
-    let mut transformed = vec![0f32; cout * POINTS * row];
-    each_chunk_mut(&mut transformed, POINTS * row, |co, points| {
-        let kernels = &weight[co * cin * 9..][..cin * 9];
-        let mut taps = vec![0f32; 9 * cin];
-        for (ci, kernel) in kernels.chunks_exact(9).enumerate() {
-            for (tap, &value) in kernel.iter().enumerate() {
-                taps[tap * cin + ci] = value;
-            }
-        }
-        let tap_row = |ky: usize, kx: usize| &taps[(3 * ky + kx) * cin..][..cin];
-        // `G g`: row point i of each kernel column kx.
-        let mut rows = vec![0f32; 12 * cin];
-        for (i, t) in WEIGHT_TRANSFORM.iter().enumerate() {
-            for kx in 0..3 {
-                let row = &mut rows[(3 * i + kx) * cin..][..cin];
-                for (ky, &coefficient) in t.iter().enumerate() {
+    let mut transformed = vec![0f32; POINTS * cout * row];
+    each_chunk_mut(&mut transformed, cout * row, |point, block| {
+        let (i, j) = (point / 4, point % 4);
+        for (co, values) in block.chunks_exact_mut(row).enumerate() {
+            let values = &mut values[..cin];
+            for (ky, &row_coefficient) in WEIGHT_TRANSFORM[i].iter().enumerate() {
+                for (kx, &column_coefficient) in WEIGHT_TRANSFORM[j].iter().enumerate() {
+                    let coefficient = row_coefficient * column_coefficient;
                     if coefficient != 0.0 {
-                        row.iter_mut().zip(tap_row(ky, kx)).for_each(|(r, &g)| *r += coefficient * g);
-                    }
-                }
-            }
-        }
-        // `(G g) Gᵀ`: column point j of each row point i.
-        for i in 0..4 {
-            for (j, t) in WEIGHT_TRANSFORM.iter().enumerate() {
-                let point = &mut points[(4 * i + j) * row..][..cin];
-                for (kx, &coefficient) in t.iter().enumerate() {
-                    if coefficient != 0.0 {
-                        let row = &rows[(3 * i + kx) * cin..][..cin];
-                        point.iter_mut().zip(row).for_each(|(p, &r)| *p += coefficient * r);
+                        let tap = &taps[((3 * ky + kx) * cout + co) * cin..][..cin];
+                        values.iter_mut().zip(tap).for_each(|(v, &g)| *v += coefficient * g);
                     }
                 }
             }
@@ -250,11 +236,11 @@ impl ImageConvolution<'_> {
                 let point = 4 * i + j;
                 let parallelism = if *split { parallelism(count * tiles * cin) } else { gemm::Parallelism::None };
                 // SAFETY: dst: `count` rows of `tiles`; lhs: the transformed weights of point
-                // `point` for output channels `channels`, rows POINTS·(Cin + ROW_GAP) apart; rhs:
+                // `point` for output channels `channels`, rows Cin + ROW_GAP apart; rhs:
                 // Cin rows of `tiles` transformed inputs, `stride` apart.
                 unsafe {
                     let row = cin + ROW_GAP;
-                    let lhs = (self.weights.as_ptr().add((channels.start * POINTS + point) * row), POINTS * row, 1);
+                    let lhs = (self.weights.as_ptr().add((point * self.g.output_channels + channels.start) * row), row, 1);
                     product((sums.as_mut_ptr(), tiles), false, lhs, (points[j * cin * stride..].as_ptr(), stride), [count, tiles, cin], parallelism);
                 }
                 for (u, row_output) in OUTPUT_TRANSFORM.iter().enumerate() {
