@@ -133,8 +133,14 @@ pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: 
     // The centre tap, which writes every output value first, exists only for these.
     assert!(k % 2 == 1 && dilation >= 1 && stride >= 1, "an odd kernel, a dilation and a stride of at least 1");
     assert_eq!(x.len(), batch * cin * h * w, "input size");
-    // A strided layer's tap is no plain strided matrix over the input: its taps are gathered.
-    let strategy = if stride > 1 { TapStrategy::Gathered } else { strategy };
+    let strategy = match strategy {
+        // A strided layer's tap is no plain strided matrix over the input: its taps are gathered.
+        _ if stride > 1 => TapStrategy::Gathered,
+        TapStrategy::Direct => return super::direct_convolution::convolve_direct(x, weight, g, epilogue),
+        TapStrategy::Winograd if k == 3 && cin > 0 => return super::winograd::convolve_winograd(x, weight, g, epilogue),
+        TapStrategy::Winograd => TapStrategy::PerTap,
+        strategy => strategy,
+    };
     let (oh, ow) = (g.output_height(), g.output_width());
     assert_eq!(weight.len(), cout * cin * k * k, "weight size");
     assert!(epilogue.bias.is_none_or(|b| b.len() == cout), "bias size");
@@ -147,9 +153,7 @@ pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: 
     let cache_pixels = match strategy {
         TapStrategy::PerTap => BAND_VALUES / cout,
         TapStrategy::Gathered => GATHERED_VALUES / (cin * taps.len()).max(cout),
-        TapStrategy::Direct => return super::direct_convolution::convolve_direct(x, weight, g, epilogue),
-        TapStrategy::Winograd if k == 3 && cin > 0 => return super::winograd::convolve_winograd(x, weight, g, epilogue),
-        TapStrategy::Winograd => BAND_VALUES / cout,
+        TapStrategy::Direct | TapStrategy::Winograd => unreachable!("returned above"),
     };
     // Small convolutions stay on the calling thread: waking the pool would cost more.
     let work_size = [cout, plane, cin, taps.len()].into_iter().fold(1usize, usize::saturating_mul);
@@ -176,9 +180,9 @@ pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: 
             // SAFETY: each piece writes only its own rows of its own output planes.
             unsafe {
                 match strategy {
-                    TapStrategy::PerTap | TapStrategy::Winograd => convolution.convolve_band(band),
+                    TapStrategy::PerTap => convolution.convolve_band(band),
                     TapStrategy::Gathered => convolution.convolve_gathered_band(band),
-                    TapStrategy::Direct => unreachable!("returned above"),
+                    TapStrategy::Direct | TapStrategy::Winograd => unreachable!("returned above"),
                 }
             }
         };

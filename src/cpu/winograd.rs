@@ -10,6 +10,8 @@
 //! The transforms' coefficients are 0, ±1 and ±1/2: in float32 the results differ from the taps'
 //! by rounding only (tested against burn's convolution in `tests/cpu_kernels.rs`).
 
+use std::ops::Range;
+
 use super::tap_products::{BAND_VALUES, Band, Epilogue, PARALLEL_WORK, SharedOut, TapGeometry, each_piece, parallelism, product, share_out};
 use super::{each_chunk_mut, threads};
 
@@ -24,6 +26,11 @@ const POINTS: usize = 16;
 /// Values between the rows the matrix products read (transformed weights, transformed inputs)
 /// beyond the row itself: rows a power of two apart would fall in the same few cache sets.
 const ROW_GAP: usize = 16;
+
+/// Values from one transformed weight row (`Cin` of them) to the next.
+fn weight_row(cin: usize) -> usize {
+    cin + ROW_GAP
+}
 
 /// Where Winograd's products beat one product per tap (measured on a Zen 5, 2 threads, against
 /// [`super::tap_products::TapStrategy::PerTap`]: 128->128 on 64x128 6.4 -> 4.7 ms, 304->256 on
@@ -94,7 +101,7 @@ fn transform_weights(weight: &[f32], cout: usize, cin: usize) -> Vec<f32> {
     each_chunk_mut(&mut taps, cout * cin, |tap, values| {
         values.iter_mut().enumerate().for_each(|(k, value)| *value = weight[9 * k + tap]);
     });
-    let row = cin + ROW_GAP;
+    let row = weight_row(cin);
     let mut transformed = vec![0f32; POINTS * cout * row];
     each_chunk_mut(&mut transformed, cout * row, |point, block| {
         let (i, j) = (point / 4, point % 4);
@@ -192,11 +199,9 @@ impl ImageConvolution<'_> {
     /// `out` points at the image's `[Cout, H, W]` output, and no other thread writes these tile
     /// rows' output rows of these planes meanwhile.
     unsafe fn convolve_piece(&self, piece: &Band) {
-        let TapGeometry { input_channels: cin, height: h, width: w, .. } = self.g;
         let Band { rows, channels, split } = piece;
-        let (d, per_residue, per_row, split_len) = (self.tiles.dilation, self.tiles.per_residue, self.tiles.per_row(), self.tiles.split_len());
-        let (count, tiles) = (channels.len(), rows.len() * per_row);
-        let q_len = per_residue + 1;
+        let cin = self.g.input_channels;
+        let (count, tiles) = (channels.len(), rows.len() * self.tiles.per_row());
         // Transformed inputs `[column point j][Cin][tile]` for one row point at a time, rows
         // `stride` apart.
         let stride = tiles + ROW_GAP;
@@ -204,42 +209,16 @@ impl ImageConvolution<'_> {
         let mut sums = vec![0f32; count * tiles];
         // The tiles' outputs `[u][v][channel][tile]` as the points add up.
         let mut outputs = vec![0f32; 4 * count * tiles];
-        let mut combined = vec![0f32; split_len];
-        for (i, row_transform) in INPUT_TRANSFORM.iter().enumerate() {
-            for ci in 0..cin {
-                for (k, &y0) in self.tiles.rows[rows.clone()].iter().enumerate() {
-                    // The tile row's four input rows (y0 - d + a·d) combined by row point i.
-                    combined.fill(0.0);
-                    for (a, &coefficient) in row_transform.iter().enumerate() {
-                        let y = (y0 + a * d).wrapping_sub(d);
-                        if coefficient == 0.0 || y >= h {
-                            continue;
-                        }
-                        let row = &self.input[(ci * h + y) * split_len..][..split_len];
-                        combined.iter_mut().zip(row).for_each(|(c, v)| *c += coefficient * v);
-                    }
-                    for r in 0..d {
-                        let even = &combined[r * q_len..][..q_len];
-                        let odd = &combined[(d + r) * q_len..][..q_len];
-                        let at = k * per_row + r * per_residue;
-                        let [p0, p1, p2, p3] = [0, 1, 2, 3].map(|j| (j * cin + ci) * stride + at);
-                        for q in 0..per_residue {
-                            points[p0 + q] = even[q] - even[q + 1];
-                            points[p1 + q] = odd[q] + even[q + 1];
-                            points[p2 + q] = even[q + 1] - odd[q];
-                            points[p3 + q] = odd[q] - odd[q + 1];
-                        }
-                    }
-                }
-            }
+        let parallelism = if *split { parallelism(count * tiles * cin) } else { gemm::Parallelism::None };
+        let row = weight_row(cin);
+        for i in 0..4 {
+            self.transform_inputs(i, rows, &mut points, stride);
             for j in 0..4 {
                 let point = 4 * i + j;
-                let parallelism = if *split { parallelism(count * tiles * cin) } else { gemm::Parallelism::None };
                 // SAFETY: dst: `count` rows of `tiles`; lhs: the transformed weights of point
                 // `point` for output channels `channels`, rows Cin + ROW_GAP apart; rhs:
                 // Cin rows of `tiles` transformed inputs, `stride` apart.
                 unsafe {
-                    let row = cin + ROW_GAP;
                     let lhs = (self.weights.as_ptr().add((point * self.g.output_channels + channels.start) * row), row, 1);
                     product((sums.as_mut_ptr(), tiles), false, lhs, (points[j * cin * stride..].as_ptr(), stride), [count, tiles, cin], parallelism);
                 }
@@ -254,19 +233,62 @@ impl ImageConvolution<'_> {
                 }
             }
         }
-        // The outputs back in place, with the epilogue: each output row of a tile row gathered
-        // from its tiles' outputs (columns 2d·q + v·d + r), then biased, added to, clipped.
+        // SAFETY: the caller's promise.
+        unsafe { self.write_outputs(piece, &outputs) };
+    }
+
+    /// Row point `i` of the input transform of the tiles of rows of tiles `rows`, at the four
+    /// column points: `points[j][ci][tile]`, rows `stride` apart.
+    fn transform_inputs(&self, i: usize, rows: &Range<usize>, points: &mut [f32], stride: usize) {
+        let TapGeometry { input_channels: cin, height: h, .. } = self.g;
+        let (d, per_residue, per_row, split_len) = (self.tiles.dilation, self.tiles.per_residue, self.tiles.per_row(), self.tiles.split_len());
+        let q_len = per_residue + 1;
+        let mut combined = vec![0f32; split_len];
+        for ci in 0..cin {
+            for (k, &y0) in self.tiles.rows[rows.clone()].iter().enumerate() {
+                // The tile row's four input rows (y0 - d + a·d) combined by row point i.
+                combined.fill(0.0);
+                for (a, &coefficient) in INPUT_TRANSFORM[i].iter().enumerate() {
+                    let y = (y0 + a * d).wrapping_sub(d);
+                    if coefficient != 0.0 && y < h {
+                        let row = &self.input[(ci * h + y) * split_len..][..split_len];
+                        combined.iter_mut().zip(row).for_each(|(c, v)| *c += coefficient * v);
+                    }
+                }
+                for r in 0..d {
+                    let even = &combined[r * q_len..][..q_len];
+                    let odd = &combined[(d + r) * q_len..][..q_len];
+                    let at = k * per_row + r * per_residue;
+                    let [p0, p1, p2, p3] = [0, 1, 2, 3].map(|j| (j * cin + ci) * stride + at);
+                    for q in 0..per_residue {
+                        points[p0 + q] = even[q] - even[q + 1];
+                        points[p1 + q] = odd[q] + even[q + 1];
+                        points[p2 + q] = even[q + 1] - odd[q];
+                        points[p3 + q] = odd[q] - odd[q + 1];
+                    }
+                }
+            }
+        }
+    }
+
+    /// The piece's tile outputs (`[u][v][channel][tile]`) back in place, with the epilogue: each
+    /// output row of a tile row gathered from its tiles (columns 2d·q + v·d + r), then biased,
+    /// added to, clipped.
+    ///
+    /// # Safety
+    /// As for [`Self::convolve_piece`].
+    unsafe fn write_outputs(&self, piece: &Band, outputs: &[f32]) {
+        let TapGeometry { height: h, width: w, .. } = self.g;
+        let (d, per_residue, per_row) = (self.tiles.dilation, self.tiles.per_residue, self.tiles.per_row());
+        let (count, tiles) = (piece.channels.len(), piece.rows.len() * per_row);
         let Epilogue { bias, residual, relu } = self.epilogue;
         let plane = h * w;
         let mut row = vec![0f32; 2 * d * per_residue];
-        for (n, c) in channels.clone().enumerate() {
+        for (n, c) in piece.channels.clone().enumerate() {
             let bias = bias.map_or(0.0, |b| b[c]);
-            for (k, &y0) in self.tiles.rows[rows.clone()].iter().enumerate() {
-                for u in 0..2 {
+            for (k, &y0) in self.tiles.rows[piece.rows.clone()].iter().enumerate() {
+                for u in (0..2).filter(|u| y0 + u * d < h) {
                     let y = y0 + u * d;
-                    if y >= h {
-                        continue;
-                    }
                     for v in 0..2 {
                         for r in 0..d {
                             let from = &outputs[((2 * u + v) * count + n) * tiles + k * per_row + r * per_residue..][..per_residue];
