@@ -178,7 +178,7 @@ fn sync(device: &Device) -> Result<(), BenchmarkError> {
 /// command line and the page run: [`crate::cpu::on_pool`]).
 fn end_to_end(network: &RplNetwork, image: &RgbImage, device: &Device) -> Result<f64, BenchmarkError> {
     let started = Instant::now();
-    crate::cpu::on_pool(|| read_score(LiveResult::run(network, image, device)))?;
+    crate::cpu::on_pool(device, || read_score(LiveResult::run(network, image, device)))?;
     Ok(started.elapsed().as_secs_f64() * 1e3)
 }
 
@@ -203,7 +203,7 @@ fn end_to_end_counted(network: &RplNetwork, image: &RgbImage, device: &Device) -
 
 /// One run waiting for the device after each stage: milliseconds per stage, then the score.
 fn staged(network: &RplNetwork, image: &RgbImage, device: &Device) -> Result<Vec<f64>, BenchmarkError> {
-    crate::cpu::on_pool(|| staged_here(network, image, device))
+    crate::cpu::on_pool(device, || staged_here(network, image, device))
 }
 
 /// [`staged`] on the calling thread.

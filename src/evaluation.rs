@@ -88,7 +88,7 @@ pub fn evaluate_synthetic(
         let image = RgbImage::from_interleaved(scene.width, scene.height, 3, &scene.rgb8).expect("generated scenes are valid RGB");
         // Class maps and scores of both heads, without reading the logits back.
         let ([classes1, classes2], [score1, score2]) =
-            crate::cpu::finish_on_pool(async { LiveResult::run(network, &image, device).class_maps_and_scores(mode).await })?;
+            crate::cpu::finish_on_pool(device, async { LiveResult::run(network, &image, device).class_maps_and_scores(mode).await })?;
         cm1.add(&classes1, &scene.labels)?;
         cm2.add(&classes2, &scene.labels)?;
         for ((&label, &c1), &c2) in scene.labels.iter().zip(&classes1).zip(&classes2) {

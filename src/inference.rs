@@ -59,7 +59,7 @@ pub fn predict(
     options: PredictOptions,
     device: &Device,
 ) -> Result<Prediction, InferenceError> {
-    crate::cpu::finish_on_pool(predict_async(network, image, options, device))
+    crate::cpu::finish_on_pool(device, predict_async(network, image, options, device))
 }
 
 /// Runs and reads back asynchronously (required in the browser).

@@ -177,12 +177,12 @@ static COUNT_CONSTRUCTOR_RUNS: extern "C" fn() = count_constructor_run;
 /// `work` awaited; in the threaded module (the CPU only, where every future is ready at once) run
 /// to completion on a thread of the pool ([`crate::cpu::on_pool`]).
 #[cfg(feature = "threads")]
-async fn computed<R: Send>(work: impl Future<Output = R> + Send) -> R {
-    crate::cpu::finish_on_pool(work)
+async fn computed<R: Send>(device: &Device, work: impl Future<Output = R> + Send) -> R {
+    crate::cpu::finish_on_pool(device, work)
 }
 
 #[cfg(not(feature = "threads"))]
-async fn computed<R>(work: impl Future<Output = R>) -> R {
+async fn computed<R>(_device: &Device, work: impl Future<Output = R>) -> R {
     work.await
 }
 
@@ -498,7 +498,7 @@ impl RplSession {
         let image = RgbImage::from_interleaved(width, height, 4, &rgba.to_vec())?;
         let before = convolutions_run();
         let (network, device) = (&*network, &self.device);
-        computed(async {
+        computed(device, async {
             let input = image.to_input(device);
             match last_stage {
                 None => {
@@ -530,7 +530,7 @@ impl RplSession {
         let network = self.network_for(width, height)?;
         let image = RgbImage::from_interleaved(width, height, 4, &rgba.to_vec())?;
         let (network, device) = (&*network, &self.device);
-        let (live, (classes, scores)) = computed(async {
+        let (live, (classes, scores)) = computed(device, async {
             let live = LiveResult::run(network, &image, device);
             let maps = live.class_maps_and_scores(mode).await?;
             Ok::<_, WebError>((live, maps))

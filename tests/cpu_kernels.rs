@@ -130,6 +130,84 @@ fn released_network_on_flex_matches_burns_convolution_on_ndarray() {
     }
 }
 
+/// `check` on a thread of its own, failed where it has not returned within a minute (a frame
+/// whose pool never stops spinning hangs rather than fails).
+fn within_a_minute(what: &str, check: impl FnOnce() + Send + 'static) {
+    let (sent, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        check();
+        sent.send(()).unwrap();
+    });
+    match received.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what}: no end within a minute"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: failed (above)"),
+    }
+}
+
+/// `condition` became true within ten seconds.
+fn soon(condition: impl Fn() -> bool) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed().as_secs() < 10 {
+        if condition() {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    false
+}
+
+/// A frame on flex (`cpu::on_pool`) keeps the pool's other threads looking for work until it
+/// ends, returning or panicking, and frames run at once from several threads all end; a frame on
+/// another device (a GPU's: it mostly waits) leaves them asleep.
+#[test]
+fn frames_on_flex_keep_the_pool_awake_until_they_end() {
+    use rayon::prelude::*;
+    use rpl_web::cpu::{on_pool, threads_kept_awake};
+    let pool = std::sync::Arc::new(rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap());
+    let frames = pool.clone();
+    within_a_minute("a frame on flex", move || {
+        frames.install(|| {
+            let sum: u64 = on_pool(&flex(), || {
+                assert!(soon(|| threads_kept_awake() == 2), "the other two threads kept awake: {}", threads_kept_awake());
+                (0..1u64 << 20).into_par_iter().sum()
+            });
+            assert_eq!(sum, (1u64 << 20) * ((1 << 20) - 1) / 2);
+            assert_eq!(threads_kept_awake(), 0, "the threads left to sleep after the frame");
+            let ndarray = BackendKind::Ndarray.device().unwrap();
+            on_pool(&ndarray, || {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                assert_eq!(threads_kept_awake(), 0, "no thread kept awake by a frame on ndarray");
+            });
+        });
+    });
+    let frames = pool.clone();
+    within_a_minute("a frame that panics", move || {
+        let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            frames.install(|| {
+                on_pool(&flex(), || {
+                    assert!(soon(|| threads_kept_awake() == 2));
+                    panic!("the frame fails");
+                })
+            })
+        }));
+        assert!(failed.is_err(), "the frame's panic reaches its caller");
+        assert_eq!(threads_kept_awake(), 0, "the threads left to sleep after a failed frame");
+    });
+    within_a_minute("four frames at once", move || {
+        let sums: Vec<u64> = std::thread::scope(|s| {
+            let runs: Vec<_> = (0..4u64)
+                .map(|i| {
+                    let pool = &pool;
+                    s.spawn(move || pool.install(|| on_pool(&flex(), || (0..100_000u64).into_par_iter().map(|v| v * i).sum::<u64>())))
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert_eq!(sums, (0..4u64).map(|i| i * 100_000 * 99_999 / 2).collect::<Vec<_>>());
+    });
+}
+
 /// The trunk's two strided convolutions (3x3 with padding 1 and 1x1 without, stride 2; the
 /// first with its bias and ReLU), on even and odd maps, a batch of two, and a map large enough
 /// for several bands on several threads, against burn's convolution.

@@ -95,7 +95,11 @@ impl TapStrategy {
 /// the core's cache while every tap adds to them.
 pub(super) const BAND_VALUES: usize = 1 << 17;
 /// The fewest pixels in a band: each tap's product packs the whole weight slice again.
-const MIN_BAND_PIXELS: usize = 512;
+pub(super) const MIN_BAND_PIXELS: usize = 512;
+/// The fewest pixels in a band of gathered taps, whose one product packs its weights once: a
+/// small map shared out by rows rather than by blocks of output channels, each of which would
+/// gather the same taps again (32->32 on 16x32, two threads: 1.5x one thread's speed -> 1.9x).
+const MIN_GATHERED_BAND_PIXELS: usize = 64;
 /// Values of a band's gathered matrix (`taps · Cin` x pixels): it stays in the core's cache
 /// between being written and being read by the product.
 const GATHERED_VALUES: usize = 1 << 17;
@@ -155,10 +159,14 @@ pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: 
         TapStrategy::Gathered => GATHERED_VALUES / (cin * taps.len()).max(cout),
         TapStrategy::Direct | TapStrategy::Winograd => unreachable!("returned above"),
     };
-    // Small convolutions stay on the calling thread: waking the pool would cost more.
+    // Small convolutions stay on the calling thread: sharing them out would cost more.
     let work_size = [cout, plane, cin, taps.len()].into_iter().fold(1usize, usize::saturating_mul);
     let workers = if work_size >= PARALLEL_WORK { threads() } else { 1 };
-    let work = share_out(oh, ow, cache_pixels, workers, cout);
+    let min_band_pixels = match strategy {
+        TapStrategy::Gathered => MIN_GATHERED_BAND_PIXELS,
+        _ => MIN_BAND_PIXELS,
+    };
+    let work = share_out(oh, ow, cache_pixels, min_band_pixels, workers, cout);
 
     let size = batch * cout * plane;
     // Every output value is written before it is read (the first product or the residual's
@@ -205,8 +213,8 @@ pub(super) struct Band {
 /// each: bands of rows small enough to stay in cache (`cache_pixels`) and, where the map allows,
 /// one per worker at least; maps too small for a band per worker are shared out by blocks of
 /// output channels as well.
-pub(super) fn share_out(rows: usize, row_pixels: usize, cache_pixels: usize, workers: usize, cout: usize) -> Vec<Band> {
-    let band_pixels = cache_pixels.min((rows * row_pixels).div_ceil(workers)).max(MIN_BAND_PIXELS);
+pub(super) fn share_out(rows: usize, row_pixels: usize, cache_pixels: usize, min_band_pixels: usize, workers: usize, cout: usize) -> Vec<Band> {
+    let band_pixels = cache_pixels.min((rows * row_pixels).div_ceil(workers)).max(min_band_pixels);
     let band_rows = band_pixels.div_ceil(row_pixels.max(1)).clamp(1, rows.max(1));
     let bands: Vec<(usize, usize)> = (0..rows).step_by(band_rows).map(|top| (top, (top + band_rows).min(rows))).collect();
     let blocks = (workers / bands.len().max(1)).min(cout / MIN_BLOCK_CHANNELS).max(1);
@@ -466,8 +474,10 @@ fn gather_band(image: &[f32], taps: &[(isize, isize, usize)], g: &TapGeometry, r
 }
 
 /// Matrix products and convolutions at least this large (multiply-adds) are split across
-/// threads.
-pub(super) const PARALLEL_WORK: usize = 1 << 21;
+/// threads: with the pool kept awake through a frame ([`super::on_pool`]) small passes gain too
+/// (in Chromium at width 1/8, 128x64, two threads: 2^21 18-20 ms a frame, 2^19 15.8-16.3, 2^17
+/// no better).
+pub(super) const PARALLEL_WORK: usize = 1 << 19;
 
 pub(super) fn parallelism(work: usize) -> gemm::Parallelism {
     #[cfg(feature = "threads")]

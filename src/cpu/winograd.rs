@@ -12,7 +12,7 @@
 
 use std::ops::Range;
 
-use super::tap_products::{BAND_VALUES, Band, Epilogue, PARALLEL_WORK, SharedOut, TapGeometry, each_piece, parallelism, product, share_out};
+use super::tap_products::{BAND_VALUES, Band, Epilogue, MIN_BAND_PIXELS, PARALLEL_WORK, SharedOut, TapGeometry, each_piece, parallelism, product, share_out};
 use super::{each_chunk_mut, threads};
 
 /// The input transform `Bᵀ`: a tile's 4 inputs along one axis to its 4 transform points.
@@ -70,7 +70,7 @@ pub fn convolve_winograd(x: &[f32], weight: &[f32], g: TapGeometry, epilogue: Ep
     let work_size = [cout, plane, cin, 4].into_iter().fold(1usize, usize::saturating_mul);
     let workers = if work_size >= PARALLEL_WORK { threads() } else { 1 };
     // A band's transformed outputs (4 points per tile kept) match the taps' band in size.
-    let work = share_out(tiles.rows.len(), 4 * tiles.per_row(), BAND_VALUES / cout.max(1), workers, cout);
+    let work = share_out(tiles.rows.len(), 4 * tiles.per_row(), BAND_VALUES / cout.max(1), MIN_BAND_PIXELS, workers, cout);
     let size = batch * cout * plane;
     let mut out = Vec::<f32>::with_capacity(size);
     for b in 0..batch {
