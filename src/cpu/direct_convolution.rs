@@ -10,8 +10,8 @@
 
 use pulp::{Arch, Simd, WithSimd};
 
-use super::tap_products::{Epilogue, PARALLEL_WORK, SharedOut, TapGeometry};
-use super::{each_chunk_mut, threads};
+use super::tap_products::{Epilogue, SharedOut, TapGeometry, workers_for};
+use super::each_chunk_mut;
 
 /// Input channels summed per pass over a row's tiles: a block's weights under every tap then
 /// stay in the core's L2 cache from one tile to the next.
@@ -43,8 +43,7 @@ pub fn convolve_direct(x: &[f32], weight: &[f32], g: TapGeometry, epilogue: Epil
     let plane = h * w;
     let mut out = vec![0f32; batch * cout * plane];
     let blocks = cout.div_ceil(shape.block);
-    let work = [cout, plane, cin, taps.len()].into_iter().fold(1usize, usize::saturating_mul);
-    let workers = if work >= PARALLEL_WORK { threads() } else { 1 };
+    let workers = workers_for([cout, plane, cin, taps.len()]);
     for b in 0..batch {
         let rows = channels_last_rows(&x[b * cin * plane..][..cin * plane], &g, &shape);
         let image = ImageRows {

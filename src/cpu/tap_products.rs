@@ -154,18 +154,12 @@ pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: 
     // The centre column of taps first (its centre tap covers every pixel), then each side column.
     taps.sort_by_key(|&(dy, dx, _)| (dx != 0, dx, dy != 0, dy));
     // Bands small enough to stay in cache and, where the map allows, one per thread at least.
-    let cache_pixels = match strategy {
-        TapStrategy::PerTap => BAND_VALUES / cout,
-        TapStrategy::Gathered => GATHERED_VALUES / (cin * taps.len()).max(cout),
+    let (cache_pixels, min_band_pixels) = match strategy {
+        TapStrategy::PerTap => (BAND_VALUES / cout, MIN_BAND_PIXELS),
+        TapStrategy::Gathered => (GATHERED_VALUES / (cin * taps.len()).max(cout), MIN_GATHERED_BAND_PIXELS),
         TapStrategy::Direct | TapStrategy::Winograd => unreachable!("returned above"),
     };
-    // Small convolutions stay on the calling thread: sharing them out would cost more.
-    let work_size = [cout, plane, cin, taps.len()].into_iter().fold(1usize, usize::saturating_mul);
-    let workers = if work_size >= PARALLEL_WORK { threads() } else { 1 };
-    let min_band_pixels = match strategy {
-        TapStrategy::Gathered => MIN_GATHERED_BAND_PIXELS,
-        _ => MIN_BAND_PIXELS,
-    };
+    let workers = workers_for([cout, plane, cin, taps.len()]);
     let work = share_out(oh, ow, cache_pixels, min_band_pixels, workers, cout);
 
     let size = batch * cout * plane;
@@ -477,7 +471,14 @@ fn gather_band(image: &[f32], taps: &[(isize, isize, usize)], g: &TapGeometry, r
 /// threads: with the pool kept awake through a frame ([`super::on_pool`]) small passes gain too
 /// (in Chromium at width 1/8, 128x64, two threads: 2^21 18-20 ms a frame, 2^19 15.8-16.3, 2^17
 /// no better).
-pub(super) const PARALLEL_WORK: usize = 1 << 19;
+const PARALLEL_WORK: usize = 1 << 19;
+
+/// Threads a convolution of `factors` (their product: multiply-adds) is shared out to: small
+/// ones stay on the calling thread, where sharing them out would cost more.
+pub(super) fn workers_for(factors: [usize; 4]) -> usize {
+    let work = factors.into_iter().fold(1usize, usize::saturating_mul);
+    if work >= PARALLEL_WORK { threads() } else { 1 }
+}
 
 pub(super) fn parallelism(work: usize) -> gemm::Parallelism {
     #[cfg(feature = "threads")]

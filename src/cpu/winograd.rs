@@ -12,8 +12,8 @@
 
 use std::ops::Range;
 
-use super::tap_products::{BAND_VALUES, Band, Epilogue, MIN_BAND_PIXELS, PARALLEL_WORK, SharedOut, TapGeometry, each_piece, parallelism, product, share_out};
-use super::{each_chunk_mut, threads};
+use super::each_chunk_mut;
+use super::tap_products::{BAND_VALUES, Band, Epilogue, MIN_BAND_PIXELS, SharedOut, TapGeometry, each_piece, parallelism, product, share_out, workers_for};
 
 /// The input transform `Bᵀ`: a tile's 4 inputs along one axis to its 4 transform points.
 const INPUT_TRANSFORM: [[f32; 4]; 4] = [[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, -1.0, 1.0, 0.0], [0.0, 1.0, 0.0, -1.0]];
@@ -67,8 +67,7 @@ pub fn convolve_winograd(x: &[f32], weight: &[f32], g: TapGeometry, epilogue: Ep
     let plane = h * w;
     let tiles = Tiling::new(h, w, dilation);
     let weights = transform_weights(weight, cout, cin);
-    let work_size = [cout, plane, cin, 4].into_iter().fold(1usize, usize::saturating_mul);
-    let workers = if work_size >= PARALLEL_WORK { threads() } else { 1 };
+    let workers = workers_for([cout, plane, cin, 4]);
     // A band's transformed outputs (4 points per tile kept) match the taps' band in size.
     let work = share_out(tiles.rows.len(), 4 * tiles.per_row(), BAND_VALUES / cout.max(1), MIN_BAND_PIXELS, workers, cout);
     let size = batch * cout * plane;
