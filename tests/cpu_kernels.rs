@@ -157,13 +157,17 @@ fn soon(condition: impl Fn() -> bool) -> bool {
     false
 }
 
-/// A frame on flex (`cpu::on_pool`) keeps the pool's other threads looking for work until it
-/// ends, returning or panicking, and frames run at once from several threads all end; a frame on
-/// another device (a GPU's: it mostly waits) leaves them asleep.
+/// A frame on flex (`cpu::on_pool`) keeps the pool's other threads waiting for its passes until
+/// it ends, returning or panicking; its passes (`cpu::each_index`) run every piece once, on
+/// several threads, passes inside pieces too, and a piece's panic reaches the frame's caller;
+/// frames run at once from several threads all end; a frame on another device (a GPU's: it
+/// mostly waits) leaves the threads asleep. One test: the threads kept awake are counted for the
+/// whole process.
 #[test]
-fn frames_on_flex_keep_the_pool_awake_until_they_end() {
+fn frames_on_flex_keep_the_pool_awake_and_share_their_passes() {
     use rayon::prelude::*;
-    use rpl_web::cpu::{on_pool, threads_kept_awake};
+    use rpl_web::cpu::{each_index, on_pool, threads_kept_awake};
+    use std::sync::atomic::{AtomicUsize, Ordering};
     let pool = std::sync::Arc::new(rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap());
     let frames = pool.clone();
     within_a_minute("a frame on flex", move || {
@@ -193,6 +197,43 @@ fn frames_on_flex_keep_the_pool_awake_until_they_end() {
         }));
         assert!(failed.is_err(), "the frame's panic reaches its caller");
         assert_eq!(threads_kept_awake(), 0, "the threads left to sleep after a failed frame");
+    });
+    let frames = pool.clone();
+    within_a_minute("a frame's passes", move || {
+        let counters = |n: usize| (0..n).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>();
+        // 20 passes of 15 pieces; each pass's first piece runs a pass of 6 pieces inside it.
+        let (runs, nested, threads) = (counters(20 * 15), counters(20 * 6), counters(3));
+        frames.install(|| {
+            on_pool(&flex(), || {
+                for pass in 0..20 {
+                    each_index(15, |i| {
+                        if i == 0 {
+                            each_index(6, |j| _ = nested[pass * 6 + j].fetch_add(1, Ordering::Relaxed));
+                        }
+                        threads[rayon::current_thread_index().unwrap()].fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                        runs[pass * 15 + i].fetch_add(1, Ordering::Relaxed);
+                    });
+                    let done = |c: &[AtomicUsize]| c.iter().map(|r| r.load(Ordering::Relaxed)).collect::<Vec<_>>();
+                    let (outer, inner) = (done(&runs[pass * 15..][..15]), done(&nested[pass * 6..][..6]));
+                    assert!(outer.iter().chain(&inner).all(|&c| c == 1), "pass {pass}: each piece once, ended when the pass returns: {outer:?} {inner:?}");
+                }
+            })
+        });
+        let busy = threads.iter().filter(|t| t.load(Ordering::Relaxed) > 0).count();
+        assert!(busy >= 2, "pieces on {busy} thread(s)");
+    });
+    let frames = pool.clone();
+    within_a_minute("a pass whose piece panics", move || {
+        let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            frames.install(|| on_pool(&flex(), || each_index(64, |i| assert_ne!(i, 37, "piece 37 fails"))))
+        }));
+        let message = failed.expect_err("the piece's panic reaches the frame's caller");
+        assert!(message.downcast_ref::<String>().is_some_and(|m| m.contains("piece 37 fails")), "the piece's own message");
+        assert_eq!(threads_kept_awake(), 0, "the crew dismissed after a failed pass");
+        let sum = AtomicUsize::new(0);
+        frames.install(|| on_pool(&flex(), || each_index(64, |i| _ = sum.fetch_add(i, Ordering::Relaxed))));
+        assert_eq!(sum.into_inner(), 64 * 63 / 2, "the next frame's pass");
     });
     within_a_minute("four frames at once", move || {
         let sums: Vec<u64> = std::thread::scope(|s| {

@@ -58,14 +58,11 @@ pub fn convolve_direct(x: &[f32], weight: &[f32], g: TapGeometry, epilogue: Epil
         };
         // One piece of work: an output row's block of channels.
         let piece = |i: usize| arch.dispatch(RowBlock { image: &image, row: i / blocks, block: i % blocks });
-        #[cfg(feature = "threads")]
         if workers > 1 {
-            use rayon::prelude::*;
-            (0..h * blocks).into_par_iter().for_each(piece);
-            continue;
+            super::each_index(h * blocks, piece);
+        } else {
+            (0..h * blocks).for_each(piece);
         }
-        let _ = workers;
-        (0..h * blocks).for_each(piece);
     }
     out
 }

@@ -17,100 +17,13 @@ pub mod direct_convolution;
 pub mod gaussian_blur;
 pub mod log_sum_exp;
 pub mod max_pool;
+pub mod pool;
 pub mod tap_products;
 pub mod winograd;
 
+pub use pool::{each_index, finish_on_pool, on_pool, threads, threads_kept_awake};
+
 use burn::tensor::{Device, Tensor};
-#[cfg(feature = "threads")]
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-/// Threads these kernels compute on: rayon's pool (flex's too), or 1 without `threads`.
-pub fn threads() -> usize {
-    #[cfg(feature = "threads")]
-    return rayon::current_num_threads();
-    #[cfg(not(feature = "threads"))]
-    1
-}
-
-/// `work` on a thread of the CPU pool (with `threads`), the caller waiting: the kernels' parallel
-/// passes inside it then start from a thread of the pool, which takes a share of each pass itself
-/// while the others join, instead of waking the pool and sleeping until it is done. On flex the
-/// other threads stay awake until `work` ends ([`keep_pool_awake`]).
-pub fn on_pool<R: Send>(device: &Device, work: impl FnOnce() -> R + Send) -> R {
-    #[cfg(feature = "threads")]
-    {
-        let done = AtomicBool::new(false);
-        let keep_awake = on_flex_outside_training(device);
-        rayon::scope(|scope| {
-            if keep_awake {
-                keep_pool_awake(scope, &done);
-            }
-            let _done = SetOnDrop(&done);
-            work()
-        })
-    }
-    #[cfg(not(feature = "threads"))]
-    {
-        let _ = device;
-        work()
-    }
-}
-
-/// Sets its flag when dropped: when `work` returns or panics.
-#[cfg(feature = "threads")]
-struct SetOnDrop<'a>(&'a AtomicBool);
-
-#[cfg(feature = "threads")]
-impl Drop for SetOnDrop<'_> {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Release);
-    }
-}
-
-/// Every other thread of the pool looks for work without sleeping until `done`: a frame's many
-/// small passes then start at once on every thread, where a sleeping thread must first be woken
-/// (through `Atomics.wait` in WebAssembly, slow enough to lose most of a small pass; width 1/8 at
-/// 128x64 in Chromium, two threads: 20-26 ms a frame with the pool asleep between passes, 16-20
-/// kept awake, 15.6-16.3 with smaller passes shared out too; one thread 27-28). The threads spin
-/// only while a frame runs, and only on the CPU: a frame on a GPU mostly waits.
-#[cfg(feature = "threads")]
-fn keep_pool_awake<'s>(scope: &rayon::Scope<'s>, done: &'s AtomicBool) {
-    let frame_thread = rayon::current_thread_index();
-    for _ in 1..rayon::current_num_threads() {
-        scope.spawn(move |_| {
-            // Taken back by the frame's own thread (while it waits inside a pass), a helper would
-            // spin above the frame's work, which could then never end.
-            if rayon::current_thread_index() == frame_thread {
-                return;
-            }
-            THREADS_KEPT_AWAKE.fetch_add(1, Ordering::AcqRel);
-            while !done.load(Ordering::Acquire) {
-                if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                    std::hint::spin_loop();
-                }
-            }
-            THREADS_KEPT_AWAKE.fetch_sub(1, Ordering::AcqRel);
-        });
-    }
-}
-
-#[cfg(feature = "threads")]
-static THREADS_KEPT_AWAKE: AtomicUsize = AtomicUsize::new(0);
-
-/// Threads of the pool looking for work through a frame ([`on_pool`]) at this moment: the other
-/// threads while a frame runs on flex, else none. For the tests.
-pub fn threads_kept_awake() -> usize {
-    #[cfg(feature = "threads")]
-    return THREADS_KEPT_AWAKE.load(Ordering::Acquire);
-    #[cfg(not(feature = "threads"))]
-    0
-}
-
-/// `work` (on `device`; on the CPU its readbacks are ready at once) driven to its end by
-/// [`on_pool`].
-pub fn finish_on_pool<F: Future<Output: Send> + Send>(device: &Device, work: F) -> F::Output {
-    on_pool(device, || futures_lite::future::block_on(work))
-}
 
 /// Below this many values a pass over a map stays on the calling thread: sharing it out costs
 /// more than it saves.
@@ -120,14 +33,37 @@ const PARALLEL_VALUES: usize = 1 << 13;
 /// `work(i, chunk)` on each `size`-long chunk of `data` (the last may be shorter), on all cores
 /// with the `threads` feature where `data` is large enough to gain.
 pub(crate) fn each_chunk_mut<T: Send>(data: &mut [T], size: usize, work: impl Fn(usize, &mut [T]) + Send + Sync) {
+    let size = size.max(1);
     #[cfg(feature = "threads")]
     if data.len() >= PARALLEL_VALUES {
-        use rayon::prelude::*;
-        data.par_chunks_mut(size.max(1)).enumerate().for_each(|(i, chunk)| work(i, chunk));
+        let (len, start) = (data.len(), Chunks(data.as_mut_ptr()));
+        each_index(len.div_ceil(size), |i| {
+            let from = i * size;
+            // SAFETY: chunk i is its own part of `data`, borrowed mutably meanwhile.
+            work(i, unsafe { std::slice::from_raw_parts_mut(start.at(from), size.min(len - from)) })
+        });
         return;
     }
-    data.chunks_mut(size.max(1)).enumerate().for_each(|(i, chunk)| work(i, chunk));
+    data.chunks_mut(size).enumerate().for_each(|(i, chunk)| work(i, chunk));
 }
+
+/// The start of a buffer whose chunks threads write, each its own.
+#[cfg(feature = "threads")]
+struct Chunks<T>(*mut T);
+
+#[cfg(feature = "threads")]
+impl<T> Chunks<T> {
+    /// A method, so that closures capture the whole (`Sync`) wrapper.
+    fn at(&self, offset: usize) -> *mut T {
+        self.0.wrapping_add(offset)
+    }
+}
+
+// SAFETY: each thread reaches only its own chunk.
+#[cfg(feature = "threads")]
+unsafe impl<T: Send> Sync for Chunks<T> {}
+#[cfg(feature = "threads")]
+unsafe impl<T: Send> Send for Chunks<T> {}
 
 /// Pixels per piece of work of a pass over the class axis: a piece reads each class's run of them
 /// in turn.

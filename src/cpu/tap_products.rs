@@ -223,14 +223,11 @@ pub(super) fn share_out(rows: usize, row_pixels: usize, cache_pixels: usize, min
 
 /// `piece` on each piece of work, on `workers` threads where there are several pieces.
 pub(super) fn each_piece(work: &[Band], workers: usize, piece: impl Fn(&Band) + Send + Sync) {
-    #[cfg(feature = "threads")]
-    if workers > 1 && work.len() > 1 {
-        use rayon::prelude::*;
-        work.par_iter().for_each(piece);
-        return;
+    if workers > 1 {
+        super::each_index(work.len(), |i| piece(&work[i]));
+    } else {
+        work.iter().for_each(piece);
     }
-    let _ = workers;
-    work.iter().for_each(piece);
 }
 
 /// One image's convolution as the pieces of work share it.

@@ -2,7 +2,7 @@
 //   node tests/browser/bench.mjs [--cpu] [--dtype f16] [--runs N] [--fixture-sizes 512x256]
 //        [--released-sizes 128x64] [--skip-released] [--json FILE]
 //        [--peer W8.onnx] [--peer-released FULL.onnx] [--peer-runtime DIR] [--threads 1,2]
-//        [--conv direct,products,implicit] [--rounds R]
+//        [--conv direct,products,implicit] [--rounds R] [--warm-up SECONDS]
 // The page is served as `./build.sh serve` serves it (cross-origin isolated): the CPU path runs
 // on every core, or on each thread count of --threads in turn (1: the single-threaded module),
 // and the speed-up over one thread is printed where 1 is among them. On WebGPU, --conv runs the
@@ -17,6 +17,10 @@
 // choices) in reverse order every other round, so that a machine slowing down over the run does
 // not favour one of them; the summary pools each configuration's runs over the rounds (medians)
 // and also prints each round's speed-up and ratio, whose spread says how far to trust them.
+// --warm-up S (default 2): after the first inference, frames run untimed for S seconds before the
+// timed ones, ONNX Runtime Web's too: V8 first runs a module's functions as it compiled them at
+// once (Liftoff) and recompiles the hot ones optimised (TurboFan) in the background, which takes
+// the small frames' first 20-30 runs (their count and median are printed).
 // Sizes are WIDTHxHEIGHT, as `rpl bench` takes them. The fixture model is width 1/8; the
 // released-size model has random weights made in the page. Per size: the first inference
 // (shader compilation), the median of N, each stage (the median time of runs through it, minus
@@ -42,6 +46,7 @@ const peerRuntime = option('--peer-runtime', join(ROOT, 'node_modules', 'onnxrun
 const threadCounts = option('--threads', '0').split(',').map((t) => Math.max(0, Math.floor(Number(t)) || 0));
 const convolutions = webgpu ? option('--conv', 'direct').split(',') : [null];
 const rounds = Math.max(1, Math.floor(Number(option('--rounds', 1))) || 1);
+const warmUpMs = 1e3 * Math.max(0, Number(option('--warm-up', 2)) || 0);
 
 // The peer's files under the served folder: ONNX Runtime Web's module and wasm, and the ONNX
 // files (linked, not copied: the released one is 672 MB). Returns their URLs.
@@ -107,22 +112,31 @@ async function benchPage(round, requestedThreads, convolution) {
 
   // Times `count` calls in the page on one synthetic image: `segment` (what a user waits for),
   // or `runThrough` a stage. Returns the Worker's replies ({ms, ...}).
-  const time = (op, { width, height }, count, stage = null) => page.evaluate(async ([op, width, height, count, stage]) => {
+  // With `warmUpMs`, `segment` runs for that long first (after one run), those runs' times then
+  // coming first in the replies.
+  const time = (op, { width, height }, count, stage = null, warmUpMs = 0) => page.evaluate(async ([op, width, height, count, stage, warmUpMs]) => {
     const pixels = new Uint8ClampedArray(width * height * 4);
     for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 2654435761) >>> 24;
     const image = new ImageData(pixels, width, height);
     const { session } = window.rpl;
     const times = [];
-    for (let i = 0; i < count; i++) {
+    const once = async () => {
       const { ms, convolutions } = await (op === 'segment' ? session.segment(image) : session.runThrough(image, stage));
       times.push({ ms, convolutions });
+    };
+    if (warmUpMs) {
+      await once();
+      for (const started = performance.now(); performance.now() - started < warmUpMs;) await once();
     }
+    for (let i = 0; i < count; i++) await once();
     return times;
-  }, [op, width, height, count, stage]);
+  }, [op, width, height, count, stage, warmUpMs]);
 
   const measure = async (model, released, size) => {
     const label = `${model} ${size.width}x${size.height}${where}`;
-    const [first, ...rest] = (await time('segment', size, 1 + runs)).map((r) => r.ms);
+    const all = (await time('segment', size, runs, null, warmUpMs)).map((r) => r.ms);
+    const [first, ...warmUp] = all.slice(0, all.length - runs);
+    const rest = all.slice(all.length - runs);
     const through = [];
     let paths = null; // convolutions run each way in one frame
     for (const stage of STAGES) {
@@ -136,18 +150,19 @@ async function benchPage(round, requestedThreads, convolution) {
     const memory = (await page.evaluate(() => window.rpl.session.memory()));
     const memoryBytes = memory.deviceBytesReserved ?? memory.wasmBytes;
     const entry = {
-      model, size: [size.height, size.width], first_ms: first, median_ms: medianMs, runs_ms: rest, stages_ms: stages,
+      model, size: [size.height, size.width], first_ms: first, warm_up_ms: warmUp, median_ms: medianMs, runs_ms: rest, stages_ms: stages,
       tflop_per_s: released ? tflop / (medianMs / 1e3) : null, memory_bytes: memoryBytes, convolutions: paths,
     };
     sizesReport.push(entry);
     measured.push({ round, key: `${model} ${size.width}x${size.height}`, model, released, size, config, threads, ours: rest, peer: null });
     rows.push([`${label}: first inference (shader compilation)`, `${first.toFixed(0)} ms`]);
+    if (warmUp.length) rows.push([`${label}: warm-up, ${warmUp.length} runs in ${(warmUpMs / 1e3).toFixed(0)} s (median)`, `${median(warmUp).toFixed(0)} ms`]);
     rows.push([`${label}: steady state, median of ${runs}`, `${medianMs.toFixed(0)} ms` +
       (entry.tflop_per_s === null ? '' : ` (${entry.tflop_per_s.toPrecision(3)} TFLOP/s)`)]);
     rows.push([`${label}: convolutions per frame`, Object.entries(paths).filter(([, n]) => n).map(([path, n]) => `${n} ${path}`).join(', ')]);
     rows.push([`${label}: stages (median ms)`, STAGES.map((s) => `${s} ${stages[s].toFixed(0)}`).join(', ')]);
     rows.push([`${label}: memory`, `${(memoryBytes / 2 ** 20).toFixed(0)} MiB ${memory.deviceBytesReserved === undefined ? 'module heap' : 'GPU allocator reserve'}`]);
-    console.log(`${label}: ${[first, ...rest].map((t) => t.toFixed(0)).join(', ')} ms; through each stage ${through.map((t) => t.toFixed(0)).join(', ')} ms`);
+    console.log(`${label}: ${all.map((t) => t.toFixed(0)).join(', ')} ms; through each stage ${through.map((t) => t.toFixed(0)).join(', ')} ms`);
   };
 
   const loaded = await page.evaluate(async (url) => {
@@ -176,7 +191,7 @@ async function peerPage(round, threads, config) {
     const url = peerUrls[entry.released ? 'released' : 'fixture'];
     if (!url) continue;
     const { width, height } = entry.size;
-    entry.peer = await page.evaluate(async ([url, width, height, count, threads]) => {
+    entry.peer = await page.evaluate(async ([url, width, height, count, threads, warmUpMs]) => {
       const ort = await import('/target/peer/ort.wasm.min.mjs');
       ort.env.wasm.numThreads = threads;
       ort.env.wasm.wasmPaths = '/target/peer/';
@@ -190,13 +205,16 @@ async function peerPage(round, threads, config) {
         return performance.now() - started;
       };
       const first = await run();
+      const warmUp = [];
+      for (const started = performance.now(); performance.now() - started < warmUpMs;) warmUp.push(await run());
       const times = [];
       for (let i = 0; i < count; i++) times.push(await run());
       await session.release();
-      return { version: ort.env.versions?.web ?? '?', threads, first_ms: first, runs_ms: times };
-    }, [url, width, height, runs, threads]);
+      return { version: ort.env.versions?.web ?? '?', threads, first_ms: first, warm_up_ms: warmUp, runs_ms: times };
+    }, [url, width, height, runs, threads, warmUpMs]);
     console.log(`${entry.key}, ${config}${rounds > 1 ? `, round ${round}` : ''}: ONNX Runtime Web ${entry.peer.version} ` +
-      `${entry.peer.runs_ms.map((t) => t.toFixed(0)).join(', ')} ms (first ${entry.peer.first_ms.toFixed(0)})`);
+      `${entry.peer.runs_ms.map((t) => t.toFixed(0)).join(', ')} ms (first ${entry.peer.first_ms.toFixed(0)}` +
+      `${entry.peer.warm_up_ms.length ? `, warm-up ${entry.peer.warm_up_ms.length} runs, median ${median(entry.peer.warm_up_ms).toFixed(0)}` : ''})`);
   }
   await page.close();
 }
@@ -249,7 +267,7 @@ report.summary = summary;
 console.log(`\n| ${webgpu ? 'WebGPU' : 'CPU fallback'} in headless Chromium | time |\n|---|---|`);
 for (const [what, value] of rows) console.log(`| ${what} | ${value} |`);
 const against = webgpu ? 'time / direct convolutions\'' : 'speed-up over 1 thread';
-console.log(`\nSummary: medians of every round's runs (${rounds} round${rounds > 1 ? 's' : ''} of ${runs} runs); per round in brackets`);
+console.log(`\nSummary: medians of every round's runs (${rounds} round${rounds > 1 ? 's' : ''} of ${runs} runs after ${warmUpMs / 1e3} s of warm-up); per round in brackets`);
 console.log(`| model, size | ${webgpu ? 'convolutions' : 'threads'} | ours | ONNX Runtime Web wasm, logits only | ours / theirs | ${against} |\n|---|---|---|---|---|---|`);
 for (const l of summary) {
   const peer = l.peer_ms === undefined ? ['-', '-'] : [`${l.peer_ms.toFixed(0)} ms`, `${l.ratio.toFixed(2)} (${l.ratio_per_round.map((r) => r.toFixed(2)).join(', ')})`];
