@@ -465,9 +465,10 @@ fn gather_band(image: &[f32], taps: &[(isize, isize, usize)], g: &TapGeometry, r
 }
 
 /// Matrix products and convolutions at least this large (multiply-adds) are split across
-/// threads: with the pool kept awake through a frame ([`super::on_pool`]) small passes gain too
-/// (in Chromium at width 1/8, 128x64, two threads: 2^21 18-20 ms a frame, 2^19 15.8-16.3, 2^17
-/// no better).
+/// threads: with the pool's threads waiting for a frame's passes ([`super::on_pool`]) small
+/// passes gain too (in Chromium at width 1/8, 128x64, two threads: 2^21 18-20 ms a frame, 2^19
+/// 15.8-16.3, 2^17 no better; with the crew, 2^17 and 2^11 values a pass: within the spread
+/// between pages).
 const PARALLEL_WORK: usize = 1 << 19;
 
 /// Threads a convolution of `factors` (their product: multiply-adds) is shared out to: small
