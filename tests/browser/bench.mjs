@@ -112,9 +112,9 @@ async function benchPage(round, requestedThreads, convolution) {
 
   // Times `count` calls in the page on one synthetic image: `segment` (what a user waits for),
   // or `runThrough` a stage. Returns the Worker's replies ({ms, ...}).
-  // With `warmUpMs`, `segment` runs for that long first (after one run), those runs' times then
+  // With `warmUpMs` (0 or more), one run first, then runs for that long, those runs' times
   // coming first in the replies.
-  const time = (op, { width, height }, count, stage = null, warmUpMs = 0) => page.evaluate(async ([op, width, height, count, stage, warmUpMs]) => {
+  const time = (op, { width, height }, count, stage = null, warmUpMs = null) => page.evaluate(async ([op, width, height, count, stage, warmUpMs]) => {
     const pixels = new Uint8ClampedArray(width * height * 4);
     for (let i = 0; i < pixels.length; i++) pixels[i] = (i * 2654435761) >>> 24;
     const image = new ImageData(pixels, width, height);
@@ -124,7 +124,7 @@ async function benchPage(round, requestedThreads, convolution) {
       const { ms, convolutions } = await (op === 'segment' ? session.segment(image) : session.runThrough(image, stage));
       times.push({ ms, convolutions });
     };
-    if (warmUpMs) {
+    if (warmUpMs !== null) {
       await once();
       for (const started = performance.now(); performance.now() - started < warmUpMs;) await once();
     }
@@ -156,7 +156,7 @@ async function benchPage(round, requestedThreads, convolution) {
     sizesReport.push(entry);
     measured.push({ round, key: `${model} ${size.width}x${size.height}`, model, released, size, config, threads, ours: rest, peer: null });
     rows.push([`${label}: first inference (shader compilation)`, `${first.toFixed(0)} ms`]);
-    if (warmUp.length) rows.push([`${label}: warm-up, ${warmUp.length} runs in ${(warmUpMs / 1e3).toFixed(0)} s (median)`, `${median(warmUp).toFixed(0)} ms`]);
+    if (warmUp.length) rows.push([`${label}: warm-up, ${warmUp.length} runs in ${warmUpMs / 1e3} s (median)`, `${median(warmUp).toFixed(0)} ms`]);
     rows.push([`${label}: steady state, median of ${runs}`, `${medianMs.toFixed(0)} ms` +
       (entry.tflop_per_s === null ? '' : ` (${entry.tflop_per_s.toPrecision(3)} TFLOP/s)`)]);
     rows.push([`${label}: convolutions per frame`, Object.entries(paths).filter(([, n]) => n).map(([path, n]) => `${n} ${path}`).join(', ')]);
