@@ -10,8 +10,8 @@
 
 use pulp::{Arch, Simd, WithSimd};
 
-use super::tap_products::{Epilogue, SharedOut, TapGeometry, workers_for};
-use super::each_chunk_mut;
+use super::tap_products::{Epilogue, TapGeometry, workers_for};
+use super::{SharedOut, each_chunk_mut};
 
 /// Input channels summed per pass over a row's tiles: a block's weights under every tap then
 /// stay in the core's L2 cache from one tile to the next.

@@ -36,7 +36,7 @@ pub(crate) fn each_chunk_mut<T: Send>(data: &mut [T], size: usize, work: impl Fn
     let size = size.max(1);
     #[cfg(feature = "threads")]
     if data.len() >= PARALLEL_VALUES {
-        let (len, start) = (data.len(), Chunks(data.as_mut_ptr()));
+        let (len, start) = (data.len(), SharedOut(data.as_mut_ptr()));
         each_index(len.div_ceil(size), |i| {
             let from = i * size;
             // SAFETY: chunk i is its own part of `data`, borrowed mutably meanwhile.
@@ -47,23 +47,21 @@ pub(crate) fn each_chunk_mut<T: Send>(data: &mut [T], size: usize, work: impl Fn
     data.chunks_mut(size).enumerate().for_each(|(i, chunk)| work(i, chunk));
 }
 
-/// The start of a buffer whose chunks threads write, each its own.
-#[cfg(feature = "threads")]
-struct Chunks<T>(*mut T);
+/// A raw pointer that threads writing disjoint parts of one buffer can share.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut<T = f32>(pub(crate) *mut T);
+// SAFETY: each piece of work writes only its own part of the buffer (bands: their own pixels of
+// their own planes, see `convolve_band`; chunks: their own chunk).
+unsafe impl<T: Send> Send for SharedOut<T> {}
+unsafe impl<T: Send> Sync for SharedOut<T> {}
 
 #[cfg(feature = "threads")]
-impl<T> Chunks<T> {
-    /// A method, so that closures capture the whole (`Sync`) wrapper.
+impl<T> SharedOut<T> {
+    /// A method, so that closures capture the whole (`Sync`) wrapper, not its pointer.
     fn at(&self, offset: usize) -> *mut T {
         self.0.wrapping_add(offset)
     }
 }
-
-// SAFETY: each thread reaches only its own chunk.
-#[cfg(feature = "threads")]
-unsafe impl<T: Send> Sync for Chunks<T> {}
-#[cfg(feature = "threads")]
-unsafe impl<T: Send> Send for Chunks<T> {}
 
 /// Pixels per piece of work of a pass over the class axis: a piece reads each class's run of them
 /// in turn.

@@ -16,7 +16,7 @@
 
 use std::ops::Range;
 
-use super::threads;
+use super::{SharedOut, threads};
 
 /// An ungrouped convolution with a square odd kernel, equal dilation and stride, and the padding
 /// that keeps the map's size at stride 1 (`dilation · (kernel - 1) / 2` on every side): every
@@ -105,13 +105,6 @@ const MIN_GATHERED_BAND_PIXELS: usize = 64;
 const GATHERED_VALUES: usize = 1 << 17;
 /// The fewest output channels in a piece of work (a multiple of the SIMD width).
 const MIN_BLOCK_CHANNELS: usize = 16;
-
-/// A raw pointer that threads writing disjoint parts of one buffer can share.
-#[derive(Clone, Copy)]
-pub(super) struct SharedOut(pub(super) *mut f32);
-// SAFETY: bands write disjoint pixel ranges of the output (see `convolve_band`).
-unsafe impl Send for SharedOut {}
-unsafe impl Sync for SharedOut {}
 
 /// What follows a convolution in the network, done to each band of output rows while it is in
 /// the core's cache rather than in passes over the whole map: its bias, a residual added (a

@@ -12,8 +12,8 @@
 
 use std::ops::Range;
 
-use super::each_chunk_mut;
-use super::tap_products::{BAND_VALUES, Band, Epilogue, MIN_BAND_PIXELS, SharedOut, TapGeometry, each_piece, parallelism, product, share_out, workers_for};
+use super::{SharedOut, each_chunk_mut};
+use super::tap_products::{BAND_VALUES, Band, Epilogue, MIN_BAND_PIXELS, TapGeometry, each_piece, parallelism, product, share_out, workers_for};
 
 /// The input transform `Bᵀ`: a tile's 4 inputs along one axis to its 4 transform points.
 const INPUT_TRANSFORM: [[f32; 4]; 4] = [[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, -1.0, 1.0, 0.0], [0.0, 1.0, 0.0, -1.0]];
