@@ -137,10 +137,15 @@ impl From<WebError> for JsValue {
     }
 }
 
-/// The threaded module's pool: `initThreadPool(n)` (a Promise) starts n Web Workers sharing this
-/// module's memory; the page calls it once, before `RplSession.start`.
+/// The threaded module's pool: `startThreadPool(n)` (a Promise) computes on `n` threads, the
+/// calling Worker's and n - 1 Web Workers sharing this module's memory; the page calls it once,
+/// before `RplSession.start`.
 #[cfg(feature = "threads")]
-pub use wasm_bindgen_rayon::init_thread_pool;
+#[wasm_bindgen(js_name = startThreadPool)]
+pub fn start_thread_pool(threads: usize) -> js_sys::Promise {
+    crate::cpu::frames_on_the_calling_thread();
+    wasm_bindgen_rayon::init_thread_pool(threads.saturating_sub(1).max(1))
+}
 
 #[wasm_bindgen(start)]
 fn start() {
@@ -175,7 +180,7 @@ extern "C" fn count_constructor_run() {
 static COUNT_CONSTRUCTOR_RUNS: extern "C" fn() = count_constructor_run;
 
 /// `work` awaited; in the threaded module (the CPU only, where every future is ready at once) run
-/// to completion on a thread of the pool ([`crate::cpu::on_pool`]).
+/// to completion on this Worker's thread, the pool serving its passes ([`crate::cpu::on_pool`]).
 #[cfg(feature = "threads")]
 async fn computed<R: Send>(device: &Device, work: impl Future<Output = R> + Send) -> R {
     crate::cpu::finish_on_pool(device, work)

@@ -10,11 +10,11 @@
 
 mod common;
 
-use burn::tensor::module::{conv2d, max_pool2d};
+use burn::tensor::module::{adaptive_avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::module::Module;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use common::{FLOAT32_TOLERANCE, assert_close};
+use common::{FLOAT32_TOLERANCE, assert_close, soon, within_a_minute};
 use rpl_web::backend::BackendKind;
 use rpl_web::cpu::batch_norm_relu::batch_norm_relu;
 use rpl_web::cpu::bilinear::resize_rows;
@@ -22,6 +22,7 @@ use rpl_web::cpu::class_argmax::class_argmax;
 use rpl_web::cpu::gaussian_blur::blur_separable;
 use rpl_web::cpu::log_sum_exp::{exp_of_nonpositive, ln_of_normal, log_sum_exp};
 use rpl_web::cpu::max_pool::max_pool_3x3_stride_2;
+use rpl_web::cpu::plane_means::plane_means;
 use rpl_web::cpu::tap_products::{Epilogue, TapGeometry, TapStrategy, convolve_by_taps, convolve_by_taps_as};
 use rpl_web::model::{RplConfig, RplNetwork};
 
@@ -128,33 +129,6 @@ fn released_network_on_flex_matches_burns_convolution_on_ndarray() {
         let error = assert_close(&what, &values(ours), &values(theirs), FLOAT32_TOLERANCE);
         println!("{what}: relative max error {error:.2e}");
     }
-}
-
-/// `check` on a thread of its own, failed where it has not returned within a minute (a frame
-/// whose pool never stops spinning hangs rather than fails).
-fn within_a_minute(what: &str, check: impl FnOnce() + Send + 'static) {
-    let (sent, received) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        check();
-        sent.send(()).unwrap();
-    });
-    match received.recv_timeout(std::time::Duration::from_secs(60)) {
-        Ok(()) => {}
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what}: no end within a minute"),
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: failed (above)"),
-    }
-}
-
-/// `condition` became true within ten seconds.
-fn soon(condition: impl Fn() -> bool) -> bool {
-    let started = std::time::Instant::now();
-    while started.elapsed().as_secs() < 10 {
-        if condition() {
-            return true;
-        }
-        std::thread::yield_now();
-    }
-    false
 }
 
 /// A frame on flex (`cpu::on_pool`) keeps the pool's other threads waiting for its passes until
@@ -392,6 +366,26 @@ fn max_pool_equals_burns() {
         let expected = values(max_pool2d(x.clone(), options));
         let ours = max_pool_3x3_stride_2(&values(x), shape);
         assert_close(&format!("3x3 max-pool of {shape:?}"), &ours, &expected, 0.0);
+    }
+}
+
+/// Each plane's mean (the ASPPs' image pooling) within a rounding of the exact mean (f64), and
+/// equal to burn's adaptive pooling to 1x1 as the parity tests compare: planes shorter
+/// than the eight running sums, ragged ones, a batch of two, maps shared out as several pieces of
+/// planes and as one plane a piece.
+#[test]
+fn plane_means_equal_burns_pooling() {
+    let device = flex();
+    for shape in [[1, 3, 2, 3], [2, 5, 7, 9], [1, 4, 1, 1], [2, 64, 33, 65], [1, 3, 300, 301]] {
+        let x = random(shape, &device).add_scalar(0.5);
+        let burns = values(adaptive_avg_pool2d(x.clone(), [1, 1]));
+        let x = values(x);
+        let plane = shape[2] * shape[3];
+        let exact: Vec<f32> = x.chunks(plane).map(|p| (p.iter().map(|&v| f64::from(v)).sum::<f64>() / plane as f64) as f32).collect();
+        let ours = plane_means(&x, shape);
+        assert_close(&format!("plane means of {shape:?}"), &ours, &exact, 2e-7);
+        // burn sums a plane in f32: 1.2e-5 off the exact mean on the 300x301 planes.
+        assert_close(&format!("plane means of {shape:?} against burn's"), &ours, &burns, FLOAT32_TOLERANCE);
     }
 }
 

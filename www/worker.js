@@ -19,7 +19,7 @@ function startModule(threads) {
     const begun = performance.now();
     const bindings = await import(`./${build}/rpl_web.js`);
     const exports = await bindings.default();
-    if (threads > 1) await bindings.initThreadPool(threads);
+    if (threads > 1) await bindings.startThreadPool(threads);
     return { bindings, exports, ms: performance.now() - begun };
   })();
   return started[build].then(({ bindings, exports, ms }) => {

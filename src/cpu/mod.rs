@@ -2,7 +2,8 @@
 //! where WebGPU is missing or software), each where a benchmark showed burn's general op well
 //! behind: the convolutions with what follows them ([`tap_products`]; the wide 3x3s on larger
 //! maps by Winograd's minimal filtering, [`winograd`]), the trunk's
-//! BatchNorm-ReLU pre-activations ([`batch_norm_relu`]), its two max-pools ([`max_pool`]), every
+//! BatchNorm-ReLU pre-activations ([`batch_norm_relu`]), its two max-pools ([`max_pool`]), the
+//! ASPPs' image pooling ([`plane_means`]), every
 //! bilinear resize, a band of rows at a time where asked ([`bilinear`]), the per-pixel
 //! log-sum-exp under every anomaly score ([`log_sum_exp`]), the class maps' argmax
 //! ([`class_argmax`]) and the scores' blur ([`gaussian_blur`]). The kernels work on plain slices
@@ -17,11 +18,14 @@ pub mod direct_convolution;
 pub mod gaussian_blur;
 pub mod log_sum_exp;
 pub mod max_pool;
+pub mod plane_means;
 pub mod pool;
 pub mod tap_products;
 pub mod winograd;
 
 pub use pool::{each_index, finish_on_pool, on_pool, threads, threads_kept_awake};
+#[cfg(feature = "threads")]
+pub use pool::frames_on_the_calling_thread;
 
 use burn::tensor::{Device, Tensor};
 
@@ -55,7 +59,6 @@ pub(crate) struct SharedOut<T = f32>(pub(crate) *mut T);
 unsafe impl<T: Send> Send for SharedOut<T> {}
 unsafe impl<T: Send> Sync for SharedOut<T> {}
 
-#[cfg(feature = "threads")]
 impl<T> SharedOut<T> {
     /// A method, so that closures capture the whole (`Sync`) wrapper, not its pointer.
     fn at(&self, offset: usize) -> *mut T {

@@ -1,13 +1,15 @@
-//! The CPU thread pool through a frame. A frame runs on a thread of rayon's pool ([`on_pool`]);
-//! on flex the pool's other threads spend the frame waiting for its passes without ever sleeping
-//! (a [`Crew`]), and the frame's thread waits for their share of a pass without sleeping either:
-//! a sleeping thread must be woken, slow in WebAssembly (`Atomics.wait`, where rayon's waits give
+//! The CPU thread pool through a frame. A frame runs on a thread of rayon's pool ([`on_pool`]),
+//! or, once [`frames_on_the_calling_thread`] was called (the threaded WebAssembly module: its
+//! Worker computes beside a pool one thread short), on the thread that starts it. On flex the
+//! pool's other threads spend the frame waiting for its passes without ever sleeping (a
+//! [`Crew`]), and the frame's thread waits for their share of a pass without sleeping either: a
+//! sleeping thread must be woken, slow in WebAssembly (`Atomics.wait`, where rayon's waits give
 //! up spinning at once) and on a virtual machine whose idle core must be woken too.
 
 #[cfg(feature = "threads")]
 use std::cell::Cell;
 #[cfg(feature = "threads")]
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 #[cfg(feature = "threads")]
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
@@ -16,19 +18,40 @@ use burn::tensor::Device;
 /// Threads these kernels compute on: rayon's pool (flex's too), or 1 without `threads`.
 pub fn threads() -> usize {
     #[cfg(feature = "threads")]
-    return rayon::current_num_threads();
+    return rayon::current_num_threads() + usize::from(CALLER_COMPUTES.load(Ordering::Relaxed));
     #[cfg(not(feature = "threads"))]
     1
 }
 
+/// From now on a frame started outside the pool runs on the thread that starts it, the pool's
+/// threads its crew (the pool then one thread short of the cores: [`threads`] counts the caller):
+/// the caller neither sleeps while the pool runs the frame nor waits to be woken after it.
+#[cfg(feature = "threads")]
+pub fn frames_on_the_calling_thread() {
+    CALLER_COMPUTES.store(true, Ordering::Relaxed);
+}
+
+#[cfg(feature = "threads")]
+static CALLER_COMPUTES: AtomicBool = AtomicBool::new(false);
+
 /// `work` on a thread of the CPU pool (with `threads`), the caller waiting: the kernels' passes
 /// inside it then start from a thread of the pool, which takes a share of each pass itself. On
-/// flex the pool's other threads join its passes as a [`Crew`] until `work` ends.
+/// flex the pool's other threads join its passes as a [`Crew`] until `work` ends; after
+/// [`frames_on_the_calling_thread`], `work` runs on the caller and every thread of the pool
+/// joins.
 pub fn on_pool<R: Send>(device: &Device, work: impl FnOnce() -> R + Send) -> R {
     #[cfg(feature = "threads")]
     {
-        let crew = Crew::default();
         let with_crew = super::on_flex_outside_training(device) && threads() > 1;
+        if with_crew && CALLER_COMPUTES.load(Ordering::Relaxed) && rayon::current_thread_index().is_none() {
+            let crew = Arc::new(Crew::default());
+            let members = Arc::clone(&crew);
+            rayon::spawn_broadcast(move |_| members.serve());
+            let _done = Dismiss(&crew);
+            let _current = CurrentCrew::set(&crew);
+            return work();
+        }
+        let crew = Crew::default();
         rayon::scope(|scope| {
             if with_crew {
                 crew.gather(scope);

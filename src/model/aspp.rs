@@ -30,7 +30,7 @@ impl Aspp {
     /// Output: the five branches concatenated in the order [img, features.0..3].
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let [n, _, h, w] = x.dims();
-        let pooled = adaptive_avg_pool2d(x.clone(), [1, 1]);
+        let pooled = crate::cpu::plane_means::plane_means_on_flex(&x).unwrap_or_else(|| adaptive_avg_pool2d(x.clone(), [1, 1]));
         // Bilinear resizing of a 1x1 map is a broadcast.
         let img = self.img_conv.forward(pooled);
         let channels = img.dims()[1];

@@ -113,3 +113,30 @@ pub fn argmax_with_margin(logits: &[f32], classes: usize, margin: f32) -> Vec<Op
         })
         .collect()
 }
+
+/// `check` on a thread of its own, failed where it has not returned within a minute (a frame
+/// whose pool never stops spinning hangs rather than fails).
+pub fn within_a_minute(what: &str, check: impl FnOnce() + Send + 'static) {
+    let (sent, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        check();
+        sent.send(()).unwrap();
+    });
+    match received.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(()) => {}
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => panic!("{what}: no end within a minute"),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("{what}: failed (above)"),
+    }
+}
+
+/// `condition` became true within ten seconds.
+pub fn soon(condition: impl Fn() -> bool) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed().as_secs() < 10 {
+        if condition() {
+            return true;
+        }
+        std::thread::yield_now();
+    }
+    false
+}
