@@ -137,9 +137,9 @@ impl From<WebError> for JsValue {
     }
 }
 
-/// The threaded module's pool: `startThreadPool(n)` (a Promise) computes on `n` threads, the
-/// calling Worker's and n - 1 Web Workers sharing this module's memory; the page calls it once,
-/// before `RplSession.start`.
+/// The threaded module's pool: `startThreadPool(n)` (a Promise; n >= 2) computes on `n` threads,
+/// the calling Worker's and n - 1 Web Workers sharing this module's memory; the page calls it
+/// once, before `RplSession.start`.
 #[cfg(feature = "threads")]
 #[wasm_bindgen(js_name = startThreadPool)]
 pub fn start_thread_pool(threads: usize) -> js_sys::Promise {

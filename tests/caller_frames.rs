@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -37,9 +38,7 @@ fn frames_run_on_the_calling_thread_with_the_pool_as_crew() {
         assert_eq!(sum, (1u64 << 20) * ((1 << 20) - 1) / 2);
         let pieces = pieces.into_inner().unwrap();
         assert_eq!(pieces.len(), 120, "each piece once");
-        let mut threads = pieces.clone();
-        threads.sort_by_key(|id| format!("{id:?}"));
-        threads.dedup();
+        let threads: HashSet<_> = pieces.iter().collect();
         assert!(pieces.contains(&caller) && threads.len() >= 2, "pieces on the caller and the pool: {} thread(s)", threads.len());
         assert!(soon(|| threads_kept_awake() == 0), "the crew dismissed after the frame");
 
