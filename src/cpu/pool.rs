@@ -47,18 +47,15 @@ pub fn on_pool<R: Send>(device: &Device, work: impl FnOnce() -> R + Send) -> R {
             let crew = Arc::new(Crew::default());
             let members = Arc::clone(&crew);
             rayon::spawn_broadcast(move |_| members.serve());
-            let _done = Dismiss(&crew);
-            let _current = CurrentCrew::set(&crew);
-            return work();
+            return crew.lead(work);
         }
         let crew = Crew::default();
         rayon::scope(|scope| {
-            if with_crew {
-                crew.gather(scope);
+            if !with_crew {
+                return work();
             }
-            let _done = Dismiss(&crew);
-            let _current = with_crew.then(|| CurrentCrew::set(&crew));
-            work()
+            crew.gather(scope);
+            crew.lead(work)
         })
     }
     #[cfg(not(feature = "threads"))]
@@ -157,6 +154,14 @@ impl Crew {
                 }
             });
         }
+    }
+
+    /// `work` on this thread as the frame the crew serves; the crew dismissed when it returns or
+    /// panics.
+    fn lead<R>(&self, work: impl FnOnce() -> R) -> R {
+        let _done = Dismiss(self);
+        let _current = CurrentCrew::set(self);
+        work()
     }
 
     /// A member's wait: the frame's passes, or rayon's work (another frame's, or rayon's own
