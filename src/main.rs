@@ -335,11 +335,12 @@ fn convert(input: &Path, output: &Path, storage: StorageType) -> Result<(), Stri
     Ok(())
 }
 
-/// The checkpoint at `model` on `device`, its BatchNorms folded for inference, and the file's
-/// name and SHA-256 (for reports); the file's bytes are released once the weights are on the device.
+/// The checkpoint at `model` on `device`, its BatchNorms folded and its weights laid out for
+/// inference, and the file's name and SHA-256 (for reports); the file's bytes are released once
+/// the weights are on the device.
 fn inference_network(model: &Path, device: &burn::tensor::Device) -> Result<(rpl_web::RplNetwork, ModelIdentity), String> {
     let source = open_checkpoint(model).map_err(|e| e.to_string())?;
-    let network = load_network(source.as_ref(), device).map_err(|e| e.to_string())?.fold_batch_norms();
+    let network = arrange_weights(load_network(source.as_ref(), device).map_err(|e| e.to_string())?.fold_batch_norms());
     let identity = identify_file(model).map_err(|e| format!("cannot read {}: {e}", model.display()))?;
     Ok((network, identity))
 }

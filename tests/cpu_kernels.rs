@@ -12,7 +12,7 @@ mod common;
 
 use burn::tensor::module::{adaptive_avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use common::{FLOAT32_TOLERANCE, assert_close, soon, within_a_minute};
 use rpl_web::backend::BackendKind;
@@ -23,7 +23,9 @@ use rpl_web::cpu::gaussian_blur::blur_separable;
 use rpl_web::cpu::log_sum_exp::{exp_of_nonpositive, ln_of_normal, log_sum_exp};
 use rpl_web::cpu::max_pool::max_pool_3x3_stride_2;
 use rpl_web::cpu::plane_means::plane_means;
-use rpl_web::cpu::tap_products::{Epilogue, TapGeometry, TapStrategy, convolve_by_taps, convolve_by_taps_as};
+use rpl_web::cpu::tap_products::{Epilogue, TapGeometry, TapStrategy, WeightOrder, Weights, convolve_by_taps, convolve_by_taps_as};
+use rpl_web::cpu::weight_order_on_flex;
+use rpl_web::model::convolution::arrange_weights;
 use rpl_web::model::{RplConfig, RplNetwork};
 
 fn flex() -> Device {
@@ -97,19 +99,40 @@ fn convolution_by_taps_equals_burns() {
         let (bias_values, residual_values) = (bias_values.map(values), residual_values.map(values));
         let epilogue = Epilogue { bias: bias_values.as_deref(), residual: residual_values.as_deref(), relu };
         let (x, weight) = (values(x), values(weight));
+        let ohwi = stored_ohwi(&weight, [cout, cin, kernel * kernel]);
+        let orders = [Weights::oihw(&weight), Weights { values: &ohwi, order: WeightOrder::Ohwi }];
         for strategy in [TapStrategy::PerTap, TapStrategy::Gathered, TapStrategy::Direct, TapStrategy::Winograd] {
-            let ours = convolve_by_taps_as(strategy, &x, &weight, geometry, epilogue);
-            if relu {
-                assert!(ours.iter().all(|&v| v >= 0.0) && ours.contains(&0.0), "ReLU clips the negative outputs");
+            for weights in orders {
+                let ours = convolve_by_taps_as(strategy, &x, weights, geometry, epilogue);
+                if relu {
+                    assert!(ours.iter().all(|&v| v >= 0.0) && ours.contains(&0.0), "ReLU clips the negative outputs");
+                }
+                let what = format!(
+                    "{strategy:?}, {:?} weights: {cin}->{cout} {kernel}x{kernel} rate {dilation} on {n}x{h}x{w}, bias {bias}, residual {residual}, ReLU {relu}",
+                    weights.order
+                );
+                let error = assert_close(&what, &ours, &expected, FLOAT32_TOLERANCE);
+                println!("{what}: relative max error {error:.2e}");
             }
-            let what = format!(
-                "{strategy:?}: {cin}->{cout} {kernel}x{kernel} rate {dilation} on {n}x{h}x{w}, bias {bias}, residual {residual}, ReLU {relu}"
-            );
-            let error = assert_close(&what, &ours, &expected, FLOAT32_TOLERANCE);
-            println!("{what}: relative max error {error:.2e}");
         }
-        assert_close("the default strategy", &convolve_by_taps(&x, &weight, geometry, epilogue), &expected, FLOAT32_TOLERANCE);
+        for weights in orders {
+            assert_close("the default strategy", &convolve_by_taps(&x, weights, geometry, epilogue), &expected, FLOAT32_TOLERANCE);
+        }
     }
+}
+
+/// `weight` (`[Cout, Cin, taps]`) as `[Cout, taps, Cin]`, written out here independently of the
+/// crate's own rearrangement.
+fn stored_ohwi(weight: &[f32], [cout, cin, taps]: [usize; 3]) -> Vec<f32> {
+    let mut stored = vec![f32::NAN; weight.len()];
+    for co in 0..cout {
+        for ci in 0..cin {
+            for tap in 0..taps {
+                stored[(co * taps + tap) * cin + ci] = weight[(co * cin + ci) * taps + tap];
+            }
+        }
+    }
+    stored
 }
 
 /// The released network (random weights, BatchNorms folded) on flex, where the 128-channel
@@ -122,13 +145,41 @@ fn released_network_on_flex_matches_burns_convolution_on_ndarray() {
     assert_eq!(TapStrategy::for_geometry(&half_size), TapStrategy::Winograd, "the second stage's convolutions on Winograd's products");
     let network = RplNetwork::new(RplConfig::RELEASED, &device).fold_batch_norms();
     let x = random([1, 3, 64, 128], &device);
-    let ours = network.forward(x.clone());
+    // With the weights as loaded, and stored as inference keeps them on flex: of its 61
+    // convolutions' weights, the 40 3x3 kernels over 64 input channels or more read in place
+    // `[Cout, k, k, Cin]`; the stem's (3 input channels, its taps gathered) and the 1x1s as they are.
+    assert_eq!(weight_orders(&network), [(WeightOrder::Oihw, 61)], "as loaded");
+    let arranged = arrange_weights(network.clone());
+    assert_eq!(weight_orders(&arranged), [(WeightOrder::Oihw, 21), (WeightOrder::Ohwi, 40)], "arranged");
+    let ours = [("as loaded", network.forward(x.clone())), ("arranged", arranged.forward(x.clone()))];
+    // Moved last: the network's BatchNorm statistics move with it.
     let theirs = network.to_device(&ndarray).forward(x.to_device(&ndarray));
-    for (head, ours, theirs) in [("out1", ours.out1, theirs.out1), ("out2", ours.out2, theirs.out2)] {
-        let what = format!("released width on flex against ndarray: {head}");
-        let error = assert_close(&what, &values(ours), &values(theirs), FLOAT32_TOLERANCE);
-        println!("{what}: relative max error {error:.2e}");
+    for (form, ours) in ours {
+        for (head, ours, theirs) in [("out1", ours.out1, &theirs.out1), ("out2", ours.out2, &theirs.out2)] {
+            let what = format!("released width on flex, weights {form}, against ndarray: {head}");
+            let error = assert_close(&what, &values(ours), &values(theirs.clone()), FLOAT32_TOLERANCE);
+            println!("{what}: relative max error {error:.2e}");
+        }
     }
+}
+
+/// How many of `network`'s convolution weights our flex convolutions read in each order.
+fn weight_orders(network: &RplNetwork) -> Vec<(WeightOrder, usize)> {
+    struct Orders(Vec<(WeightOrder, usize)>);
+    impl ModuleVisitor for Orders {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let (4, Some(order)) = (D, weight_order_on_flex(param.val())) {
+                match self.0.iter_mut().find(|(o, _)| *o == order) {
+                    Some((_, count)) => *count += 1,
+                    None => self.0.push((order, 1)),
+                }
+            }
+        }
+    }
+    let mut orders = Orders(Vec::new());
+    network.visit(&mut orders);
+    orders.0.sort_by_key(|&(order, _)| order as usize);
+    orders.0
 }
 
 /// A frame on flex (`cpu::on_pool`) keeps the pool's other threads waiting for its passes until
@@ -248,11 +299,14 @@ fn strided_convolution_equals_burns() {
         let shape = expected.dims();
         let geometry = TapGeometry { batch: n, input_channels: cin, height: h, width: w, output_channels: cout, kernel, dilation: 1, stride: 2 };
         assert_eq!([geometry.output_height(), geometry.output_width()], [shape[2], shape[3]], "output size");
-        let bias = bias.map(values);
-        let ours = convolve_by_taps(&values(x), &values(weight), geometry, Epilogue { bias: bias.as_deref(), residual: None, relu: epilogue });
-        let what = format!("{cin}->{cout} {kernel}x{kernel} stride 2 on {n}x{h}x{w}, bias and ReLU {epilogue}");
-        let error = assert_close(&what, &ours, &values(expected), FLOAT32_TOLERANCE);
-        println!("{what}: relative max error {error:.2e}");
+        let (bias, x, weight, expected) = (bias.map(values), values(x), values(weight), values(expected));
+        let ohwi = stored_ohwi(&weight, [cout, cin, kernel * kernel]);
+        for weights in [Weights::oihw(&weight), Weights { values: &ohwi, order: WeightOrder::Ohwi }] {
+            let ours = convolve_by_taps(&x, weights, geometry, Epilogue { bias: bias.as_deref(), residual: None, relu: epilogue });
+            let what = format!("{cin}->{cout} {kernel}x{kernel} stride 2 on {n}x{h}x{w}, {:?} weights, bias and ReLU {epilogue}", weights.order);
+            let error = assert_close(&what, &ours, &expected, FLOAT32_TOLERANCE);
+            println!("{what}: relative max error {error:.2e}");
+        }
     }
 }
 

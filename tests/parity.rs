@@ -6,6 +6,7 @@ mod common;
 use burn::tensor::{Device, Tensor, TensorData};
 use common::{CASES, FLOAT32_TOLERANCE, ReferenceCase, assert_close, fixture, max_abs};
 use rpl_web::backend::BackendKind;
+use rpl_web::model::convolution::arrange_weights;
 use rpl_web::preprocess::RgbImage;
 use rpl_web::scoring::{ScoreMode, anomaly_score};
 use rpl_web::weights::load_network;
@@ -91,8 +92,9 @@ fn check_device(backend: BackendKind, device: &Device) {
         let source = PthCheckpoint::open(&fixture(&format!("rpl_w8/{checkpoint}"))).unwrap();
         let network = load_network(&source, device).unwrap();
         assert_eq!(network.config, RplConfig::FIXTURE_W8, "{checkpoint}: width recognised from its shapes");
-        // As loaded (what training and conversion hold), and as inference runs it.
-        for (form, network) in [("as loaded", network.clone()), ("BatchNorms folded", network.fold_batch_norms())] {
+        // As loaded (what training and conversion hold), and as inference runs it: BatchNorms
+        // folded, the weights laid out for the convolutions that read them.
+        for (form, network) in [("as loaded", network.clone()), ("BatchNorms folded, weights arranged", arrange_weights(network.fold_batch_norms()))] {
             for case in &cases {
                 let label = format!("{} {checkpoint} {form}", backend.name());
                 let errors = check_case(&network, case, device, &label);

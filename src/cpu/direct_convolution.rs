@@ -10,7 +10,7 @@
 
 use pulp::{Arch, Simd, WithSimd};
 
-use super::tap_products::{Epilogue, TapGeometry, workers_for};
+use super::tap_products::{Epilogue, TapGeometry, Weights, workers_for};
 use super::{SharedOut, each_chunk_mut};
 
 /// Input channels summed per pass over a row's tiles: a block's weights under every tap then
@@ -23,12 +23,12 @@ const fn register_tile(lanes: usize) -> (usize, usize) {
     if lanes >= 16 { (2, 12) } else { (2, 6) }
 }
 
-/// `x` (`[N, Cin, H, W]`, row-major) convolved with `weight` (`[Cout, Cin, k, k]`), then
-/// `epilogue`: `[N, Cout, H, W]`, row-major.
-pub fn convolve_direct(x: &[f32], weight: &[f32], g: TapGeometry, epilogue: Epilogue) -> Vec<f32> {
+/// `x` (`[N, Cin, H, W]`, row-major) convolved with `weight`, then `epilogue`: `[N, Cout, H, W]`,
+/// row-major.
+pub fn convolve_direct(x: &[f32], weight: Weights, g: TapGeometry, epilogue: Epilogue) -> Vec<f32> {
     let TapGeometry { batch, input_channels: cin, height: h, width: w, output_channels: cout, kernel: k, .. } = g;
     assert_eq!(x.len(), batch * cin * h * w, "input size");
-    assert_eq!(weight.len(), cout * cin * k * k, "weight size");
+    assert_eq!(weight.values.len(), cout * cin * k * k, "weight size");
     assert!(epilogue.bias.is_none_or(|b| b.len() == cout), "bias size");
     assert!(epilogue.residual.is_none_or(|r| r.len() == batch * cout * h * w), "residual size");
     let arch = Arch::new();
@@ -99,16 +99,16 @@ impl RowShape {
     }
 }
 
-/// `weight` (`[Cout, Cin, k, k]`) as `[Cout / block][live tap][Cin][block]`, the channels past
-/// `Cout` in the last block zero.
-fn pack_weights(weight: &[f32], g: &TapGeometry, taps: &[(isize, isize, usize)], block: usize) -> Vec<f32> {
-    let (cin, cout, area) = (g.input_channels, g.output_channels, g.kernel * g.kernel);
+/// `weight` as `[Cout / block][live tap][Cin][block]`, the channels past `Cout` in the last block
+/// zero.
+fn pack_weights(weight: Weights, g: &TapGeometry, taps: &[(isize, isize, usize)], block: usize) -> Vec<f32> {
+    let (cin, cout) = (g.input_channels, g.output_channels);
     let blocks = cout.div_ceil(block);
     let mut packed = vec![0f32; blocks * taps.len() * cin * block];
     for (i, lanes) in packed.chunks_exact_mut(block).enumerate() {
         let (ci, tap, b) = (i % cin, i / cin % taps.len(), i / cin / taps.len());
         for (c, lane) in lanes.iter_mut().enumerate().take(cout.saturating_sub(b * block)) {
-            *lane = weight[((b * block + c) * cin + ci) * area + taps[tap].2];
+            *lane = weight.at(g, b * block + c, ci, taps[tap].2);
         }
     }
     packed

@@ -29,6 +29,8 @@ pub use pool::frames_on_the_calling_thread;
 
 use burn::tensor::{Device, Tensor};
 
+use tap_products::WeightOrder;
+
 /// Below this many values a pass over a map stays on the calling thread: sharing it out costs
 /// more than it saves.
 #[cfg(feature = "threads")]
@@ -119,11 +121,31 @@ pub(crate) struct FlexValues(burn::backend::flex::FlexTensor);
 #[cfg(feature = "flex")]
 impl FlexValues {
     pub(crate) fn of<const D: usize>(tensor: Tensor<D>) -> Option<Self> {
-        use burn::tensor::DType;
-        if !on_flex_outside_training(&tensor.device()) || tensor.dtype() != DType::F32 {
+        Self::row_major(Self::primitive(tensor)?)
+    }
+
+    /// A convolution's weights (`[Cout, Cin, k, k]`) in place where stored row-major or as
+    /// [`ohwi_weights`] stores them, else copied row-major; with their order.
+    pub(crate) fn of_weights<const D: usize>(weight: Tensor<D>) -> Option<(Self, WeightOrder)> {
+        let dims = weight.dims();
+        let &[_, cin, kh, kw] = dims.as_slice() else { return None };
+        let tensor = Self::primitive(weight)?;
+        let layout = tensor.layout();
+        if kh * kw > 1 && layout.start_offset() == 0 && layout.strides() == ohwi_strides([cin, kh, kw]) {
+            return Some((Self(tensor), WeightOrder::Ohwi));
+        }
+        Some((Self::row_major(tensor)?, WeightOrder::Oihw))
+    }
+
+    /// `tensor` as flex holds it, where it is a float32 tensor for inference on flex.
+    fn primitive<const D: usize>(tensor: Tensor<D>) -> Option<burn::backend::flex::FlexTensor> {
+        if !on_flex_outside_training(&tensor.device()) || tensor.dtype() != burn::tensor::DType::F32 {
             return None;
         }
-        let tensor = tensor.try_into_primitive::<burn::backend::Flex>().ok()?;
+        tensor.try_into_primitive::<burn::backend::Flex>().ok()
+    }
+
+    fn row_major(tensor: burn::backend::flex::FlexTensor) -> Option<Self> {
         let in_place = tensor.is_contiguous() && tensor.layout().start_offset() == 0;
         Some(Self(if in_place { tensor } else { tensor.to_contiguous() }))
     }
@@ -142,21 +164,86 @@ impl FlexValues {
         None
     }
 
+    pub(crate) fn of_weights<const D: usize>(_weight: Tensor<D>) -> Option<(Self, WeightOrder)> {
+        None
+    }
+
     pub(crate) fn values(&self) -> &[f32] {
         match self.0 {}
     }
 }
 
 /// `values` (row-major, `shape`) as a flex tensor, without a copy.
-#[cfg(feature = "flex")]
 pub(crate) fn flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
+    strided_flex_tensor(values, shape, None)
+}
+
+/// `values` as a flex tensor of `shape`, its axes `strides` apart (row-major without), without a
+/// copy.
+#[cfg(feature = "flex")]
+fn strided_flex_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D], strides: Option<Vec<isize>>) -> Tensor<D> {
     use burn::backend::flex::{FlexTensor, Layout};
     use burn::tensor::{Bytes, DType, Shape};
-    let layout = Layout::contiguous(Shape::from(shape.to_vec()));
+    let shape = Shape::from(shape.to_vec());
+    let layout = match strides {
+        Some(strides) => Layout::new(shape, strides, 0),
+        None => Layout::contiguous(shape),
+    };
     Tensor::from_primitive::<burn::backend::Flex>(FlexTensor::new(Bytes::from_elems(values), layout, DType::F32))
 }
 
 #[cfg(not(feature = "flex"))]
-pub(crate) fn flex_tensor<const D: usize>(_values: Vec<f32>, _shape: [usize; D]) -> Tensor<D> {
+fn strided_flex_tensor<const D: usize>(_values: Vec<f32>, _shape: [usize; D], _strides: Option<Vec<isize>>) -> Tensor<D> {
     unreachable!("FlexValues::of gives None without flex")
+}
+
+/// The order our convolutions on flex read a convolution's weights (`[Cout, Cin, k, k]`) in,
+/// in place; `None` for other tensors and off flex.
+pub fn weight_order_on_flex<const D: usize>(weight: Tensor<D>) -> Option<WeightOrder> {
+    FlexValues::of_weights(weight).map(|(_, order)| order)
+}
+
+/// The strides of `[Cout, Cin, kh, kw]` weights stored `[Cout, kh, kw, Cin]`.
+fn ohwi_strides([cin, kh, kw]: [usize; 3]) -> [isize; 4] {
+    [(kh * kw * cin) as isize, 1, (kw * cin) as isize, cin as isize]
+}
+
+/// `module`'s convolution weights on flex (for inference) stored `[Cout, k, k, Cin]`
+/// ([`WeightOrder::Ohwi`]) where our convolutions read them faster so
+/// ([`WeightOrder::preferred`]), and still `[Cout, Cin, k, k]` to every op. Elsewhere as they are.
+pub fn ohwi_weights<M: burn::module::Module>(module: M) -> M {
+    module.map(&mut StoredOhwi)
+}
+
+struct StoredOhwi;
+
+impl burn::module::ModuleMapper for StoredOhwi {
+    fn map_float<const D: usize>(&mut self, param: burn::module::Param<Tensor<D>>) -> burn::module::Param<Tensor<D>> {
+        param.map(|weight| stored_ohwi(weight.clone()).unwrap_or(weight))
+    }
+}
+
+/// A 4-D tensor `[Cout, Cin, k, k]` on flex whose preferred order is [`WeightOrder::Ohwi`],
+/// stored so; `None` for anything else.
+fn stored_ohwi<const D: usize>(weight: Tensor<D>) -> Option<Tensor<D>> {
+    let dims = weight.dims();
+    let &[cout, cin, kh, kw] = dims.as_slice() else { return None };
+    if kh != kw || WeightOrder::preferred(cin, kh) != WeightOrder::Ohwi {
+        return None;
+    }
+    let taps = kh * kw;
+    let values = FlexValues::of(weight)?;
+    let values = values.values();
+    let mut stored = vec![0f32; values.len()];
+    // One output channel's weights at a time: the same run of `Cin · k²` values in either order.
+    each_chunk_mut(&mut stored, cin * taps, |co, row| {
+        let row_offset = co * cin * taps;
+        for tap in 0..taps {
+            for ci in 0..cin {
+                row[WeightOrder::Ohwi.offset([cin, taps], 0, ci, tap)] = values[row_offset + WeightOrder::Oihw.offset([cin, taps], 0, ci, tap)];
+            }
+        }
+    });
+    debug_assert_eq!(stored.len(), cout * cin * taps);
+    Some(strided_flex_tensor(stored, dims, Some(ohwi_strides([cin, kh, kw]).to_vec())))
 }

@@ -13,6 +13,12 @@
 //! matrix in cache (im2col, one band at a time) for a single product as deep as `taps · Cin`
 //! ([`TapStrategy::Gathered`]). The trunk's two strided convolutions are gathered too, every
 //! `stride`-th pixel (flex's convolution ran them at 6-60 GFLOP/s).
+//!
+//! The weights come as checkpoints store them (`[Cout, Cin, k, k]`) or, as inference on flex
+//! keeps the wide layers' ([`super::ohwi_weights`]), `[Cout, k, k, Cin]`: one tap's product then
+//! reads runs of `Cin` weights, a ninth of them, rather than one value in nine of every cache line
+//! (the released model's widest layers from memory nine times a call: 128x256 on 2 threads of a
+//! Zen 5, 400 -> 372 ms a frame).
 
 use std::ops::Range;
 
@@ -56,6 +62,59 @@ impl TapGeometry {
             .map(|tap| (shift(tap / self.kernel), shift(tap % self.kernel), tap))
             .filter(|&(dy, dx, _)| dy.unsigned_abs() < self.height && dx.unsigned_abs() < self.width)
             .collect()
+    }
+}
+
+/// The order a convolution's weights are stored in, each output channel's `Cin · k²` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightOrder {
+    /// `[Cout, Cin, k, k]`, as checkpoints and burn store them.
+    Oihw,
+    /// `[Cout, k, k, Cin]`: every tap's weights of an output channel one run of `Cin`.
+    Ohwi,
+}
+
+impl WeightOrder {
+    /// Where weight (`co`, `ci`, `tap`) lies, for `cin` input channels and `taps` taps.
+    pub fn offset(self, [cin, taps]: [usize; 2], co: usize, ci: usize, tap: usize) -> usize {
+        let (channel_stride, tap_stride) = self.strides([cin, taps]);
+        co * cin * taps + ci * channel_stride + tap * tap_stride
+    }
+
+    /// The order our convolutions read a `kernel x kernel` layer of `input_channels` fastest in:
+    /// [`Self::Ohwi`] where they take one tap at a time (one product per tap, Winograd's
+    /// transform), [`Self::Oihw`] where they gather a band's taps ([`TapStrategy::Gathered`]:
+    /// each input plane's rows read once for all its taps) and for 1x1 kernels (the same either
+    /// way).
+    pub fn preferred(input_channels: usize, kernel: usize) -> Self {
+        if kernel > 1 && input_channels >= TapStrategy::GATHER_BELOW_CHANNELS { Self::Ohwi } else { Self::Oihw }
+    }
+
+    /// Steps between neighbouring input channels and between neighbouring taps.
+    fn strides(self, [cin, taps]: [usize; 2]) -> (usize, usize) {
+        match self {
+            Self::Oihw => (taps, 1),
+            Self::Ohwi => (1, cin),
+        }
+    }
+}
+
+/// A convolution's weights and the order they are stored in.
+#[derive(Debug, Clone, Copy)]
+pub struct Weights<'a> {
+    pub values: &'a [f32],
+    pub order: WeightOrder,
+}
+
+impl<'a> Weights<'a> {
+    /// `[Cout, Cin, k, k]`, as checkpoints store them.
+    pub fn oihw(values: &'a [f32]) -> Self {
+        Self { values, order: WeightOrder::Oihw }
+    }
+
+    /// Weight (`co`, `ci`, `tap`) of a convolution of geometry `g`.
+    pub(super) fn at(&self, g: &TapGeometry, co: usize, ci: usize, tap: usize) -> f32 {
+        self.values[self.order.offset([g.input_channels, g.kernel * g.kernel], co, ci, tap)]
     }
 }
 
@@ -118,14 +177,14 @@ pub struct Epilogue<'a> {
     pub relu: bool,
 }
 
-/// `x` (`[N, Cin, H, W]`, row-major) convolved with `weight` (`[Cout, Cin, k, k]`), then
-/// `epilogue`: `[N, Cout, H, W]`, row-major.
-pub fn convolve_by_taps(x: &[f32], weight: &[f32], g: TapGeometry, epilogue: Epilogue) -> Vec<f32> {
+/// `x` (`[N, Cin, H, W]`, row-major) convolved with `weight` (`Cout` output channels of `Cin`
+/// input channels under `k x k` taps), then `epilogue`: `[N, Cout, H, W]`, row-major.
+pub fn convolve_by_taps(x: &[f32], weight: Weights, g: TapGeometry, epilogue: Epilogue) -> Vec<f32> {
     convolve_by_taps_as(TapStrategy::for_geometry(&g), x, weight, g, epilogue)
 }
 
 /// [`convolve_by_taps`] with the products laid out as `strategy` says.
-pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: TapGeometry, epilogue: Epilogue) -> Vec<f32> {
+pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: Weights, g: TapGeometry, epilogue: Epilogue) -> Vec<f32> {
     let TapGeometry { batch, input_channels: cin, height: h, width: w, output_channels: cout, kernel: k, dilation, stride } = g;
     // The centre tap, which writes every output value first, exists only for these.
     assert!(k % 2 == 1 && dilation >= 1 && stride >= 1, "an odd kernel, a dilation and a stride of at least 1");
@@ -139,7 +198,7 @@ pub fn convolve_by_taps_as(strategy: TapStrategy, x: &[f32], weight: &[f32], g: 
         strategy => strategy,
     };
     let (oh, ow) = (g.output_height(), g.output_width());
-    assert_eq!(weight.len(), cout * cin * k * k, "weight size");
+    assert_eq!(weight.values.len(), cout * cin * k * k, "weight size");
     assert!(epilogue.bias.is_none_or(|b| b.len() == cout), "bias size");
     assert!(epilogue.residual.is_none_or(|r| r.len() == batch * cout * oh * ow), "residual size");
     let (in_plane, plane) = (h * w, oh * ow);
@@ -227,7 +286,7 @@ pub(super) fn each_piece(work: &[Band], workers: usize, piece: impl Fn(&Band) + 
 struct ImageConvolution<'a> {
     /// `[Cin, H, W]`.
     image: &'a [f32],
-    weight: &'a [f32],
+    weight: Weights<'a>,
     /// The image's `[Cout, H, W]` output.
     out: SharedOut,
     /// The live taps, the centre column first.
@@ -282,8 +341,8 @@ impl ImageConvolution<'_> {
         }
     }
 
-    /// One band as a single product: every live tap's input for these rows gathered (row
-    /// `ci · k² + tap`, the weights' own order, zero where the tap reads padding), then
+    /// One band as a single product: every live tap's input for these rows gathered (a row per
+    /// input channel and tap, in the weights' own order, zero where the tap reads padding), then
     /// `weight[channels] x gathered` into the band, with the epilogue.
     ///
     /// # Safety
@@ -292,13 +351,13 @@ impl ImageConvolution<'_> {
         let TapGeometry { input_channels: cin, kernel: k, .. } = self.g;
         let (h, w) = (self.g.output_height(), self.g.output_width());
         let (plane, depth, pixels, count) = (h * w, cin * k * k, band.rows.len() * w, band.channels.len());
-        let gathered = gather_band(self.image, self.taps, &self.g, &band.rows);
+        let gathered = gather_band(self.image, self.taps, &self.g, self.weight.order, &band.rows);
         // SAFETY: dst: `count` planes from channels.start, this band's pixels; lhs: weight rows
         // `channels`, each cin·k² long; rhs: the gathered matrix, cin·k² rows of `pixels`.
         unsafe {
             self.start_from_residual(band);
             let dst = self.out.0.add(band.channels.start * plane + band.rows.start * w);
-            let lhs = (self.weight.as_ptr().add(band.channels.start * depth), depth, 1);
+            let lhs = (self.weight.values.as_ptr().add(band.channels.start * depth), depth, 1);
             let parallelism = if band.split { parallelism(count * pixels * depth) } else { gemm::Parallelism::None };
             product((dst, plane), self.epilogue.residual.is_some(), lhs, (gathered.as_ptr(), pixels), [count, pixels, depth], parallelism);
             self.finish_band(band);
@@ -348,13 +407,15 @@ impl ImageConvolution<'_> {
                 // The centre tap writes, unless onto the residual; every other tap adds.
                 let accumulate = !(dx == 0 && dy == 0) || self.epilogue.residual.is_some();
                 let parallelism = if *split { parallelism(count * pixels * cin) } else { gemm::Parallelism::None };
-                // SAFETY: dst: `count` rows, pixels first..first + pixels of this band; lhs:
-                // weight[co][ci][tap] for co in `channels`; rhs: cin planes, pixels read..read +
+                // SAFETY: dst: `count` rows, pixels first..first + pixels of this band; lhs: the
+                // weights of (co, ci, tap) for co in `channels`; rhs: cin planes, pixels read..read +
                 // pixels, inside the plane since rows y_lo..y_hi shifted by dy and columns
                 // x_lo..x_hi shifted by dx stay inside the map (between them, pixels read across
                 // a row end: wrong outputs that only side columns produce, and drop below).
                 unsafe {
-                    let lhs = (self.weight.as_ptr().add(channels.start * cin * k * k + tap), cin * k * k, k * k);
+                    let (channel_stride, _) = self.weight.order.strides([cin, k * k]);
+                    let first_weight = self.weight.order.offset([cin, k * k], channels.start, 0, tap);
+                    let lhs = (self.weight.values.as_ptr().add(first_weight), cin * k * k, channel_stride);
                     let rhs = (self.image.as_ptr().add(read), plane);
                     product((target.add(first - origin), row_stride), accumulate, lhs, rhs, [count, pixels, cin], parallelism);
                 }
@@ -416,42 +477,44 @@ pub(super) unsafe fn product(
     }
 }
 
-/// Rows `ci · k² + tap` (the weights' own order) of `pixels` values: input channel `ci` under
-/// `tap` for each output pixel of `rows` (output pixel `(y, x)` reads `(stride · y + dy, stride ·
-/// x + dx)`), zero where the tap reads padding (a dead tap's whole row). Each value is written
-/// once, in order.
-fn gather_band(image: &[f32], taps: &[(isize, isize, usize)], g: &TapGeometry, rows: &Range<usize>) -> Vec<f32> {
+/// A row of `pixels` values per input channel `ci` and tap, in `order` (row `ci · k² + tap` or
+/// `tap · Cin + ci`, as the weights): input channel `ci` under the tap for each output pixel of
+/// `rows` (output pixel `(y, x)` reads `(stride · y + dy, stride · x + dx)`), zero where the tap
+/// reads padding (a dead tap's whole row). Each value is written once, in order.
+fn gather_band(image: &[f32], taps: &[(isize, isize, usize)], g: &TapGeometry, order: WeightOrder, rows: &Range<usize>) -> Vec<f32> {
     let TapGeometry { input_channels: cin, height: h, width: w, kernel: k, stride, .. } = *g;
     let ow = g.output_width();
     let (plane, kk, pixels) = (h * w, k * k, rows.len() * ow);
     let zeros = |gathered: &mut Vec<f32>, n: usize| gathered.extend(std::iter::repeat_n(0f32, n));
     let mut gathered = Vec::with_capacity(cin * kk * pixels);
-    for ci in 0..cin {
+    for row in 0..cin * kk {
+        let (ci, tap) = match order {
+            WeightOrder::Oihw => (row / kk, row % kk),
+            WeightOrder::Ohwi => (row % cin, row / cin),
+        };
         let input = &image[ci * plane..][..plane];
-        for tap in 0..kk {
-            let Some(&(dy, dx, _)) = taps.iter().find(|t| t.2 == tap) else {
-                zeros(&mut gathered, pixels);
+        let Some(&(dy, dx, _)) = taps.iter().find(|t| t.2 == tap) else {
+            zeros(&mut gathered, pixels);
+            continue;
+        };
+        // The output columns whose input column `stride · x + dx` lies on the map.
+        let x_lo = ((-dx).max(0) as usize).div_ceil(stride);
+        let x_hi = ((w as isize - dx) as usize).div_ceil(stride).min(ow);
+        for y in rows.clone() {
+            let source = (stride * y) as isize + dy;
+            if !(0..h as isize).contains(&source) || x_lo >= x_hi {
+                zeros(&mut gathered, ow);
                 continue;
-            };
-            // The output columns whose input column `stride · x + dx` lies on the map.
-            let x_lo = ((-dx).max(0) as usize).div_ceil(stride);
-            let x_hi = ((w as isize - dx) as usize).div_ceil(stride).min(ow);
-            for y in rows.clone() {
-                let source = (stride * y) as isize + dy;
-                if !(0..h as isize).contains(&source) || x_lo >= x_hi {
-                    zeros(&mut gathered, ow);
-                    continue;
-                }
-                let from = (source * w as isize + (stride * x_lo) as isize + dx) as usize;
-                zeros(&mut gathered, x_lo);
-                let columns = &input[from..][..stride * (x_hi - x_lo - 1) + 1];
-                if stride == 1 {
-                    gathered.extend_from_slice(columns);
-                } else {
-                    gathered.extend(columns.iter().step_by(stride));
-                }
-                zeros(&mut gathered, ow - x_hi);
             }
+            let from = (source * w as isize + (stride * x_lo) as isize + dx) as usize;
+            zeros(&mut gathered, x_lo);
+            let columns = &input[from..][..stride * (x_hi - x_lo - 1) + 1];
+            if stride == 1 {
+                gathered.extend_from_slice(columns);
+            } else {
+                gathered.extend(columns.iter().step_by(stride));
+            }
+            zeros(&mut gathered, ow - x_hi);
         }
     }
     gathered

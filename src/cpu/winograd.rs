@@ -13,7 +13,7 @@
 use std::ops::Range;
 
 use super::{SharedOut, each_chunk_mut};
-use super::tap_products::{BAND_VALUES, Band, Epilogue, MIN_BAND_PIXELS, TapGeometry, each_piece, parallelism, product, share_out, workers_for};
+use super::tap_products::{BAND_VALUES, Band, Epilogue, MIN_BAND_PIXELS, TapGeometry, Weights, each_piece, parallelism, product, share_out, workers_for};
 
 /// The input transform `Bᵀ`: a tile's 4 inputs along one axis to its 4 transform points.
 const INPUT_TRANSFORM: [[f32; 4]; 4] = [[1.0, 0.0, -1.0, 0.0], [0.0, 1.0, 1.0, 0.0], [0.0, -1.0, 1.0, 0.0], [0.0, 1.0, 0.0, -1.0]];
@@ -55,18 +55,18 @@ pub fn gains_on(g: &TapGeometry) -> bool {
         && 10 * h * w >= 9 * covered
 }
 
-/// `x` (`[N, Cin, H, W]`, row-major) convolved with the 3x3 `weight` (`[Cout, Cin, 3, 3]`) at
-/// stride 1 with "same" padding, then `epilogue`: `[N, Cout, H, W]`, row-major.
-pub fn convolve_winograd(x: &[f32], weight: &[f32], g: TapGeometry, epilogue: Epilogue) -> Vec<f32> {
+/// `x` (`[N, Cin, H, W]`, row-major) convolved with the 3x3 `weight` at stride 1 with "same"
+/// padding, then `epilogue`: `[N, Cout, H, W]`, row-major.
+pub fn convolve_winograd(x: &[f32], weight: Weights, g: TapGeometry, epilogue: Epilogue) -> Vec<f32> {
     let TapGeometry { batch, input_channels: cin, height: h, width: w, output_channels: cout, kernel, dilation, stride } = g;
     assert!(kernel == 3 && stride == 1 && dilation >= 1, "a 3x3 kernel at stride 1");
     assert_eq!(x.len(), batch * cin * h * w, "input size");
-    assert_eq!(weight.len(), cout * cin * 9, "weight size");
+    assert_eq!(weight.values.len(), cout * cin * 9, "weight size");
     assert!(epilogue.bias.is_none_or(|b| b.len() == cout), "bias size");
     assert!(epilogue.residual.is_none_or(|r| r.len() == batch * cout * h * w), "residual size");
     let plane = h * w;
     let tiles = Tiling::new(h, w, dilation);
-    let weights = transform_weights(weight, cout, cin);
+    let weights = transform_weights(weight, &g);
     let workers = workers_for([cout, plane, cin, 4]);
     // A band's transformed outputs (4 points per tile kept) match the taps' band in size.
     let work = share_out(tiles.rows.len(), 4 * tiles.per_row(), BAND_VALUES / cout.max(1), MIN_BAND_PIXELS, workers, cout);
@@ -95,10 +95,11 @@ pub fn convolve_winograd(x: &[f32], weight: &[f32], g: TapGeometry, epilogue: Ep
 /// `i`, column point `j`; each point's matrix one block): `G g Gᵀ` for each 3x3 kernel `g`,
 /// computed a row of `Cin` values at a time from the taps laid out `[tap][Cout][Cin]`, so that
 /// every step is a sum of whole rows.
-fn transform_weights(weight: &[f32], cout: usize, cin: usize) -> Vec<f32> {
+fn transform_weights(weight: Weights, g: &TapGeometry) -> Vec<f32> {
+    let (cout, cin) = (g.output_channels, g.input_channels);
     let mut taps = vec![0f32; 9 * cout * cin];
     each_chunk_mut(&mut taps, cout * cin, |tap, values| {
-        values.iter_mut().enumerate().for_each(|(k, value)| *value = weight[9 * k + tap]);
+        values.iter_mut().enumerate().for_each(|(k, value)| *value = weight.at(g, k / cin, k % cin, tap));
     });
     let row = weight_row(cin);
     let mut transformed = vec![0f32; POINTS * cout * row];

@@ -17,7 +17,7 @@ use burn::tensor::ops::PadMode;
 
 use super::on_gpu_outside_training;
 use super::layers::relu_in_one_pass;
-use crate::cpu::tap_products::{Epilogue, TapGeometry, convolve_by_taps};
+use crate::cpu::tap_products::{Epilogue, TapGeometry, Weights, convolve_by_taps};
 use crate::cpu::{FlexValues, flex_tensor};
 
 /// The largest im2col matrix one product reads (bytes): half of WebGPU's default storage-binding
@@ -90,9 +90,12 @@ pub fn gpu_convolution() -> GpuConvolution {
     GpuConvolution::ALL[index.min(GpuConvolution::ALL.len() - 1)]
 }
 
-/// `module`'s weights laid out for the chosen GPU convolution: channels-last on wgpu for the
-/// implicit routine (which would copy them so on every call), as they are otherwise.
+/// `module`'s weights laid out for the convolutions that read them: on flex, `[Cout, k, k, Cin]`
+/// ([`crate::cpu::ohwi_weights`]); on wgpu for the chosen GPU convolution, channels-last for the
+/// implicit routine (which would copy them so on every call), taps-major for our tiles; as they
+/// are otherwise.
 pub fn arrange_weights<M: burn::module::Module>(module: M) -> M {
+    let module = crate::cpu::ohwi_weights(module);
     #[cfg(feature = "wgpu")]
     match gpu_convolution() {
         GpuConvolution::Implicit => return crate::gpu::implicit_gemm::channels_last_weights(module),
@@ -204,7 +207,7 @@ fn convolve_on_flex(conv: &Conv2d, x: &Tensor<4>, residual: Option<&Tensor<4>>, 
     let output_channels = conv.weight.dims()[0];
     let geometry = TapGeometry { batch, input_channels, height, width, output_channels, kernel, dilation, stride };
     let input = FlexValues::of(x.clone())?;
-    let weight = FlexValues::of(conv.weight.val())?;
+    let (weight, order) = FlexValues::of_weights(conv.weight.val())?;
     let bias = match &conv.bias {
         Some(bias) => Some(FlexValues::of(bias.val())?),
         None => None,
@@ -214,7 +217,7 @@ fn convolve_on_flex(conv: &Conv2d, x: &Tensor<4>, residual: Option<&Tensor<4>>, 
         None => None,
     };
     let epilogue = Epilogue { bias: bias.as_ref().map(FlexValues::values), residual: residual.as_ref().map(FlexValues::values), relu };
-    let out = convolve_by_taps(input.values(), weight.values(), geometry, epilogue);
+    let out = convolve_by_taps(input.values(), Weights { values: weight.values(), order }, geometry, epilogue);
     Some(flex_tensor(out, [batch, output_channels, geometry.output_height(), geometry.output_width()]))
 }
 
