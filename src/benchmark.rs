@@ -27,7 +27,7 @@ pub enum BenchmarkError {
     Peer { python: String, reason: String },
 }
 
-/// ONNX Runtime's figures for the same network and size, timed beside ours (`--peer`).
+/// ONNX Runtime's figures for the same network and size, its runs alternating with ours (`--peer`).
 #[derive(Debug, Clone, serde::Deserialize, Serialize)]
 pub struct PeerReport {
     pub version: String,
@@ -43,29 +43,111 @@ fn peer_python() -> String {
     std::env::var("RPL_PEER_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-/// Times ONNX Runtime's CPU provider on `onnx` at `size` ([height, width]) with `threads`
-/// threads: a first run, then the median of `runs` (logits only: no score, no read-back beyond them).
+/// ONNX Runtime's CPU provider holding `onnx` at one size in a Python process beside ours
+/// (`peer_onnxruntime.py`), timing runs whenever asked: its runs then alternate with ours, and
+/// the machine's swings from one minute to the next reach both alike.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn peer_onnxruntime(onnx: &std::path::Path, size: [usize; 2], threads: usize, runs: usize) -> Result<PeerReport, BenchmarkError> {
-    let python = peer_python();
-    let failed = |reason: String| BenchmarkError::Peer { python: python.clone(), reason };
-    let output = std::process::Command::new(&python)
-        .args(["-c", include_str!("peer_onnxruntime.py")])
-        .arg(onnx)
-        .args([size[0], size[1], threads, runs].map(|n| n.to_string()))
-        .output()
-        .map_err(|e| failed(format!("cannot run it: {e}")))?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().last().unwrap_or_default();
-    if let Ok(error) = serde_json::from_str::<serde_json::Value>(line)
-        && let Some(reason) = error.get("error").and_then(|e| e.as_str())
-    {
-        return Err(failed(reason.to_string()));
+pub struct PeerSession {
+    python: String,
+    child: std::process::Child,
+    input: Option<std::process::ChildStdin>,
+    output: std::io::BufReader<std::process::ChildStdout>,
+    version: String,
+    threads: usize,
+    first_ms: f64,
+}
+
+/// The peer's first line.
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(serde::Deserialize)]
+struct PeerReady {
+    version: String,
+    threads: usize,
+    first_ms: f64,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+#[derive(serde::Deserialize)]
+struct PeerTimes {
+    times_ms: Vec<f64>,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl PeerSession {
+    /// Starts ONNX Runtime on `onnx` at `size` ([height, width]) with `threads` threads and waits
+    /// for its first run (logits only: no score, no read-back beyond them).
+    pub fn start(onnx: &std::path::Path, size: [usize; 2], threads: usize) -> Result<Self, BenchmarkError> {
+        use std::process::{Command, Stdio};
+        let python = peer_python();
+        let mut child = Command::new(&python)
+            .args(["-c", include_str!("peer_onnxruntime.py")])
+            .arg(onnx)
+            .args([size[0], size[1], threads].map(|n| n.to_string()))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| BenchmarkError::Peer { python: python.clone(), reason: format!("cannot run it: {e}") })?;
+        let (input, output) = (child.stdin.take(), child.stdout.take().map(std::io::BufReader::new));
+        let Some(output) = output else { unreachable!("stdout is piped") };
+        let mut session = Self { python, child, input, output, version: String::new(), threads, first_ms: 0.0 };
+        let ready: PeerReady = session.read_line()?;
+        (session.version, session.threads, session.first_ms) = (ready.version, ready.threads, ready.first_ms);
+        Ok(session)
     }
-    serde_json::from_str(line).map_err(|_| {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        failed(format!("no figures ({})", stderr.lines().last().unwrap_or("no output")))
-    })
+
+    /// Times `runs` runs, one after the other: milliseconds each.
+    pub fn time(&mut self, runs: usize) -> Result<Vec<f64>, BenchmarkError> {
+        use std::io::Write;
+        let sent = self.input.as_mut().map(|input| writeln!(input, "{runs}").and_then(|_| input.flush()));
+        if let Some(Err(e)) = sent {
+            return Err(self.failed(format!("cannot send it work: {e}")));
+        }
+        Ok(self.read_line::<PeerTimes>()?.times_ms)
+    }
+
+    /// The figures of `times` (at least one), as timed by [`Self::time`].
+    pub fn report(&self, times: &[f64]) -> PeerReport {
+        let mut sorted = times.to_vec();
+        PeerReport { version: self.version.clone(), threads: self.threads, first_ms: self.first_ms, median_ms: median(&mut sorted), min_ms: sorted[0] }
+    }
+
+    /// The peer's next line as `T`; an error it reports, or the last line of its errors where it
+    /// ended without one.
+    fn read_line<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, BenchmarkError> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        if self.output.read_line(&mut line).is_ok_and(|n| n > 0) {
+            if let Ok(error) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(reason) = error.get("error").and_then(|e| e.as_str())
+            {
+                return Err(self.failed(reason.to_string()));
+            }
+            if let Ok(figures) = serde_json::from_str(&line) {
+                return Ok(figures);
+            }
+        }
+        self.input.take();
+        let _ = self.child.wait();
+        let mut errors = String::new();
+        if let Some(mut stderr) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut errors);
+        }
+        Err(self.failed(format!("no figures ({})", errors.lines().last().unwrap_or("no output"))))
+    }
+
+    fn failed(&self, reason: String) -> BenchmarkError {
+        BenchmarkError::Peer { python: self.python.clone(), reason }
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Drop for PeerSession {
+    /// The end of its input ends it.
+    fn drop(&mut self) {
+        self.input.take();
+        let _ = self.child.wait();
+    }
 }
 
 /// What `rpl bench` measured, and on what; as JSON, what `rpl bench --json` writes.
@@ -257,13 +339,15 @@ fn layer_kinds(network: &RplNetwork, image: &RgbImage, repetitions: usize, devic
 }
 
 /// Times `network` at `size` (`[height, width]`): one first run, then `repetitions` end-to-end
-/// runs and as many staged ones, and as many with each convolution timed where `layers`.
+/// runs, each followed by `after_each_run` (a peer's run, so that the two alternate), then as many
+/// staged runs, and as many with each convolution timed where `layers`.
 pub fn benchmark_size(
     network: &RplNetwork,
     size: [usize; 2],
     repetitions: usize,
     layers: bool,
     device: &Device,
+    mut after_each_run: impl FnMut() -> Result<(), BenchmarkError>,
 ) -> Result<SizeReport, BenchmarkError> {
     if repetitions == 0 {
         return Err(BenchmarkError::NoRepetitions(repetitions));
@@ -272,9 +356,11 @@ pub fn benchmark_size(
     let first_ms = end_to_end(network, &image, device)?;
     // The first timed run also counts its launches (an atomic and a lock per launch).
     let (counted_ms, launches) = end_to_end_counted(network, &image, device)?;
+    after_each_run()?;
     let mut totals = vec![counted_ms];
     for _ in 1..repetitions {
         totals.push(end_to_end(network, &image, device)?);
+        after_each_run()?;
     }
     let runs = (0..repetitions).map(|_| staged(network, &image, device)).collect::<Result<Vec<_>, _>>()?;
     let names = Stage::ALL.iter().map(|s| s.name()).chain([SCORE_STAGE]);

@@ -15,7 +15,7 @@ use rpl_web::scoring::ScoreMode;
 use rpl_web::weights::safetensors::{StorageType, write_safetensors};
 use rpl_web::weights::{load_network, open_checkpoint};
 use rpl_web::datasets::{DatasetKind, list_dataset};
-use rpl_web::benchmark::BenchmarkReport;
+use rpl_web::benchmark::{BenchmarkReport, PeerSession};
 use rpl_web::evaluation::{
     DatasetOptions, DatasetReport, HeldOutSet, ScoreSource, SyntheticEvaluation, evaluate_dataset, evaluate_synthetic, nearest_mean_colour_miou,
 };
@@ -175,8 +175,9 @@ enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
         /// The same network as ONNX (e.g. ../shared/peer/onnx/rpl_w8.onnx): ONNX Runtime's CPU
-        /// time on each size, with as many threads as flex uses, is printed beside ours with the
-        /// ratio (needs `pip install onnxruntime numpy`; RPL_PEER_PYTHON names the Python).
+        /// time on each size, with as many threads as flex uses, its runs alternating with ours, is
+        /// printed beside ours with the ratio (needs `pip install onnxruntime numpy`;
+        /// RPL_PEER_PYTHON names the Python).
         #[arg(long)]
         peer: Option<PathBuf>,
         /// Also time each convolution (waiting for the device around each) and print them by
@@ -661,6 +662,11 @@ fn print_report(model: &Path, identity: &ModelIdentity, e: &SyntheticEvaluation)
     println!("  IoU of out1 per class: {}", per_class.join(", "));
 }
 
+/// The pause between our runs and the peer's: both runtimes' threads spin a while after a run
+/// before they sleep (ONNX Runtime's intra-op pool, rayon's), and without it each side's spinning
+/// threads took the cores from the other's next run (width 1/8 at 256x512: ours 41 -> 81 ms).
+const PEER_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Prints each size's row as it is measured.
 fn bench(
     width_divisor: usize,
@@ -707,8 +713,20 @@ fn bench(
     );
     println!("{:>10} {:>10} {:>10} {:>9}  stages (median ms)", "size", "first ms", "median ms", "TFLOP/s");
     for &size in sizes {
-        let mut measured = rpl_web::benchmark::benchmark_size(&network, size, report.repetitions, layers, &device)
-            .map_err(|e| format!("{}x{}: {e}", size[1], size[0]))?;
+        let failed = |e: rpl_web::benchmark::BenchmarkError| format!("{}x{}: {e}", size[1], size[0]);
+        // ONNX Runtime beside ours, as many threads as flex's pool (one per core, or
+        // RAYON_NUM_THREADS), each of our timed runs followed by one of its.
+        let mut beside = peer.map(|onnx| PeerSession::start(onnx, size, rpl_web::cpu::threads())).transpose().map_err(failed)?;
+        let mut theirs = Vec::new();
+        let mut measured = rpl_web::benchmark::benchmark_size(&network, size, report.repetitions, layers, &device, || {
+            if let Some(session) = beside.as_mut() {
+                std::thread::sleep(PEER_SETTLE);
+                theirs.extend(session.time(1)?);
+                std::thread::sleep(PEER_SETTLE);
+            }
+            Ok(())
+        })
+        .map_err(failed)?;
         let stages: Vec<String> = measured.stages.iter().map(|(name, ms)| format!("{name} {ms:.1}")).collect();
         let memory = measured.memory_bytes.map_or(String::new(), |b| format!(", memory {:.2} GB", b as f64 / 1e9));
         println!(
@@ -719,12 +737,10 @@ fn bench(
             measured.tflop_per_s.map_or("-".into(), |t| format!("{t:.2}")),
             stages.join(", ")
         );
-        if let Some(onnx) = peer {
-            // As many threads as flex's pool (one per core, or RAYON_NUM_THREADS).
-            let threads = rpl_web::cpu::threads();
-            let figures = rpl_web::benchmark::peer_onnxruntime(onnx, size, threads, report.repetitions).map_err(|e| e.to_string())?;
+        if let (Some(onnx), Some(session)) = (peer, beside) {
+            let figures = session.report(&theirs);
             println!(
-                "{:>10} {:>10.1} {:>10.1}  ONNX Runtime {} ({} threads, {}, logits only): ours / theirs = {:.2} (to our logits, the stages but the score: {:.2})",
+                "{:>10} {:>10.1} {:>10.1}  ONNX Runtime {} ({} threads, {}, logits only, its runs alternating with ours): ours / theirs = {:.2} (to our logits, the stages but the score: {:.2})",
                 "",
                 figures.first_ms,
                 figures.median_ms,

@@ -1,10 +1,12 @@
-"""The peer yardstick for `rpl bench --peer FILE.onnx`: times ONNX Runtime's CPU provider on the
-same network and size, with the thread count given, and prints one JSON line. Run by the
-command line with the Python named by RPL_PEER_PYTHON (default python3); needs onnxruntime and
-numpy (benchmarks only: `pip install onnxruntime numpy`).
-Usage: python3 peer_onnxruntime.py FILE.onnx HEIGHT WIDTH THREADS RUNS"""
+"""The peer yardstick for `rpl bench --peer FILE.onnx`: ONNX Runtime's CPU provider on the same
+network and size, with the thread count given, its runs alternating with ours. Run by the command
+line with the Python named by RPL_PEER_PYTHON (default python3); needs onnxruntime and numpy
+(benchmarks only: `pip install onnxruntime numpy`).
+Usage: python3 peer_onnxruntime.py FILE.onnx HEIGHT WIDTH THREADS
+After a first run it prints one JSON line ({"version", "threads", "first_ms"}, or {"error"});
+then for each line N read from its input it runs the network N times and prints {"times_ms": [...]}.
+It ends at the end of its input."""
 import json
-import statistics
 import sys
 import time
 
@@ -15,7 +17,7 @@ except ImportError as error:
     print(json.dumps({"error": f"{error}: the peer needs `pip install onnxruntime numpy` for {sys.executable}"}))
     sys.exit(0)
 
-path, height, width, threads, runs = sys.argv[1], *map(int, sys.argv[2:6])
+path, height, width, threads = sys.argv[1], *map(int, sys.argv[2:5])
 options = ort.SessionOptions()
 options.intra_op_num_threads = threads
 options.inter_op_num_threads = 1
@@ -34,7 +36,6 @@ def run():
     return (time.perf_counter() - started) * 1000
 
 
-first = run()
-times = [run() for _ in range(runs)]
-print(json.dumps({"version": ort.__version__, "threads": threads, "first_ms": first,
-                  "median_ms": statistics.median(times), "min_ms": min(times)}))
+print(json.dumps({"version": ort.__version__, "threads": threads, "first_ms": run()}), flush=True)
+for line in sys.stdin:
+    print(json.dumps({"times_ms": [run() for _ in range(int(line))]}), flush=True)

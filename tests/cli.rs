@@ -489,19 +489,42 @@ fn bench_with_a_peer_prints_onnx_runtimes_figures_and_the_ratio_or_says_what_is_
     let dir = tempfile::tempdir().unwrap();
     let onnx = dir.path().join("net.onnx");
     std::fs::write(&onnx, b"not really ONNX").unwrap();
-    // A stand-in for the peer's Python: it prints the figures ONNX Runtime would, with the thread
-    // count it was given (its arguments: -c, the script, the file, height, width, threads, runs).
+    // A stand-in for the peer's Python: it answers as ONNX Runtime's would, with the thread count
+    // it was given (its arguments: -c, the script, the file, height, width, threads): its first
+    // run, then for each line N it reads, N runs (each 8 ms, but the third 7 ms), and it logs the
+    // lines it read and when (nanoseconds), so that its runs and ours are seen to alternate.
     let stand_in = dir.path().join("python");
-    std::fs::write(&stand_in, "#!/bin/sh\necho \"{\\\"version\\\": \\\"9.9-test\\\", \\\"threads\\\": $6, \\\"first_ms\\\": 40, \\\"median_ms\\\": 8, \\\"min_ms\\\": 7}\"\n").unwrap();
+    let log = dir.path().join("asked");
+    let script = format!(
+        r#"#!/bin/sh
+echo '{{"version": "9.9-test", "threads": '$6', "first_ms": 40}}'
+runs=0
+while read n; do
+  echo "$n $(date +%s%N)" >> '{}'
+  runs=$((runs + n))
+  if [ $runs -eq 3 ]; then echo '{{"times_ms": [7]}}'; else echo '{{"times_ms": [8]}}'; fi
+done
+"#,
+        log.display()
+    );
+    std::fs::write(&stand_in, script).unwrap();
     std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
     let report = dir.path().join("bench.json");
-    let args = ["bench", "--width-divisor", "16", "--sizes", "64x32", "--reps", "1", "--peer", onnx.to_str().unwrap(), "--json", report.to_str().unwrap()];
+    let args = ["bench", "--width-divisor", "16", "--sizes", "64x32", "--reps", "4", "--peer", onnx.to_str().unwrap(), "--json", report.to_str().unwrap()];
     // ONNX Runtime gets as many threads as flex's pool has, one here.
     let output = Command::new(env!("CARGO_BIN_EXE_rpl")).args(args).env("RPL_PEER_PYTHON", &stand_in).env("RAYON_NUM_THREADS", "1").output().unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report = json(&report);
     let size = &report["sizes"][0];
-    assert_eq!(size["peer"]["median_ms"].as_f64(), Some(8.0));
+    // One run of its asked for after each of our four, with a pause before and after each (the
+    // runtimes' threads settle): its median and fastest of those.
+    let asked: Vec<(u32, u128)> = std::fs::read_to_string(&log).unwrap().lines().map(|l| {
+        let (runs, at) = l.split_once(' ').unwrap();
+        (runs.parse().unwrap(), at.parse().unwrap())
+    }).collect();
+    assert_eq!(asked.iter().map(|a| a.0).collect::<Vec<_>>(), [1, 1, 1, 1], "asked one run at a time");
+    assert!(asked.windows(2).all(|w| w[1].1 - w[0].1 >= 200_000_000), "one of our runs and two pauses between its runs: {asked:?}");
+    assert_eq!((size["peer"]["median_ms"].as_f64(), size["peer"]["min_ms"].as_f64(), size["peer"]["first_ms"].as_f64()), (Some(8.0), Some(7.0), Some(40.0)));
     let ratio = format!("ours / theirs = {:.2}", size["median_ms"].as_f64().unwrap() / 8.0);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("ONNX Runtime 9.9-test (1 threads") && stdout.contains(&ratio), "{ratio} in: {stdout}");
