@@ -99,7 +99,9 @@ fn transform_weights(weight: Weights, g: &TapGeometry) -> Vec<f32> {
     let (cout, cin) = (g.output_channels, g.input_channels);
     let mut taps = vec![0f32; 9 * cout * cin];
     each_chunk_mut(&mut taps, cout * cin, |tap, values| {
-        values.iter_mut().enumerate().for_each(|(k, value)| *value = weight.at(g, k / cin, k % cin, tap));
+        for (co, row) in values.chunks_exact_mut(cin).enumerate() {
+            row.iter_mut().enumerate().for_each(|(ci, value)| *value = weight.at(g, co, ci, tap));
+        }
     });
     let row = weight_row(cin);
     let mut transformed = vec![0f32; POINTS * cout * row];
