@@ -48,13 +48,17 @@ fn peer_python() -> String {
 /// the machine's swings from one minute to the next reach both alike.
 #[cfg(not(target_arch = "wasm32"))]
 pub struct PeerSession {
+    process: PeerProcess,
+    ready: PeerReady,
+}
+
+/// The peer's Python process: its input takes run counts, its output answers a JSON line each.
+#[cfg(not(target_arch = "wasm32"))]
+struct PeerProcess {
     python: String,
     child: std::process::Child,
     input: Option<std::process::ChildStdin>,
     output: std::io::BufReader<std::process::ChildStdout>,
-    version: String,
-    threads: usize,
-    first_ms: f64,
 }
 
 /// The peer's first line.
@@ -88,31 +92,35 @@ impl PeerSession {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| BenchmarkError::Peer { python: python.clone(), reason: format!("cannot run it: {e}") })?;
-        let (input, output) = (child.stdin.take(), child.stdout.take().map(std::io::BufReader::new));
-        let Some(output) = output else { unreachable!("stdout is piped") };
-        let mut session = Self { python, child, input, output, version: String::new(), threads, first_ms: 0.0 };
-        let ready: PeerReady = session.read_line()?;
-        (session.version, session.threads, session.first_ms) = (ready.version, ready.threads, ready.first_ms);
-        Ok(session)
+        let input = child.stdin.take();
+        let output = std::io::BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let mut process = PeerProcess { python, child, input, output };
+        let ready = process.read_line()?;
+        Ok(Self { process, ready })
     }
 
     /// Times `runs` runs, one after the other: milliseconds each.
     pub fn time(&mut self, runs: usize) -> Result<Vec<f64>, BenchmarkError> {
         use std::io::Write;
-        let sent = self.input.as_mut().map(|input| writeln!(input, "{runs}").and_then(|_| input.flush()));
+        let process = &mut self.process;
+        let sent = process.input.as_mut().map(|input| writeln!(input, "{runs}").and_then(|_| input.flush()));
         if let Some(Err(e)) = sent {
-            return Err(self.failed(format!("cannot send it work: {e}")));
+            return Err(process.failed(format!("cannot send it work: {e}")));
         }
-        Ok(self.read_line::<PeerTimes>()?.times_ms)
+        Ok(process.read_line::<PeerTimes>()?.times_ms)
     }
 
     /// The figures of `times` (at least one), as timed by [`Self::time`].
     pub fn report(&self, times: &[f64]) -> PeerReport {
-        let mut sorted = times.to_vec();
-        PeerReport { version: self.version.clone(), threads: self.threads, first_ms: self.first_ms, median_ms: median(&mut sorted), min_ms: sorted[0] }
+        let PeerReady { version, threads, first_ms } = &self.ready;
+        let min_ms = times.iter().copied().fold(f64::INFINITY, f64::min);
+        PeerReport { version: version.clone(), threads: *threads, first_ms: *first_ms, median_ms: median(&mut times.to_vec()), min_ms }
     }
+}
 
-    /// The peer's next line as `T`; an error it reports, or the last line of its errors where it
+#[cfg(not(target_arch = "wasm32"))]
+impl PeerProcess {
+    /// The next line as `T`; an error the peer reports, or the last line of its errors where it
     /// ended without one.
     fn read_line<T: serde::de::DeserializeOwned>(&mut self) -> Result<T, BenchmarkError> {
         use std::io::BufRead;
@@ -127,8 +135,7 @@ impl PeerSession {
                 return Ok(figures);
             }
         }
-        self.input.take();
-        let _ = self.child.wait();
+        self.end();
         let mut errors = String::new();
         if let Some(mut stderr) = self.child.stderr.take() {
             let _ = std::io::Read::read_to_string(&mut stderr, &mut errors);
@@ -139,14 +146,18 @@ impl PeerSession {
     fn failed(&self, reason: String) -> BenchmarkError {
         BenchmarkError::Peer { python: self.python.clone(), reason }
     }
+
+    /// The end of its input ends it.
+    fn end(&mut self) {
+        self.input.take();
+        let _ = self.child.wait();
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-impl Drop for PeerSession {
-    /// The end of its input ends it.
+impl Drop for PeerProcess {
     fn drop(&mut self) {
-        self.input.take();
-        let _ = self.child.wait();
+        self.end();
     }
 }
 

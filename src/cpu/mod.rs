@@ -227,7 +227,7 @@ impl burn::module::ModuleMapper for StoredOhwi {
 /// stored so; `None` for anything else.
 fn stored_ohwi<const D: usize>(weight: Tensor<D>) -> Option<Tensor<D>> {
     let dims = weight.dims();
-    let &[cout, cin, kh, kw] = dims.as_slice() else { return None };
+    let &[_, cin, kh, kw] = dims.as_slice() else { return None };
     if kh != kw || WeightOrder::preferred(cin, kh) != WeightOrder::Ohwi {
         return None;
     }
@@ -237,13 +237,12 @@ fn stored_ohwi<const D: usize>(weight: Tensor<D>) -> Option<Tensor<D>> {
     let mut stored = vec![0f32; values.len()];
     // One output channel's weights at a time: the same run of `Cin · k²` values in either order.
     each_chunk_mut(&mut stored, cin * taps, |co, row| {
-        let row_offset = co * cin * taps;
+        let source = &values[co * cin * taps..][..cin * taps];
         for tap in 0..taps {
             for ci in 0..cin {
-                row[WeightOrder::Ohwi.offset([cin, taps], 0, ci, tap)] = values[row_offset + WeightOrder::Oihw.offset([cin, taps], 0, ci, tap)];
+                row[WeightOrder::Ohwi.offset([cin, taps], 0, ci, tap)] = source[WeightOrder::Oihw.offset([cin, taps], 0, ci, tap)];
             }
         }
     });
-    debug_assert_eq!(stored.len(), cout * cin * taps);
     Some(strided_flex_tensor(stored, dims, Some(ohwi_strides([cin, kh, kw]).to_vec())))
 }
