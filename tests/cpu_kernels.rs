@@ -19,6 +19,7 @@ use rpl_web::backend::BackendKind;
 use rpl_web::cpu::batch_norm_relu::batch_norm_relu;
 use rpl_web::cpu::bilinear::resize_rows;
 use rpl_web::cpu::class_argmax::class_argmax;
+use rpl_web::cpu::direct_convolution::simd_lanes;
 use rpl_web::cpu::gaussian_blur::blur_separable;
 use rpl_web::cpu::log_sum_exp::{exp_of_nonpositive, ln_of_normal, log_sum_exp};
 use rpl_web::cpu::max_pool::max_pool_3x3_stride_2;
@@ -41,7 +42,7 @@ fn random(shape: [usize; 4], device: &Device) -> Tensor<4> {
 }
 
 /// (batch, in, out, kernel, dilation, height, width, bias; a residual added, ReLU)
-const LAYERS: [(usize, usize, usize, usize, usize, usize, usize, bool, bool, bool); 15] = [
+const LAYERS: [(usize, usize, usize, usize, usize, usize, usize, bool, bool, bool); 16] = [
     // Every tap partly off the map.
     (1, 8, 16, 3, 1, 7, 9, false, false, false),
     // Batch of two, bias, dilation 2.
@@ -69,9 +70,11 @@ const LAYERS: [(usize, usize, usize, usize, usize, usize, usize, bool, bool, boo
     // convolution too small to wake the threads (one piece).
     (1, 64, 48, 3, 2, 16, 24, true, true, true),
     (1, 8, 48, 3, 2, 6, 7, true, true, true),
-    // Deeper than one block of input channels (the direct kernel sums 128 at a time), output
-    // channels not a whole number of SIMD blocks, side taps wholly off the map's rows.
+    // Deep, output channels not a whole number of SIMD blocks, side taps wholly off the map's rows.
     (1, 300, 40, 3, 12, 9, 20, true, false, true),
+    // Every tap live, output channels no whole number of the direct kernel's blocks, rows no
+    // whole number of SIMD vectors, nor the map of its register tiles.
+    (1, 24, 20, 3, 1, 13, 50, true, true, true),
     // Wide enough for Winograd's products by default: rate 2 on a map whose sides are no whole
     // number of tiles (rows and columns of tiles partly off it), in two bands of tile rows.
     (2, 128, 144, 3, 2, 33, 42, true, true, true),
@@ -317,20 +320,37 @@ fn strided_convolution_equals_burns() {
 #[test]
 fn each_convolution_takes_the_strategy_measured_fastest() {
     let geometry = |input_channels, kernel| TapGeometry { batch: 1, input_channels, height: 8, width: 8, output_channels: 16, kernel, dilation: 1, stride: 1 };
+    // On small maps the direct kernel's padded copy is several times the map.
     assert_eq!(TapStrategy::for_geometry(&geometry(3, 3)), TapStrategy::Gathered);
     assert_eq!(TapStrategy::for_geometry(&geometry(38, 3)), TapStrategy::Gathered);
     assert_eq!(TapStrategy::for_geometry(&geometry(64, 3)), TapStrategy::PerTap);
     assert_eq!(TapStrategy::for_geometry(&geometry(16, 1)), TapStrategy::PerTap);
-    let wide = |channels, height, width, dilation| TapGeometry {
+    let layer = |input_channels, output_channels, height, width, dilation| TapGeometry {
         batch: 1,
-        input_channels: channels,
+        input_channels,
         height,
         width,
-        output_channels: channels,
+        output_channels,
         kernel: 3,
         dilation,
         stride: 1,
     };
+    let wide = |channels, height, width, dilation| layer(channels, channels, height, width, dilation);
+    // Width 1/8 at 256x512: the first stages and the decoder, the trunk's last stages on the
+    // direct kernel where SIMD is 8 lanes wide or more (AVX2, AVX-512); the ASPP's large rates
+    // per tap.
+    let direct = simd_lanes() >= 8;
+    let narrow = if direct { TapStrategy::Direct } else { TapStrategy::Gathered };
+    assert_eq!(TapStrategy::for_geometry(&layer(16, 16, 128, 256, 1)), narrow);
+    assert_eq!(TapStrategy::for_geometry(&layer(38, 32, 64, 128, 1)), narrow);
+    let deep = if direct { TapStrategy::Direct } else { TapStrategy::PerTap };
+    assert_eq!(TapStrategy::for_geometry(&layer(64, 64, 32, 64, 1)), deep);
+    assert_eq!(TapStrategy::for_geometry(&layer(64, 128, 32, 64, 4)), deep);
+    assert_eq!(TapStrategy::for_geometry(&layer(128, 64, 32, 64, 2)), deep);
+    assert_eq!(TapStrategy::for_geometry(&layer(512, 32, 32, 64, 12)), TapStrategy::PerTap);
+    assert_eq!(TapStrategy::for_geometry(&layer(128, 256, 32, 64, 4)), TapStrategy::Winograd);
+    // The released width's second stage at 128x256.
+    assert_eq!(TapStrategy::for_geometry(&layer(64, 128, 128, 256, 1)), deep);
     // The released model at 128x256: its first two stages and the decoder.
     assert_eq!(TapStrategy::for_geometry(&wide(128, 64, 128, 1)), TapStrategy::Winograd);
     assert_eq!(TapStrategy::for_geometry(&wide(256, 32, 64, 1)), TapStrategy::Winograd);

@@ -1,70 +1,103 @@
-//! Stride-1 "same" convolutions computed directly in SIMD registers, for the layers with few
-//! output channels, where a matrix product per tap spends most of its time packing and on tiles
-//! it cannot fill (measured on a Zen 3: 22-26 GFLOP/s for 512->32 against 77-89 on square
-//! products). The input is first copied channels-last with zero columns on either side
-//! (`[H][pad + W' + pad][Cin]`): an output pixel's inputs under any tap are then one contiguous
-//! run of `Cin` values and no tap needs a bounds test within a row. The weights are repacked
-//! `[Cout / B][tap][Cin][B]`, so that B output channels are a few SIMD vectors. A register tile
-//! holds B output channels of P neighbouring pixels: each input value is loaded once per tile and
-//! meets B channels' weights, each weight vector meets P pixels.
+//! Stride-1 "same" convolutions computed directly in SIMD registers, on the planes as they come
+//! (`[Cin, H, W]`): the lanes of a vector are neighbouring pixels of a row, and each weight is
+//! broadcast to meet them. A matrix product per tap sends its partial sums through memory once
+//! per tap, and a gathered band writes every input value nine times over before any arithmetic;
+//! here a register tile of C output channels x V pixel vectors sums every input channel under
+//! every tap before it is stored once. The input is first copied into planes with zero borders
+//! as wide as the taps reach, so that no tap needs a bounds test. The weights are read where
+//! they are, a run of `Cin · k²` per output channel, the tile's reads following their order.
+
+use std::borrow::Cow;
 
 use pulp::{Arch, Simd, WithSimd};
 
-use super::tap_products::{Epilogue, TapGeometry, Weights, workers_for};
-use super::{SharedOut, each_chunk_mut};
+use super::tap_products::{Epilogue, TapGeometry, WeightOrder, Weights, workers_for};
+use super::SharedOut;
 
-/// Input channels summed per pass over a row's tiles: a block's weights under every tap then
-/// stay in the core's L2 cache from one tile to the next.
-const DEPTH_BLOCK: usize = 128;
-
-/// (vectors of output channels, pixels) in a register tile for `lanes`-wide SIMD: about 24
-/// accumulators where there are 32 vector registers (AVX-512), 12 where there are 16.
+/// (output channels, pixel vectors) of a register tile for `lanes`-wide SIMD: 24 accumulators
+/// and 3 input vectors where there are 32 vector registers (AVX-512), 12 and 3 where there
+/// are 16.
 const fn register_tile(lanes: usize) -> (usize, usize) {
-    if lanes >= 16 { (2, 12) } else { (2, 6) }
+    if lanes >= 16 { (8, 3) } else { (4, 3) }
+}
+
+/// Pieces of work per thread, each a run of neighbouring tiles whose input rows overlap (on 2
+/// threads of a Zen 5, 1 to 3 alike, 4 slower by 6 %, 8 by 18 %).
+const PIECES_PER_THREAD: usize = 2;
+
+/// Where the direct convolution beats the matrix products (measured on a Zen 5 with AVX-512,
+/// 2 threads, against [`super::tap_products::TapStrategy::Gathered`] and `PerTap` at width 1/8,
+/// 256x512: 16->16 on 128x256 0.57 -> 0.38 ms, 32->32 1.75 -> 1.31, 64->64 on 32x64 0.40 ->
+/// 0.35, 64->128 at rate 4 0.67 -> 0.63; released width, 64->128 on 128x256 13.0 -> 9.8): 3x3
+/// and larger stride-1 layers of up to 128x128 channels whose every tap reads the map, where
+/// SIMD is at least 8 lanes wide and the padded copy stays close to the map's size. Wider
+/// layers stream their weights once per tile (1024->512 at rate 2 on 16x32: 9.2 -> 12.5 ms),
+/// and large rates pad small maps many times over (512->32 at rate 24 on 32x64: 0.86 -> 1.9).
+pub fn gains_on(g: &TapGeometry) -> bool {
+    const MAX_WEIGHTS: usize = 128 * 128;
+    const MIN_LANES: usize = 8;
+    let lanes = simd_lanes();
+    let taps = g.live_taps();
+    let padded = PaddedPlanes::new(g, &taps, lanes).plane;
+    g.kernel > 1
+        && g.stride == 1
+        && g.input_channels * g.output_channels <= MAX_WEIGHTS
+        && lanes >= MIN_LANES
+        && taps.len() == g.kernel * g.kernel
+        && 2 * padded <= 3 * g.height * g.width
 }
 
 /// `x` (`[N, Cin, H, W]`, row-major) convolved with `weight`, then `epilogue`: `[N, Cout, H, W]`,
 /// row-major.
 pub fn convolve_direct(x: &[f32], weight: Weights, g: TapGeometry, epilogue: Epilogue) -> Vec<f32> {
-    let TapGeometry { batch, input_channels: cin, height: h, width: w, output_channels: cout, kernel: k, .. } = g;
+    let TapGeometry { batch, input_channels: cin, height: h, width: w, output_channels: cout, kernel: k, stride, .. } = g;
+    assert_eq!(stride, 1, "stride 1");
     assert_eq!(x.len(), batch * cin * h * w, "input size");
     assert_eq!(weight.values.len(), cout * cin * k * k, "weight size");
     assert!(epilogue.bias.is_none_or(|b| b.len() == cout), "bias size");
     assert!(epilogue.residual.is_none_or(|r| r.len() == batch * cout * h * w), "residual size");
+    if h * w == 0 {
+        return Vec::new();
+    }
     let arch = Arch::new();
-    let lanes = arch.dispatch(Lanes);
-    let (vectors, pixels) = register_tile(lanes);
+    let lanes = simd_lanes();
+    let (_, vectors) = register_tile(lanes);
     let taps = g.live_taps();
-    // Every live tap's columns stay inside the padded rows.
-    let pad = taps.iter().map(|&(_, dx, _)| dx.unsigned_abs()).max().unwrap_or(0);
-    let shape = RowShape { block: vectors * lanes, tile: pixels, tiles: w.div_ceil(pixels), pad };
-    let weights = pack_weights(weight, &g, &taps, shape.block);
-
+    let layout = PaddedPlanes::new(&g, &taps, lanes);
+    let (weights, reads) = weight_rows(weight, &g, &taps, &layout);
     let plane = h * w;
-    let mut out = vec![0f32; batch * cout * plane];
-    let blocks = cout.div_ceil(shape.block);
+    let tiles = (h * layout.row_vectors).div_ceil(vectors);
     let workers = workers_for([cout, plane, cin, taps.len()]);
+    let pieces = if workers > 1 { (workers * PIECES_PER_THREAD).min(tiles) } else { 1 };
+    let size = batch * cout * plane;
+    let mut out = Vec::<f32>::with_capacity(size);
     for b in 0..batch {
-        let rows = channels_last_rows(&x[b * cin * plane..][..cin * plane], &g, &shape);
-        let image = ImageRows {
-            rows: &rows,
+        let padded = layout.copy(&x[b * cin * plane..][..cin * plane], &g);
+        let image = PaddedImage {
+            padded: &padded,
             weights: &weights,
-            taps: &taps,
+            reads: &reads,
             g,
-            shape,
+            layout,
             // SAFETY: image b's output lies inside the allocation.
             out: SharedOut(unsafe { out.as_mut_ptr().add(b * cout * plane) }),
             epilogue: Epilogue { residual: epilogue.residual.map(|r| &r[b * cout * plane..][..cout * plane]), ..epilogue },
         };
-        // One piece of work: an output row's block of channels.
-        let piece = |i: usize| arch.dispatch(RowBlock { image: &image, row: i / blocks, block: i % blocks });
-        if workers > 1 {
-            super::each_index(h * blocks, piece);
+        let piece = |i: usize| arch.dispatch(Tiles { image: &image, tiles: tiles * i / pieces..tiles * (i + 1) / pieces });
+        if pieces > 1 {
+            super::each_index(pieces, piece);
         } else {
-            (0..h * blocks).for_each(piece);
+            piece(0);
         }
     }
+    // SAFETY: the tiles cover every pixel of every plane, and each stored its values.
+    unsafe { out.set_len(size) };
     out
+}
+
+/// The SIMD width the kernel runs at on this machine, in float32 lanes.
+pub fn simd_lanes() -> usize {
+    Arch::new().dispatch(Lanes)
 }
 
 /// The SIMD width, in float32 lanes.
@@ -78,199 +111,204 @@ impl WithSimd for Lanes {
     }
 }
 
-/// How a row is cut into register tiles.
+/// Where an image's padded copy keeps its values: each input plane's rows widened to whole
+/// vectors with `left` zero columns before them and `top` zero rows above, and zeros after, so
+/// that every live tap of every output vector reads inside its plane.
 #[derive(Clone, Copy)]
-struct RowShape {
-    /// Output channels per block (a whole number of SIMD vectors).
-    block: usize,
-    /// Pixels per register tile.
-    tile: usize,
-    /// Tiles per row (the last may run past the row's end: its extra pixels read padding and
-    /// are not stored).
-    tiles: usize,
-    /// Zero columns on each side of a padded input row.
-    pad: usize,
+struct PaddedPlanes {
+    lanes: usize,
+    /// Vectors per output row (the last may run past the row's end).
+    row_vectors: usize,
+    top: usize,
+    left: usize,
+    /// Values per padded row and per padded plane.
+    row: usize,
+    plane: usize,
 }
 
-impl RowShape {
-    /// Pixels in a padded input row.
-    fn padded_width(&self) -> usize {
-        self.tiles * self.tile + 2 * self.pad
+impl PaddedPlanes {
+    fn new(g: &TapGeometry, taps: &[(isize, isize, usize)], lanes: usize) -> Self {
+        let reach = |shift: fn(&(isize, isize, usize)) -> isize| taps.iter().map(|t| shift(t).unsigned_abs()).max().unwrap_or(0);
+        let (top, left) = (reach(|t| t.0), reach(|t| t.1));
+        let row_vectors = g.width.div_ceil(lanes);
+        let row = row_vectors * lanes + 2 * left;
+        Self { lanes, row_vectors, top, left, row, plane: (g.height + 2 * top) * row }
     }
-}
 
-/// `weight` as `[Cout / block][live tap][Cin][block]`, the channels past `Cout` in the last block
-/// zero.
-fn pack_weights(weight: Weights, g: &TapGeometry, taps: &[(isize, isize, usize)], block: usize) -> Vec<f32> {
-    let (cin, cout) = (g.input_channels, g.output_channels);
-    let blocks = cout.div_ceil(block);
-    let mut packed = vec![0f32; blocks * taps.len() * cin * block];
-    for (i, lanes) in packed.chunks_exact_mut(block).enumerate() {
-        let (ci, tap, b) = (i % cin, i / cin % taps.len(), i / cin / taps.len());
-        for (c, lane) in lanes.iter_mut().enumerate().take(cout.saturating_sub(b * block)) {
-            *lane = weight.at(g, b * block + c, ci, taps[tap].2);
-        }
+    /// Where output pixel (0, 0) reads under the tap shifted by (`dy`, `dx`), from a plane's start.
+    fn offset(&self, dy: isize, dx: isize) -> usize {
+        ((self.top as isize + dy) * self.row as isize + self.left as isize + dx) as usize
     }
-    packed
-}
 
-/// One image (`[Cin, H, W]`) channels-last, `[H][padded width][Cin]`, its columns `pad..pad + W`
-/// the image's and the rest zero.
-fn channels_last_rows(image: &[f32], g: &TapGeometry, shape: &RowShape) -> Vec<f32> {
-    let (cin, w, plane) = (g.input_channels, g.width, g.height * g.width);
-    let mut rows = vec![0f32; g.height * shape.padded_width() * cin];
-    each_chunk_mut(&mut rows, shape.padded_width() * cin, |y, row| {
-        for ci in 0..cin {
-            let source = &image[ci * plane + y * w..][..w];
-            for (x, &value) in source.iter().enumerate() {
-                row[(shape.pad + x) * cin + ci] = value;
+    /// Output vector `vector` (row by row, `row_vectors` a row): its row and first column.
+    fn vector_at(&self, vector: usize) -> (usize, usize) {
+        (vector / self.row_vectors, vector % self.row_vectors * self.lanes)
+    }
+
+    /// `image`'s planes (`[Cin, H, W]` of `g`), padded: each value written once.
+    fn copy(&self, image: &[f32], g: &TapGeometry) -> Vec<f32> {
+        let (h, w) = (g.height, g.width);
+        let size = g.input_channels * self.plane;
+        let mut padded = Vec::<f32>::with_capacity(size);
+        let start = SharedOut(padded.as_mut_ptr());
+        let copy_plane = |ci: usize| {
+            // SAFETY: plane ci of the allocation, written only here; its rows of the image
+            // between zero runs (the borders: the rest of the previous row and this one's left).
+            unsafe {
+                let plane = start.at(ci * self.plane);
+                let mut written = 0;
+                for (y, source) in image[ci * h * w..][..h * w].chunks_exact(w).enumerate() {
+                    let at = (self.top + y) * self.row + self.left;
+                    plane.add(written).write_bytes(0, at - written);
+                    plane.add(at).copy_from_nonoverlapping(source.as_ptr(), w);
+                    written = at + w;
+                }
+                plane.add(written).write_bytes(0, self.plane - written);
             }
+        };
+        if size >= super::PARALLEL_VALUES {
+            super::each_index(g.input_channels, copy_plane);
+        } else {
+            (0..g.input_channels).for_each(copy_plane);
         }
-    });
-    rows
+        // SAFETY: every plane is written.
+        unsafe { padded.set_len(size) };
+        padded
+    }
+}
+
+/// Each output channel's weights as one row, and where in the padded planes each of its values
+/// reads from an output vector's place: the weights as stored where every tap is live; otherwise
+/// the live taps' weights copied out (`[Cout, Cin, live taps]`).
+fn weight_rows<'a>(weight: Weights<'a>, g: &TapGeometry, taps: &[(isize, isize, usize)], layout: &PaddedPlanes) -> (Cow<'a, [f32]>, Vec<usize>) {
+    let (cin, cout) = (g.input_channels, g.output_channels);
+    let read = |ci: usize, tap: usize| ci * layout.plane + layout.offset(taps[tap].0, taps[tap].1);
+    if taps.len() < g.kernel * g.kernel {
+        let rows = (0..cout).flat_map(|co| (0..cin).flat_map(move |ci| taps.iter().map(move |t| weight.at(g, co, ci, t.2)))).collect();
+        return (Cow::Owned(rows), (0..cin).flat_map(|ci| (0..taps.len()).map(move |tap| read(ci, tap))).collect());
+    }
+    // Every tap live: `taps[i].2 == i`, in either order.
+    let reads = (0..cin * taps.len())
+        .map(|i| match weight.order {
+            WeightOrder::Oihw => read(i / taps.len(), i % taps.len()),
+            WeightOrder::Ohwi => read(i % cin, i / cin),
+        })
+        .collect();
+    (Cow::Borrowed(weight.values), reads)
 }
 
 /// One image's convolution as the pieces of work share it.
-struct ImageRows<'a> {
-    /// `[H][padded width][Cin]`.
-    rows: &'a [f32],
-    /// `[Cout / block][live tap][Cin][block]`.
+struct PaddedImage<'a> {
+    /// `[Cin][padded plane]`.
+    padded: &'a [f32],
+    /// A row per output channel, in the order of `reads`.
     weights: &'a [f32],
-    taps: &'a [(isize, isize, usize)],
+    /// Where each weight of a row reads, from an output vector's place in the padded planes.
+    reads: &'a [usize],
     g: TapGeometry,
-    shape: RowShape,
+    layout: PaddedPlanes,
     /// The image's `[Cout, H, W]` output.
     out: SharedOut,
     /// Its residual is the image's.
     epilogue: Epilogue<'a>,
 }
 
-/// Output row `row` of the channels of block `block`.
-struct RowBlock<'a> {
-    image: &'a ImageRows<'a>,
-    row: usize,
-    block: usize,
+/// Register tiles `tiles` (each V output vectors, in row order) of every block of output channels.
+struct Tiles<'a> {
+    image: &'a PaddedImage<'a>,
+    tiles: std::ops::Range<usize>,
 }
 
-impl WithSimd for RowBlock<'_> {
+impl WithSimd for Tiles<'_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         match register_tile(S::F32_LANES) {
-            (2, 12) => self.compute::<S, 2, 12>(simd),
-            (2, 6) => self.compute::<S, 2, 6>(simd),
+            (8, 3) => self.compute::<S, 8, 3>(simd),
+            (4, 3) => self.compute::<S, 4, 3>(simd),
             tile => unreachable!("no register tile {tile:?}"),
         }
     }
 }
 
-impl RowBlock<'_> {
-    /// The row's sums, pixel by pixel (`[tiles · P][block]`), a depth block of input channels at
-    /// a time; then the epilogue, written to the output's planes.
+impl Tiles<'_> {
+    /// Tile by tile (its input then stays in cache over the blocks), each block of output
+    /// channels' sums over every input channel and tap, then the epilogue, stored.
     #[inline(always)]
-    fn compute<S: Simd, const V: usize, const P: usize>(self, simd: S) {
-        let ImageRows { rows, weights, taps, g, shape, .. } = *self.image;
-        let (cin, h, block) = (g.input_channels, g.height, shape.block);
-        debug_assert_eq!(block, V * S::F32_LANES);
-        let row_values = shape.padded_width() * cin;
-        // The taps whose input row exists for this output row, with their index in the packing.
-        let live: Vec<(usize, isize)> = taps
-            .iter()
-            .enumerate()
-            .filter_map(|(i, &(dy, dx, _))| {
-                let source = self.row as isize + dy;
-                (0..h as isize).contains(&source).then(|| (i, source * row_values as isize + dx * cin as isize))
-            })
-            .collect();
-        let block_weights = &weights[self.block * taps.len() * cin * block..][..taps.len() * cin * block];
-        let mut sums = vec![0f32; shape.tiles * P * block];
-        let zero = simd.splat_f32s(0.0);
-        for depth in (0..cin).step_by(DEPTH_BLOCK) {
-            let count = DEPTH_BLOCK.min(cin - depth);
-            for (tile, tile_sums) in sums.chunks_exact_mut(P * block).enumerate() {
-                let mut acc = [[zero; V]; P];
-                if depth > 0 {
-                    load_tile(&mut acc, tile_sums);
-                }
-                // Where pixel 0 of this tile reads under a tap of no shift.
-                let origin = ((shape.pad + tile * P) * cin + depth) as isize;
-                for &(tap, offset) in &live {
-                    // SAFETY: rows holds P pixels of `cin` values from this tap's start (the
-                    // padding covers every live tap's shift and the last tile's overrun); the
-                    // weights hold `count` rows of `block` values from theirs.
-                    unsafe {
-                        let input = rows.as_ptr().offset(origin + offset);
-                        let weights = block_weights.as_ptr().add((tap * cin + depth) * block);
-                        multiply_add_tile(simd, &mut acc, input, cin, weights, count);
-                    }
-                }
-                store_tile(&acc, tile_sums);
+    fn compute<S: Simd, const C: usize, const V: usize>(self, simd: S) {
+        let PaddedImage { padded, weights, reads, g, layout, .. } = *self.image;
+        let vectors = g.height * layout.row_vectors;
+        let cout = g.output_channels;
+        for tile in self.tiles.clone() {
+            // The tile's vectors; past the map's last one, repeats of it (summed, not stored).
+            let at: [(usize, usize); V] = std::array::from_fn(|v| layout.vector_at((tile * V + v).min(vectors - 1)));
+            let bases = at.map(|(y, x)| {
+                // SAFETY: output pixel (y, x) reads from this place of each padded plane.
+                unsafe { padded.as_ptr().add(y * layout.row + x) }
+            });
+            let stored = V.min(vectors - tile * V);
+            for block in 0..cout.div_ceil(C) {
+                // Past the last channel, repeats of its row (summed, not stored).
+                let rows: [*const f32; C] = std::array::from_fn(|c| weights[(block * C + c).min(cout - 1) * reads.len()..].as_ptr());
+                let mut acc = [[simd.splat_f32s(0.0); V]; C];
+                // SAFETY: every live tap of every vector reads inside its padded plane (the
+                // layout's borders); each row holds a weight per read.
+                unsafe { multiply_add_tile(simd, &mut acc, bases, reads, rows) };
+                self.store(simd, &acc, block * C, &at[..stored]);
             }
         }
-        self.write_row(&sums);
     }
 
-    /// The bias, residual and ReLU on the row's sums, into the output's planes.
-    fn write_row(&self, sums: &[f32]) {
-        let ImageRows { g, shape, out, epilogue, .. } = *self.image;
+    /// The tile's sums for output channels `first..first + C` at vectors `at`, with the
+    /// epilogue, into the output's planes (channels past `Cout` and pixels past a row's end dropped).
+    #[inline(always)]
+    fn store<S: Simd, const C: usize, const V: usize>(&self, simd: S, acc: &[[S::f32s; V]; C], first: usize, at: &[(usize, usize)]) {
+        let PaddedImage { g, out, epilogue, .. } = *self.image;
         let (w, plane) = (g.width, g.height * g.width);
-        let first = self.block * shape.block;
-        for c in 0..shape.block.min(g.output_channels - first) {
+        for (c, sums) in acc.iter().enumerate().take(g.output_channels.saturating_sub(first)) {
             let channel = first + c;
-            let bias = epilogue.bias.map_or(0.0, |b| b[channel]);
-            let at = channel * plane + self.row * w;
-            // SAFETY: this row of this plane is this piece's alone.
-            let values = unsafe { std::slice::from_raw_parts_mut(out.0.add(at), w) };
-            for (x, value) in values.iter_mut().enumerate() {
-                let mut v = sums[x * shape.block + c] + bias;
+            let bias = simd.splat_f32s(epilogue.bias.map_or(0.0, |b| b[channel]));
+            for (&sum, &(y, x)) in sums.iter().zip(at) {
+                let (start, len) = (channel * plane + y * w + x, S::F32_LANES.min(w - x));
+                let mut value = simd.add_f32s(sum, bias);
                 if let Some(residual) = epilogue.residual {
-                    v += residual[at + x];
+                    value = simd.add_f32s(value, simd.partial_load_f32s(&residual[start..][..len]));
                 }
-                *value = if epilogue.relu { v.max(0.0) } else { v };
+                if epilogue.relu {
+                    value = simd.max_f32s(value, simd.splat_f32s(0.0));
+                }
+                // SAFETY: these pixels of this plane are this tile's alone.
+                simd.partial_store_f32s(unsafe { std::slice::from_raw_parts_mut(out.0.add(start), len) }, value);
             }
         }
     }
 }
 
-/// `acc[p] += Σ_i input[p · stride + i] · weights[i]` for `depth` input channels: each input
-/// value broadcast once, each weight row (`V` vectors) loaded once.
+/// `acc[c][v] += Σ_i rows[c][i] · (the vector at bases[v] + reads[i])`: each input vector loaded
+/// once for C channels, each weight broadcast once for V vectors.
 ///
 /// # Safety
-/// `input` reaches `(P - 1) · stride + depth` values, `weights` `depth · V` vectors.
+/// Every `bases[v] + reads[i]` starts a vector inside its allocation; each row holds
+/// `reads.len()` values.
 #[inline(always)]
-unsafe fn multiply_add_tile<S: Simd, const V: usize, const P: usize>(
+unsafe fn multiply_add_tile<S: Simd, const C: usize, const V: usize>(
     simd: S,
-    acc: &mut [[S::f32s; V]; P],
-    input: *const f32,
-    stride: usize,
-    weights: *const f32,
-    depth: usize,
+    acc: &mut [[S::f32s; V]; C],
+    bases: [*const f32; V],
+    reads: &[usize],
+    rows: [*const f32; C],
 ) {
-    let lanes = S::F32_LANES;
-    for i in 0..depth {
+    // Sums in locals rather than behind the reference: they stay in registers over the loop.
+    let mut sums = *acc;
+    for (i, &at) in reads.iter().enumerate() {
         // SAFETY: the caller's promise.
-        let weight: [S::f32s; V] = std::array::from_fn(|v| unsafe { weights.add((i * V + v) * lanes).cast::<S::f32s>().read_unaligned() });
-        for (p, sums) in acc.iter_mut().enumerate() {
-            let x = simd.splat_f32s(unsafe { *input.add(p * stride + i) });
-            for (sum, &weight) in sums.iter_mut().zip(&weight) {
-                *sum = simd.mul_add_e_f32s(x, weight, *sum);
+        let x: [S::f32s; V] = std::array::from_fn(|v| unsafe { bases[v].add(at).cast::<S::f32s>().read_unaligned() });
+        for (sums, row) in sums.iter_mut().zip(rows) {
+            let weight = simd.splat_f32s(unsafe { *row.add(i) });
+            for (sum, &x) in sums.iter_mut().zip(&x) {
+                *sum = simd.mul_add_e_f32s(weight, x, *sum);
             }
         }
     }
-}
-
-/// A tile's sums from `sums` (`[P][V vectors]`, unaligned).
-#[inline(always)]
-fn load_tile<T: Copy, const V: usize, const P: usize>(acc: &mut [[T; V]; P], sums: &[f32]) {
-    assert!(size_of_val(sums) >= size_of::<[[T; V]; P]>());
-    // SAFETY: in bounds (above); T is a vector of f32 lanes, any bits of which are valid.
-    *acc = unsafe { sums.as_ptr().cast::<[[T; V]; P]>().read_unaligned() };
-}
-
-/// A tile's sums into `sums` (`[P][V vectors]`, unaligned).
-#[inline(always)]
-fn store_tile<T: Copy, const V: usize, const P: usize>(acc: &[[T; V]; P], sums: &mut [f32]) {
-    assert!(size_of_val(sums) >= size_of::<[[T; V]; P]>());
-    // SAFETY: in bounds (above).
-    unsafe { sums.as_mut_ptr().cast::<[[T; V]; P]>().write_unaligned(*acc) };
+    *acc = sums;
 }

@@ -125,8 +125,8 @@ pub enum TapStrategy {
     PerTap,
     /// Each band's taps gathered into one matrix first: one product `taps · Cin` deep.
     Gathered,
-    /// No matrix product: register tiles of output channels x pixels over a channels-last copy
-    /// of the input ([`super::direct_convolution`]).
+    /// No matrix product: register tiles of output channels x pixel vectors summed over every
+    /// input channel and tap of a zero-bordered copy of the input ([`super::direct_convolution`]).
     Direct,
     /// 3x3 kernels: Winograd's F(2x2, 3x3), 16 products over 2x2 tiles of outputs where the taps
     /// make 9 over every pixel ([`super::winograd`]); other kernels per tap.
@@ -140,10 +140,12 @@ impl TapStrategy {
     const GATHER_BELOW_CHANNELS: usize = 64;
 
     pub fn for_geometry(g: &TapGeometry) -> Self {
-        if g.kernel > 1 && g.input_channels < Self::GATHER_BELOW_CHANNELS {
-            Self::Gathered
-        } else if super::winograd::gains_on(g) {
+        if super::winograd::gains_on(g) {
             Self::Winograd
+        } else if super::direct_convolution::gains_on(g) {
+            Self::Direct
+        } else if g.kernel > 1 && g.input_channels < Self::GATHER_BELOW_CHANNELS {
+            Self::Gathered
         } else {
             Self::PerTap
         }
