@@ -15,10 +15,18 @@ use super::tap_products::{Epilogue, TapGeometry, WeightOrder, Weights, workers_f
 use super::SharedOut;
 
 /// (output channels, pixel vectors) of a register tile for `lanes`-wide SIMD: 24 accumulators
-/// and 3 input vectors where there are 32 vector registers (AVX-512), 12 and 3 where there
-/// are 16.
+/// and 3 input vectors where there are 32 vector registers (AVX-512), 12 and 3 where there are
+/// 16 (AVX2). WebAssembly's 4 lanes get 8 and 4: V8 keeps a few of x86's 16 registers for
+/// itself, and 4 x 3 spilled (in Chromium, width 1/8 at 512x256 on 2 threads: 4 x 3 no faster than
+/// the gathered products, 4 x 2 24 % faster, 2 x 4 another 6 %).
 const fn register_tile(lanes: usize) -> (usize, usize) {
-    if lanes >= 16 { (8, 3) } else { (4, 3) }
+    if lanes >= 16 {
+        (8, 3)
+    } else if lanes >= 8 {
+        (4, 3)
+    } else {
+        (2, 4)
+    }
 }
 
 /// Pieces of work per thread, each a run of neighbouring tiles whose input rows overlap (on 2
@@ -30,12 +38,12 @@ const PIECES_PER_THREAD: usize = 2;
 /// 256x512: 16->16 on 128x256 0.57 -> 0.38 ms, 32->32 1.75 -> 1.31, 64->64 on 32x64 0.40 ->
 /// 0.35, 64->128 at rate 4 0.67 -> 0.63; released width, 64->128 on 128x256 13.0 -> 9.8): 3x3
 /// and larger stride-1 layers of up to 128x128 channels whose every tap reads the map, where
-/// SIMD is at least 8 lanes wide and the padded copy stays close to the map's size. Wider
+/// there is SIMD (4 lanes or more) and the padded copy stays close to the map's size. Wider
 /// layers stream their weights once per tile (1024->512 at rate 2 on 16x32: 9.2 -> 12.5 ms),
 /// and large rates pad small maps many times over (512->32 at rate 24 on 32x64: 0.86 -> 1.9).
 pub fn gains_on(g: &TapGeometry) -> bool {
     const MAX_WEIGHTS: usize = 128 * 128;
-    const MIN_LANES: usize = 8;
+    const MIN_LANES: usize = 4;
     let lanes = simd_lanes();
     let taps = g.live_taps();
     let padded = PaddedPlanes::new(g, &taps, lanes).plane;
@@ -72,7 +80,7 @@ pub fn convolve_direct(x: &[f32], weight: Weights, g: TapGeometry, epilogue: Epi
     let size = batch * cout * plane;
     let mut out = Vec::<f32>::with_capacity(size);
     for b in 0..batch {
-        let padded = layout.copy(&x[b * cin * plane..][..cin * plane], &g);
+        let padded = layout.copy(&x[b * cin * plane..][..cin * plane], &g, workers > 1);
         let image = PaddedImage {
             padded: &padded,
             weights: &weights,
@@ -145,8 +153,9 @@ impl PaddedPlanes {
         (vector / self.row_vectors, vector % self.row_vectors * self.lanes)
     }
 
-    /// `image`'s planes (`[Cin, H, W]` of `g`), padded: each value written once.
-    fn copy(&self, image: &[f32], g: &TapGeometry) -> Vec<f32> {
+    /// `image`'s planes (`[Cin, H, W]` of `g`), padded (each value written once), on the
+    /// threads where `parallel`.
+    fn copy(&self, image: &[f32], g: &TapGeometry, parallel: bool) -> Vec<f32> {
         let (h, w) = (g.height, g.width);
         let size = g.input_channels * self.plane;
         let mut padded = Vec::<f32>::with_capacity(size);
@@ -166,7 +175,7 @@ impl PaddedPlanes {
                 plane.add(written).write_bytes(0, self.plane - written);
             }
         };
-        if size >= super::PARALLEL_VALUES {
+        if parallel {
             super::each_index(g.input_channels, copy_plane);
         } else {
             (0..g.input_channels).for_each(copy_plane);
@@ -226,6 +235,7 @@ impl WithSimd for Tiles<'_> {
         match register_tile(S::F32_LANES) {
             (8, 3) => self.compute::<S, 8, 3>(simd),
             (4, 3) => self.compute::<S, 4, 3>(simd),
+            (2, 4) => self.compute::<S, 2, 4>(simd),
             tile => unreachable!("no register tile {tile:?}"),
         }
     }
