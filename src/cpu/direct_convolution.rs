@@ -8,6 +8,7 @@
 //! they are, a run of `Cin · k²` per output channel, the tile's reads following their order.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use pulp::{Arch, Simd, WithSimd};
 
@@ -73,14 +74,18 @@ pub fn convolve_direct(x: &[f32], weight: Weights, g: TapGeometry, epilogue: Epi
     }
     let arch = Arch::new();
     let lanes = simd_lanes();
-    let (_, vectors) = register_tile(lanes);
+    let (channels, vectors) = register_tile(lanes);
     let taps = g.live_taps();
     let layout = PaddedPlanes::new(&g, &taps, lanes);
     let (weights, reads) = weight_rows(weight, &g, &taps, &layout);
     let plane = h * w;
     let tiles = (h * layout.row_vectors).div_ceil(vectors);
     let workers = workers_for([cout, plane, cin, taps.len()]);
-    let pieces = if workers > 1 { (workers * PIECES_PER_THREAD).min(tiles) } else { 1 };
+    // Runs of tiles, and on maps of fewer tiles than pieces wanted, groups of channel blocks too.
+    let (blocks, wanted) = (cout.div_ceil(channels), if workers > 1 { workers * PIECES_PER_THREAD } else { 1 });
+    let tile_runs = wanted.min(tiles).max(1);
+    let block_groups = wanted.div_ceil(tile_runs).min(blocks).max(1);
+    let pieces = tile_runs * block_groups;
     let size = batch * cout * plane;
     let mut out = Vec::<f32>::with_capacity(size);
     for b in 0..batch {
@@ -95,7 +100,11 @@ pub fn convolve_direct(x: &[f32], weight: Weights, g: TapGeometry, epilogue: Epi
             out: SharedOut(unsafe { out.as_mut_ptr().add(b * cout * plane) }),
             epilogue: Epilogue { residual: epilogue.residual.map(|r| &r[b * cout * plane..][..cout * plane]), ..epilogue },
         };
-        let piece = |i: usize| arch.dispatch(Tiles { image: &image, tiles: tiles * i / pieces..tiles * (i + 1) / pieces });
+        let piece = |i: usize| {
+            let (run, group) = (i % tile_runs, i / tile_runs);
+            let tiles = tiles * run / tile_runs..tiles * (run + 1) / tile_runs;
+            arch.dispatch(Tiles { image: &image, tiles, blocks: blocks * group / block_groups..blocks * (group + 1) / block_groups })
+        };
         if pieces > 1 {
             super::each_index(pieces, piece);
         } else {
@@ -226,10 +235,12 @@ struct PaddedImage<'a> {
     epilogue: Epilogue<'a>,
 }
 
-/// Register tiles `tiles` (each V output vectors, in row order) of every block of output channels.
+/// Register tiles `tiles` (each V output vectors, in row order) of blocks `blocks` of C output
+/// channels.
 struct Tiles<'a> {
     image: &'a PaddedImage<'a>,
-    tiles: std::ops::Range<usize>,
+    tiles: Range<usize>,
+    blocks: Range<usize>,
 }
 
 impl WithSimd for Tiles<'_> {
@@ -261,7 +272,7 @@ impl Tiles<'_> {
                 unsafe { padded.as_ptr().add(y * layout.row + x) }
             });
             let stored = V.min(vectors - tile * V);
-            for block in 0..cout.div_ceil(C) {
+            for block in self.blocks.clone() {
                 // Past the last channel, repeats of its row (summed, not stored).
                 let rows: [*const f32; C] = std::array::from_fn(|c| weights[(block * C + c).min(cout - 1) * reads.len()..].as_ptr());
                 let mut acc = [[simd.splat_f32s(0.0); V]; C];
