@@ -30,10 +30,6 @@ const fn register_tile(lanes: usize) -> (usize, usize) {
     }
 }
 
-/// Values of a padded copy worth a pass of its own on the threads: smaller ones (the small
-/// frames' maps) cost less copied on the calling thread than shared out.
-const PARALLEL_COPY: usize = 1 << 16;
-
 /// Pieces of work per thread, each a run of neighbouring tiles whose input rows overlap (on 2
 /// threads of a Zen 5, 1 to 3 alike, 4 slower by 6 %, 8 by 18 %).
 const PIECES_PER_THREAD: usize = 2;
@@ -51,7 +47,7 @@ pub fn gains_on(g: &TapGeometry) -> bool {
     const MIN_LANES: usize = 4;
     let lanes = simd_lanes();
     let taps = g.live_taps();
-    let padded = PaddedPlanes::new(g, &taps, lanes).plane;
+    let padded = PaddedPlanes::new(g, &taps, lanes, g.height).plane;
     g.kernel > 1
         && g.stride == 1
         && g.input_channels * g.output_channels <= MAX_WEIGHTS
@@ -76,22 +72,29 @@ pub fn convolve_direct(x: &[f32], weight: Weights, g: TapGeometry, epilogue: Epi
     let lanes = simd_lanes();
     let (channels, vectors) = register_tile(lanes);
     let taps = g.live_taps();
-    let layout = PaddedPlanes::new(&g, &taps, lanes);
-    let (weights, reads) = weight_rows(weight, &g, &taps, &layout);
     let plane = h * w;
-    let tiles = (h * layout.row_vectors).div_ceil(vectors);
+    let row_vectors = w.div_ceil(lanes);
+    let tiles = (h * row_vectors).div_ceil(vectors);
     let workers = workers_for([cout, plane, cin, taps.len()]);
     // Runs of tiles, and on maps of fewer tiles than pieces wanted, groups of channel blocks too.
     let (blocks, wanted) = (cout.div_ceil(channels), if workers > 1 { workers * PIECES_PER_THREAD } else { 1 });
     let tile_runs = wanted.min(tiles).max(1);
     let block_groups = wanted.div_ceil(tile_runs).min(blocks).max(1);
     let pieces = tile_runs * block_groups;
+    let run_of = |run: usize| tiles * run / tile_runs..tiles * (run + 1) / tile_runs;
+    // Output rows of each run of tiles: each piece copies those rows' input, and its borders.
+    let rows_of = |tiles: &Range<usize>| {
+        let last = (tiles.end * vectors).min(h * row_vectors) - 1;
+        tiles.start * vectors / row_vectors..last / row_vectors + 1
+    };
+    let run_rows = (0..tile_runs).map(|run| rows_of(&run_of(run)).len()).max().unwrap_or(0);
+    let layout = PaddedPlanes::new(&g, &taps, lanes, run_rows);
+    let (weights, reads) = weight_rows(weight, &g, &taps, &layout);
     let size = batch * cout * plane;
     let mut out = Vec::<f32>::with_capacity(size);
     for b in 0..batch {
-        let padded = layout.copy(&x[b * cin * plane..][..cin * plane], &g, workers > 1 && cin * layout.plane >= PARALLEL_COPY);
         let image = PaddedImage {
-            padded: &padded,
+            input: &x[b * cin * plane..][..cin * plane],
             weights: &weights,
             reads: &reads,
             g,
@@ -102,8 +105,11 @@ pub fn convolve_direct(x: &[f32], weight: Weights, g: TapGeometry, epilogue: Epi
         };
         let piece = |i: usize| {
             let (run, group) = (i % tile_runs, i / tile_runs);
-            let tiles = tiles * run / tile_runs..tiles * (run + 1) / tile_runs;
-            arch.dispatch(Tiles { image: &image, tiles, blocks: blocks * group / block_groups..blocks * (group + 1) / block_groups })
+            let tiles = run_of(run);
+            let rows = rows_of(&tiles);
+            let padded = layout.copy(image.input, &g, rows.start);
+            let blocks = blocks * group / block_groups..blocks * (group + 1) / block_groups;
+            arch.dispatch(Tiles { image: &image, padded: &padded, first_row: rows.start, tiles, blocks })
         };
         if pieces > 1 {
             super::each_index(pieces, piece);
@@ -132,9 +138,10 @@ impl WithSimd for Lanes {
     }
 }
 
-/// Where an image's padded copy keeps its values: each input plane's rows widened to whole
-/// vectors with `left` zero columns before them and `top` zero rows above, and zeros after, so
-/// that every live tap of every output vector reads inside its plane.
+/// Where a piece's padded copy of the input keeps its values: for a run of `rows` output rows,
+/// each input plane's rows under them widened to whole vectors, with `left` zero columns before
+/// them, `top` rows above and below (the image's, or zeros beyond its edges), and zeros after,
+/// so that every live tap of every output vector of the run reads inside its plane.
 #[derive(Clone, Copy)]
 struct PaddedPlanes {
     lanes: usize,
@@ -148,15 +155,16 @@ struct PaddedPlanes {
 }
 
 impl PaddedPlanes {
-    fn new(g: &TapGeometry, taps: &[(isize, isize, usize)], lanes: usize) -> Self {
+    fn new(g: &TapGeometry, taps: &[(isize, isize, usize)], lanes: usize, rows: usize) -> Self {
         let reach = |shift: fn(&(isize, isize, usize)) -> isize| taps.iter().map(|t| shift(t).unsigned_abs()).max().unwrap_or(0);
         let (top, left) = (reach(|t| t.0), reach(|t| t.1));
         let row_vectors = g.width.div_ceil(lanes);
         let row = row_vectors * lanes + 2 * left;
-        Self { lanes, row_vectors, top, left, row, plane: (g.height + 2 * top) * row }
+        Self { lanes, row_vectors, top, left, row, plane: (rows + 2 * top) * row }
     }
 
-    /// Where output pixel (0, 0) reads under the tap shifted by (`dy`, `dx`), from a plane's start.
+    /// Where the run's first output pixel (its row's column 0) reads under the tap shifted by
+    /// (`dy`, `dx`), from a plane's start.
     fn offset(&self, dy: isize, dx: isize) -> usize {
         ((self.top as isize + dy) * self.row as isize + self.left as isize + dx) as usize
     }
@@ -166,32 +174,30 @@ impl PaddedPlanes {
         (vector / self.row_vectors, vector % self.row_vectors * self.lanes)
     }
 
-    /// `image`'s planes (`[Cin, H, W]` of `g`), padded (each value written once), on the
-    /// threads where `parallel`.
-    fn copy(&self, image: &[f32], g: &TapGeometry, parallel: bool) -> Vec<f32> {
+    /// The padded planes of `image` (`[Cin, H, W]` of `g`) for the run of output rows from
+    /// `first_row`: each value written once.
+    fn copy(&self, image: &[f32], g: &TapGeometry, first_row: usize) -> Vec<f32> {
         let (h, w) = (g.height, g.width);
+        let rows = self.plane / self.row;
+        // The image's rows in the copy: padded row r holds input row first_row + r - top.
+        let (from, to) = (first_row.saturating_sub(self.top), (first_row + rows - self.top).min(h));
         let size = g.input_channels * self.plane;
         let mut padded = Vec::<f32>::with_capacity(size);
-        let start = SharedOut(padded.as_mut_ptr());
-        let copy_plane = |ci: usize| {
-            // SAFETY: plane ci of the allocation, written only here; its rows of the image
-            // between zero runs (the borders: the rest of the previous row and this one's left).
+        let plane_start = padded.as_mut_ptr();
+        for ci in 0..g.input_channels {
+            // SAFETY: plane ci of the allocation; the image's rows between zero runs (above
+            // them, the rest of the previous row and this one's left; below them, the rest).
             unsafe {
-                let plane = start.at(ci * self.plane);
+                let plane = plane_start.add(ci * self.plane);
                 let mut written = 0;
-                for (y, source) in image[ci * h * w..][..h * w].chunks_exact(w).enumerate() {
-                    let at = (self.top + y) * self.row + self.left;
+                for (y, source) in image[ci * h * w..][from * w..to * w].chunks_exact(w).enumerate() {
+                    let at = (from + y + self.top - first_row) * self.row + self.left;
                     plane.add(written).write_bytes(0, at - written);
                     plane.add(at).copy_from_nonoverlapping(source.as_ptr(), w);
                     written = at + w;
                 }
                 plane.add(written).write_bytes(0, self.plane - written);
             }
-        };
-        if parallel {
-            super::each_index(g.input_channels, copy_plane);
-        } else {
-            (0..g.input_channels).for_each(copy_plane);
         }
         // SAFETY: every plane is written.
         unsafe { padded.set_len(size) };
@@ -221,11 +227,11 @@ fn weight_rows<'a>(weight: Weights<'a>, g: &TapGeometry, taps: &[(isize, isize, 
 
 /// One image's convolution as the pieces of work share it.
 struct PaddedImage<'a> {
-    /// `[Cin][padded plane]`.
-    padded: &'a [f32],
+    /// The image's `[Cin, H, W]`.
+    input: &'a [f32],
     /// A row per output channel, in the order of `reads`.
     weights: &'a [f32],
-    /// Where each weight of a row reads, from an output vector's place in the padded planes.
+    /// Where each weight of a row reads, from an output vector's place in a piece's padded planes.
     reads: &'a [usize],
     g: TapGeometry,
     layout: PaddedPlanes,
@@ -239,6 +245,9 @@ struct PaddedImage<'a> {
 /// channels.
 struct Tiles<'a> {
     image: &'a PaddedImage<'a>,
+    /// The input under the tiles' rows, padded; its first output row.
+    padded: &'a [f32],
+    first_row: usize,
     tiles: Range<usize>,
     blocks: Range<usize>,
 }
@@ -261,7 +270,8 @@ impl Tiles<'_> {
     /// channels' sums over every input channel and tap, then the epilogue, stored.
     #[inline(always)]
     fn compute<S: Simd, const C: usize, const V: usize>(self, simd: S) {
-        let PaddedImage { padded, weights, reads, g, layout, .. } = *self.image;
+        let PaddedImage { weights, reads, g, layout, .. } = *self.image;
+        let padded = self.padded;
         let vectors = g.height * layout.row_vectors;
         let cout = g.output_channels;
         for tile in self.tiles.clone() {
@@ -269,7 +279,7 @@ impl Tiles<'_> {
             let at: [(usize, usize); V] = std::array::from_fn(|v| layout.vector_at((tile * V + v).min(vectors - 1)));
             let bases = at.map(|(y, x)| {
                 // SAFETY: output pixel (y, x) reads from this place of each padded plane.
-                unsafe { padded.as_ptr().add(y * layout.row + x) }
+                unsafe { padded.as_ptr().add((y - self.first_row) * layout.row + x) }
             });
             let stored = V.min(vectors - tile * V);
             for block in self.blocks.clone() {
