@@ -3,9 +3,11 @@
 //! broadcast to meet them. A matrix product per tap sends its partial sums through memory once
 //! per tap, and a gathered band writes every input value nine times over before any arithmetic;
 //! here a register tile of C output channels x V pixel vectors sums every input channel under
-//! every tap before it is stored once. The input is first copied into planes with zero borders
-//! as wide as the taps reach, so that no tap needs a bounds test. The weights are read where
-//! they are, a run of `Cin · k²` per output channel, the tile's reads following their order.
+//! every tap before it is stored once. Each piece of work first copies the input under its rows
+//! into planes with zero borders as wide as the taps reach (rows at its edges copied by both
+//! neighbours), so that no tap needs a bounds test, and the copy is in its core's cache. The
+//! weights are read where they are, a run of `Cin · k²` per output channel, the tile's reads
+//! following their order.
 
 use std::borrow::Cow;
 use std::ops::Range;

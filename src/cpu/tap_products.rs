@@ -126,7 +126,7 @@ pub enum TapStrategy {
     /// Each band's taps gathered into one matrix first: one product `taps · Cin` deep.
     Gathered,
     /// No matrix product: register tiles of output channels x pixel vectors summed over every
-    /// input channel and tap of a zero-bordered copy of the input ([`super::direct_convolution`]).
+    /// input channel and tap of zero-bordered copies of the input ([`super::direct_convolution`]).
     Direct,
     /// 3x3 kernels: Winograd's F(2x2, 3x3), 16 products over 2x2 tiles of outputs where the taps
     /// make 9 over every pixel ([`super::winograd`]); other kernels per tap.
