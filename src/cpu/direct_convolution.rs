@@ -212,19 +212,21 @@ impl PaddedPlanes {
 /// the live taps' weights copied out (`[Cout, Cin, live taps]`).
 fn weight_rows<'a>(weight: Weights<'a>, g: &TapGeometry, taps: &[(isize, isize, usize)], layout: &PaddedPlanes) -> (Cow<'a, [f32]>, Vec<usize>) {
     let (cin, cout) = (g.input_channels, g.output_channels);
-    let read = |ci: usize, tap: usize| ci * layout.plane + layout.offset(taps[tap].0, taps[tap].1);
-    if taps.len() < g.kernel * g.kernel {
+    let (rows, order) = if taps.len() < g.kernel * g.kernel {
         let rows = (0..cout).flat_map(|co| (0..cin).flat_map(move |ci| taps.iter().map(move |t| weight.at(g, co, ci, t.2)))).collect();
-        return (Cow::Owned(rows), (0..cin).flat_map(|ci| (0..taps.len()).map(move |tap| read(ci, tap))).collect());
-    }
-    // Every tap live: `taps[i].2 == i`, in either order.
+        (Cow::Owned(rows), WeightOrder::Oihw)
+    } else {
+        (Cow::Borrowed(weight.values), weight.order)
+    };
+    // With every tap live, `taps[i].2 == i`: the rows' order is the weights' own.
+    let read = |ci: usize, tap: usize| ci * layout.plane + layout.offset(taps[tap].0, taps[tap].1);
     let reads = (0..cin * taps.len())
-        .map(|i| match weight.order {
+        .map(|i| match order {
             WeightOrder::Oihw => read(i / taps.len(), i % taps.len()),
             WeightOrder::Ohwi => read(i % cin, i / cin),
         })
         .collect();
-    (Cow::Borrowed(weight.values), reads)
+    (rows, reads)
 }
 
 /// One image's convolution as the pieces of work share it.
@@ -287,11 +289,10 @@ impl Tiles<'_> {
             for block in self.blocks.clone() {
                 // Past the last channel, repeats of its row (summed, not stored).
                 let rows: [*const f32; C] = std::array::from_fn(|c| weights[(block * C + c).min(cout - 1) * reads.len()..].as_ptr());
-                let mut acc = [[simd.splat_f32s(0.0); V]; C];
                 // SAFETY: every live tap of every vector reads inside its padded plane (the
                 // layout's borders); each row holds a weight per read.
-                unsafe { multiply_add_tile(simd, &mut acc, bases, reads, rows) };
-                self.store(simd, &acc, block * C, &at[..stored]);
+                let sums = unsafe { tile_sums::<S, C, V>(simd, bases, reads, rows) };
+                self.store(simd, &sums, block * C, &at[..stored]);
             }
         }
     }
@@ -321,22 +322,20 @@ impl Tiles<'_> {
     }
 }
 
-/// `acc[c][v] += Σ_i rows[c][i] · (the vector at bases[v] + reads[i])`: each input vector loaded
-/// once for C channels, each weight broadcast once for V vectors.
+/// `sums[c][v] = Σ_i rows[c][i] · (the vector at bases[v] + reads[i])`: each input vector loaded
+/// once for C channels, each weight broadcast once for V vectors, the sums in registers.
 ///
 /// # Safety
 /// Every `bases[v] + reads[i]` starts a vector inside its allocation; each row holds
 /// `reads.len()` values.
 #[inline(always)]
-unsafe fn multiply_add_tile<S: Simd, const C: usize, const V: usize>(
+unsafe fn tile_sums<S: Simd, const C: usize, const V: usize>(
     simd: S,
-    acc: &mut [[S::f32s; V]; C],
     bases: [*const f32; V],
     reads: &[usize],
     rows: [*const f32; C],
-) {
-    // Sums in locals rather than behind the reference: they stay in registers over the loop.
-    let mut sums = *acc;
+) -> [[S::f32s; V]; C] {
+    let mut sums = [[simd.splat_f32s(0.0); V]; C];
     for (i, &at) in reads.iter().enumerate() {
         // SAFETY: the caller's promise.
         let x: [S::f32s; V] = std::array::from_fn(|v| unsafe { bases[v].add(at).cast::<S::f32s>().read_unaligned() });
@@ -347,5 +346,5 @@ unsafe fn multiply_add_tile<S: Simd, const C: usize, const V: usize>(
             }
         }
     }
-    *acc = sums;
+    sums
 }
